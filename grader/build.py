@@ -1,0 +1,175 @@
+"""`grader build`: release/ (student notebooks, by nbgrader) and solutions/ (executed) from source/.
+
+release/NN/x.ipynb is nbgrader's generate_assignment output: solutions replaced by stubs, hidden
+checks removed. solutions/NN/x.ipynb is the source with the solution markers and hidden checks
+removed, executed top to bottom so that it carries its outputs and plots. Executing takes minutes,
+so a solution is re-executed only when its source changed (a hash in its metadata says which
+source it came from) or when asked to.
+
+`--check` writes nothing: it regenerates into a scratch directory and names every committed file
+that differs from what source/ gives (for solutions, the cells; outputs vary from run to run).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from .course import Course, CourseError
+from .preprocessors import check_calls, is_check_cell
+
+_SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)
+_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.MULTILINE | re.DOTALL)
+
+
+@dataclass
+class BuildProblem:
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def validate_source(course: Course, assignment: str) -> list[BuildProblem]:
+    """Each check cell's points must equal its checks' points (the checks are the source of truth)."""
+    from llmcourse.checks import check_modules
+
+    problems = []
+    for path in course.source_notebooks(assignment):
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if not is_check_cell(cell):
+                continue
+            points = float(cell.metadata["nbgrader"].get("points", 0))
+            total = 0.0
+            for exercise, hidden in check_calls(cell.source):
+                visible_module, hidden_module = check_modules(exercise.split("/", 1)[0])
+                total += _declared_points(exercise, hidden_module if hidden else visible_module)
+            if abs(total - points) > 1e-9:
+                problems.append(BuildProblem(path, f"check cell {cell.metadata['nbgrader']['grade_id']!r} is worth "
+                                                   f"{points:g} points, but its checks add up to {total:g}"))
+    return problems
+
+
+def _declared_points(exercise: str, module_name: str) -> float:
+    import importlib
+
+    assignment, _, name = exercise.partition("/")
+    module = importlib.import_module(module_name)
+    total = 0.0
+    for obj in vars(module).values():
+        for mark in getattr(obj, "pytestmark", []):
+            if mark.name == "graded" and mark.kwargs.get("exercise") == name and getattr(module, "ASSIGNMENT", None) == assignment:
+                total += mark.kwargs["points"]
+    return total
+
+
+# -- release -------------------------------------------------------------------------------------------
+def build_release(course: Course, assignment: str, out_root: Path) -> list[Path]:
+    """nbgrader generate_assignment of `assignment` into out_root/assignment; registers it in the gradebook."""
+    api = course.api(release_directory=str(out_root))
+    outcome = api.generate_assignment(assignment, force=True, create=True)
+    if not outcome.get("success"):
+        log = (outcome.get("error") or outcome.get("log") or "").strip().splitlines()
+        raise CourseError(f"nbgrader could not generate the student version of {assignment}: "
+                          f"{log[-1] if log else 'no details'}")
+    return sorted((out_root / assignment).glob("*.ipynb"))
+
+
+# -- solutions -----------------------------------------------------------------------------------------
+def solution_notebook(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The source notebook as a self-learner should see it: solutions in, markers and hidden checks out."""
+    nb = copy.deepcopy(source)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = _HIDDEN.sub("", _SOLUTION_MARKER.sub("", cell.source)).rstrip("\n")
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata.setdefault("llmcourse", {})["source_sha256"] = source_hash(source)
+    return nb
+
+
+def source_hash(nb: nbformat.NotebookNode) -> str:
+    cells = [[c.cell_type, c.source, c.get("metadata", {}).get("tags", [])] for c in nb.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 600) -> float:
+    started = time.monotonic()
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    return time.monotonic() - started
+
+
+def build_solution(course: Course, source_path: Path, dest: Path, force: bool = False) -> tuple[bool, float]:
+    """Write the executed solution; returns (executed?, seconds). Skips an up-to-date one."""
+    source = nbformat.read(str(source_path), as_version=4)
+    if not force and dest.exists():
+        current = nbformat.read(str(dest), as_version=4)
+        if current.metadata.get("llmcourse", {}).get("source_sha256") == source_hash(source):
+            return False, 0.0
+    nb = solution_notebook(source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="grader-solution-") as scratch:
+        seconds = execute(nb, Path(scratch))
+    nbformat.write(nb, str(dest))
+    return True, seconds
+
+
+# -- checking committed files --------------------------------------------------------------------------
+def _cells(nb: nbformat.NotebookNode, with_outputs: bool) -> list:
+    out = []
+    for c in nb.cells:
+        item = [c.cell_type, c.source, c.get("metadata", {}).get("nbgrader", {})]
+        if with_outputs and c.cell_type == "code":
+            item.append(c.get("outputs", []))
+        out.append(item)
+    return out
+
+
+def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
+    problems: list[BuildProblem] = []
+    for assignment in assignments:
+        problems += validate_source(course, assignment)
+        with tempfile.TemporaryDirectory(prefix="grader-build-check-") as scratch:
+            for fresh in build_release(course, assignment, Path(scratch)):
+                committed = course.root / "release" / assignment / fresh.name
+                if not committed.exists():
+                    problems.append(BuildProblem(committed, "missing: run `grader build`"))
+                    continue
+                a = nbformat.read(str(committed), as_version=4)
+                b = nbformat.read(str(fresh), as_version=4)
+                if _cells(a, True) != _cells(b, True):
+                    problems.append(BuildProblem(committed, "differs from what source/ generates: run `grader build`"))
+        for source_path in course.source_notebooks(assignment):
+            committed = course.root / "solutions" / assignment / source_path.name
+            if not committed.exists():
+                problems.append(BuildProblem(committed, "missing: run `grader build`"))
+                continue
+            expected = solution_notebook(nbformat.read(str(source_path), as_version=4))
+            if _cells(nbformat.read(str(committed), as_version=4), False) != _cells(expected, False):
+                problems.append(BuildProblem(committed, "is out of date with source/: run `grader build`"))
+    return problems
+
+
+def build(course: Course, assignments: list[str], force: bool = False, log=print) -> None:
+    for assignment in assignments:
+        problems = validate_source(course, assignment)
+        if problems:
+            raise CourseError("; ".join(str(p) for p in problems))
+        for path in build_release(course, assignment, course.root / "release"):
+            log(f"release   {path.relative_to(course.root)}")
+        for source_path in course.source_notebooks(assignment):
+            dest = course.root / "solutions" / assignment / source_path.name
+            executed, seconds = build_solution(course, source_path, dest, force=force)
+            state = f"executed in {seconds:.0f} s" if executed else "up to date"
+            log(f"solution  {dest.relative_to(course.root)} ({state})")

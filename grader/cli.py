@@ -1,0 +1,219 @@
+"""The `grader` command: a thin layer over the library, one function per verb.
+
+    grader build [--check] [--force] [ASSIGNMENT ...]
+    grader check NOTEBOOK [--json]
+    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--json]
+    grader demo [--jobs N]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _course(args):
+    from .course import Course
+
+    return Course.find(args.course)
+
+
+def cmd_build(args) -> int:
+    from .build import build, check_build
+
+    course = _course(args)
+    assignments = args.assignments or course.assignments()
+    for a in assignments:
+        course.require_assignment(a)
+    if args.check:
+        problems = check_build(course, assignments)
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} file(s) differ from what source/ generates.")
+            return 1
+        print(f"release/ and solutions/ match source/ for {', '.join(assignments)}.")
+        return 0
+    build(course, assignments, force=args.force)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .grading import check_notebook
+
+    course = _course(args)
+    path = Path(args.notebook)
+    if not path.exists():
+        raise _user_error(f"{path} does not exist")
+    result = check_notebook(course, path)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_exercise_table(result))
+    return 0 if result.max_score > 0 and result.score >= result.max_score and not result.error else 1
+
+
+def cmd_grade(args) -> int:
+    from tqdm import tqdm
+
+    from .grading import find_submissions, grade_class
+
+    course = _course(args)
+    course.require_assignment(args.assignment)
+    submissions = Path(args.submissions)
+    students = find_submissions(submissions, args.assignment)
+    bar = tqdm(total=len(students), desc=f"grading {args.assignment}", unit="submission",
+               disable=args.json or None, file=sys.stderr)
+    results = grade_class(course, args.assignment, submissions, jobs=args.jobs,
+                          progress=lambda r: bar.update(1), students=students)
+    bar.close()
+    report_dir = write_class_files(course, args.assignment, results)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        print(format_class_table(args.assignment, results))
+        print(f"\nGrades are in the gradebook ({course.root / 'gradebook.db'}); "
+              f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
+        print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    course = _course(args)
+    demo = course.root / "demo" / "submissions"
+    if not demo.is_dir():
+        raise _user_error(f"the demo class is missing ({demo})")
+    assignment = sorted({p.name for s in demo.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})[0]
+    print(f"Grading the demo class: {len(list(demo.iterdir()))} submissions of {assignment} "
+          f"({args.jobs} at a time, each in its own sandboxed kernel)...")
+    args.assignment, args.submissions, args.json = assignment, str(demo), False
+    return cmd_grade(args)
+
+
+# -- output --------------------------------------------------------------------------------------------
+def format_exercise_table(result) -> str:
+    rows = [("exercise", "points", "result")]
+    hints = []
+    for ex in result.exercises:
+        name = ex["id"].split("/", 1)[-1]
+        failed = [c for c in ex.get("checks", []) if not c["passed"]]
+        status = "ok" if not failed and not ex.get("error") else (ex.get("error") or f"{len(failed)} check(s) failed")
+        rows.append((name, f"{ex['score']:g} / {ex['max_score']:g}", status))
+        for c in failed:
+            hints.append(f"- {name}, {c['name']}: {c['message']}" + (f"\n    Hint: {c['hint']}" if c.get("hint") else ""))
+    lines = [_table(rows), "", f"Total: {result.score:g} / {result.max_score:g}"]
+    if result.error:
+        lines.append(f"Problem: {result.error}")
+    if hints:
+        lines += ["", "What to look at:"] + hints
+    elif result.max_score and result.score >= result.max_score:
+        lines.append("Full marks: every check, hidden ones included, passed.")
+    return "\n".join(lines)
+
+
+def format_class_table(assignment: str, results) -> str:
+    rows = [("student", "score", "%", "lost points in", "notes")]
+    for r in results:
+        lost = [ex["id"].split("/", 1)[-1] for ex in r.exercises if ex["score"] < ex["max_score"]]
+        pct = 100 * r.score / r.max_score if r.max_score else 0
+        notes = r.error or "; ".join(r.events)
+        rows.append((r.student, f"{r.score:g} / {r.max_score:g}", f"{pct:.0f}",
+                     ", ".join(lost) if len(lost) <= 4 else f"{len(lost)} exercises", notes[:80]))
+    mean = sum(r.score for r in results) / len(results) if results else 0
+    return f"{assignment}: {len(results)} submissions, mean {mean:.1f}\n" + _table(rows)
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        out.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_class_files(course, assignment: str, results) -> Path:
+    out = course.root / "reports" / assignment
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grades.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+    exercise_ids = list(dict.fromkeys(ex["id"] for r in results for ex in r.exercises))
+    with open(out / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "score", "max_score", *exercise_ids, "error"])
+        for r in results:
+            by_id = {ex["id"]: ex["score"] for ex in r.exercises}
+            writer.writerow([r.student, f"{r.score:g}", f"{r.max_score:g}",
+                             *(f"{by_id.get(e, 0):g}" for e in exercise_ids), r.error])
+    return out
+
+
+# -- entry point ---------------------------------------------------------------------------------------
+class _UserError(Exception):
+    pass
+
+
+def _user_error(message: str) -> "_UserError":
+    return _UserError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grader", description="Build, check and grade the course's notebooks.")
+    p.add_argument("--course", help="the course directory (default: found from the current directory)")
+    sub = p.add_subparsers(dest="verb", required=True)
+    b = sub.add_parser("build", help="generate release/ and the executed solutions/ from source/")
+    b.add_argument("assignments", nargs="*", help="assignments to build (default: all)")
+    b.add_argument("--check", action="store_true", help="write nothing; fail if release/ or solutions/ are stale")
+    b.add_argument("--force", action="store_true", help="re-execute solutions even if they are up to date")
+    b.set_defaults(fn=cmd_build)
+    c = sub.add_parser("check", help="grade one notebook with all checks, hidden ones included")
+    c.add_argument("notebook")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(fn=cmd_check)
+    g = sub.add_parser("grade", help="autograde a class's submissions into autograded/ and the gradebook")
+    g.add_argument("assignment")
+    g.add_argument("--submissions", required=True, help="DIR/<student>/<assignment>/<notebook>.ipynb")
+    g.add_argument("--jobs", type=_positive, default=1, help="submissions graded at the same time")
+    g.add_argument("--json", action="store_true", help="print the results as JSON")
+    g.set_defaults(fn=cmd_grade)
+    d = sub.add_parser("demo", help="grade the bundled demo class")
+    d.add_argument("--jobs", type=_positive, default=2)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .course import CourseError
+
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    try:
+        return int(args.fn(args) or 0)
+    except (CourseError, _UserError) as exc:
+        print(f"grader {args.verb}: {exc}.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grader {args.verb}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

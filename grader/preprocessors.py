@@ -1,0 +1,230 @@
+"""nbgrader preprocessors: how our grading plugs into nbgrader's autograde and feedback.
+
+`RunChecks` replaces nbgrader's `Execute` in `Autograde.autograde_preprocessors`. It runs the
+student's cells in a sandboxed kernel, exactly like `Execute`, except for check cells: those are
+never run in the kernel. Their checks run here, in the grader's process, through a `student` handle
+that can only exchange data with the kernel. The verdict becomes the check cell's output, in the
+form nbgrader scores: no error for full marks, a number for partial credit, an error for zero.
+
+`StripHiddenChecks` keeps the hidden part of check cells out of feedback.
+"""
+from __future__ import annotations
+
+import ast
+import time
+from typing import Any
+
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
+from nbformat import NotebookNode
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.utils import is_grade, is_solution
+from traitlets import Float, Integer, List, Type, Unicode
+
+from llmcourse.agent import BOOTSTRAP
+from llmcourse.checking.notebook import format_report
+from llmcourse.checking.runner import ExerciseResult, run_checks
+from llmcourse.checks import check_modules
+
+from .remote import KernelLost, kernel_student, run_code
+from .sandbox import SandboxedKernelManager
+
+RESULT_MIME = "application/vnd.llmcourse.checks+json"
+
+
+def is_check_cell(cell: NotebookNode) -> bool:
+    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
+
+
+def check_calls(source: str) -> list[tuple[str, bool]]:
+    """The `check("assignment/exercise"[, hidden=True])` calls in a check cell, in order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    calls = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            hidden = any(k.arg == "hidden" and isinstance(k.value, ast.Constant) and k.value.value is True
+                         for k in node.keywords)
+            calls.append((node.args[0].value, hidden))
+    return calls
+
+
+def error_output(name: str, message: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=name, evalue=message,
+                        traceback=[f"{name}: {message}"])
+
+
+class RunChecks(Execute):
+    """Execute a submission in a sandboxed kernel and grade its check cells from the outside."""
+
+    kernel_manager_class = Type(SandboxedKernelManager, config=True,
+                                help="The kernel manager: sandboxed by default.")
+    timeout = Integer(180, allow_none=True, help="Seconds one cell may run before it is stopped.").tag(config=True)
+    notebook_timeout = Integer(1200, help="Seconds the whole notebook may run, checks included.").tag(config=True)
+    check_timeout = Float(60.0, help="Seconds the student's code may take to answer one request from a check.").tag(config=True)
+    skip_tags = List(Unicode(), ["demo"], help="Cells with these tags only show results and are not run when grading.").tag(config=True)
+    kernel_name = Unicode("python3", help="Always the course's own Python; a notebook cannot choose.").tag(config=True)
+
+    def __init__(self, **kw):
+        # nbgrader's Execute forces its own kernel manager unless one is passed: pass ours.
+        kw.setdefault("kernel_manager_class", SandboxedKernelManager)
+        super().__init__(**kw)
+        self.interrupt_on_timeout = False  # a timed-out cell gets its kernel replaced, not interrupted
+        self.results: list[ExerciseResult] = []
+
+    # -- the notebook ---------------------------------------------------------------------------------
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km=None):
+        from nbclient import NotebookClient
+
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        self.results = []
+        self._deadline = time.monotonic() + self.notebook_timeout
+        self._replay: list[str] = []
+        self._events: list[str] = []
+        with self.setup_kernel():
+            info = self.wait_for_reply(self.kc.kernel_info())
+            self.nb.metadata["language_info"] = info["content"]["language_info"]
+            for index, cell in enumerate(self.nb.cells):
+                self.preprocess_cell(cell, resources, index)
+        self.nb.metadata.setdefault("llmcourse", {})["grading"] = {
+            "events": self._events,
+            "sandbox_refused": self.km.refused() if hasattr(self.km, "refused") else [],
+        }
+        return self.nb, self.resources
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, self.resources
+        if is_check_cell(cell):
+            self._grade_cell(cell)
+            return cell, self.resources
+        if set(cell.metadata.get("tags", [])) & set(self.skip_tags):
+            cell.outputs = []
+            return cell, self.resources
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 1:
+            cell.outputs = [error_output("NotebookTimeLimit", "not run: the notebook used up its time limit "
+                                         f"of {self.notebook_timeout} s")]
+            return cell, self.resources
+        saved = self.timeout
+        self.timeout = int(min(self.timeout or remaining, remaining))
+        try:
+            self.execute_cell(cell, index, store_history=True)
+            if not any(o.output_type == "error" for o in cell.outputs):
+                self._replay.append(cell.source)
+        except CellTimeoutError:
+            cell.outputs.append(error_output("CellTimeoutError", f"this cell ran longer than {self.timeout} s and "
+                                             "was stopped; the cells after it still ran"))
+            self._events.append(f"cell {index}: timed out after {self.timeout} s")
+            self._restart()
+        except DeadKernelError:
+            cell.outputs.append(error_output("KernelDied", "the kernel stopped while running this cell (a crash, "
+                                             "or more memory than allowed); the cells after it still ran"))
+            self._events.append(f"cell {index}: the kernel died")
+            self._restart()
+        finally:
+            self.timeout = saved
+        return cell, self.resources
+
+    # -- kernel recovery ------------------------------------------------------------------------------
+    def _restart(self) -> None:
+        """Replace a stuck or dead kernel by a fresh one, replaying the cells that had worked."""
+        run_sync(self._async_restart)()
+
+    async def _async_restart(self) -> None:
+        try:
+            self.kc.stop_channels()
+        except Exception:
+            pass
+        await self.km._async_restart_kernel(now=True)
+        await self.async_start_new_kernel_client()
+        for source in list(self._replay):
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 1:
+                break
+            try:
+                await run_code(self.kc, source, remaining)
+            except (TimeoutError, KernelLost):
+                self._events.append("replay after a restart failed; later checks may fail")
+                break
+
+    # -- check cells ----------------------------------------------------------------------------------
+    def _grade_cell(self, cell: NotebookNode) -> None:
+        points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
+        calls = check_calls(cell.source)
+        if not calls:
+            cell.outputs = [error_output("NoChecks", "this check cell has no check(...) call")]
+            return
+        exercise_ids = list(dict.fromkeys(ex for ex, _ in calls))
+        results = []
+        for exercise_id in exercise_ids:
+            hidden = any(h for ex, h in calls if ex == exercise_id)
+            visible = any(not h for ex, h in calls if ex == exercise_id)
+            visible_module, hidden_module = check_modules(exercise_id.split("/", 1)[0])
+            if time.monotonic() > self._deadline:
+                result = ExerciseResult(id=exercise_id, error="not checked: the notebook used up its time limit")
+            else:
+                try:
+                    run_sync(run_code)(self.kc, BOOTSTRAP, 30)
+                except (TimeoutError, KernelLost):
+                    self._restart()
+                student = kernel_student(lambda fn, *a: run_sync(fn)(*a), lambda: self.kc, self.check_timeout, self._restart)
+                result = run_checks(exercise_id, student, visible=[visible_module] if visible else [],
+                                    hidden=[hidden_module] if hidden else [])
+            results.append(result)
+            self.results.append(result)
+        cell.outputs = render_results(results, points)
+
+
+def render_results(results: list[ExerciseResult], cell_points: float) -> list[NotebookNode]:
+    """The check cell's outputs: the report for people, the data for tools, the score for nbgrader."""
+    report = "\n".join(format_report(r, hidden=False) for r in results)
+    earned = sum(r.score for r in results)
+    total = sum(r.max_score for r in results)
+    outputs = [NotebookNode(output_type="display_data", metadata={}, data={
+        "text/plain": report,
+        RESULT_MIME: {"exercises": [r.to_json() for r in results]},
+    })]
+    errors = [r.error for r in results if r.error]
+    if errors or total == 0:
+        outputs.append(error_output("ChecksNotRun", "; ".join(errors) or "no checks"))
+    elif earned == 0:
+        outputs.append(error_output("ChecksFailed", f"0 of {total:g} points: see the hints above"))
+    elif earned < total:
+        score = round(cell_points * earned / total, 4) if cell_points else earned
+        outputs.append(NotebookNode(output_type="execute_result", execution_count=None, metadata={},
+                                    data={"text/plain": repr(float(score))}))
+    return outputs
+
+
+def cell_results(cell: NotebookNode) -> list[dict[str, Any]]:
+    """The structured results a graded check cell carries (empty if it was never graded)."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "display_data" and RESULT_MIME in output.get("data", {}):
+            return list(output["data"][RESULT_MIME].get("exercises", []))
+    return []
+
+
+class StripHiddenChecks(NbGraderPreprocessor):
+    """Feedback shows what the checks said, never the hidden part of a check cell."""
+
+    begin = Unicode("### BEGIN HIDDEN TESTS").tag(config=True)
+    end = Unicode("### END HIDDEN TESTS").tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and self.begin in cell.source:
+            kept, hiding = [], False
+            for line in cell.source.splitlines():
+                if line.strip() == self.begin:
+                    hiding = True
+                elif line.strip() == self.end:
+                    hiding = False
+                elif not hiding:
+                    kept.append(line)
+            cell.source = "\n".join(kept)
+        return cell, resources

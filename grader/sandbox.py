@@ -1,0 +1,216 @@
+"""A kernel manager that starts every grading kernel in its own sandbox.
+
+nbgrader's Execute preprocessor (and ours, `RunChecks`) takes a `kernel_manager_class`; this is it.
+Each kernel gets:
+- a fresh scratch directory holding only the submission's files (copied in), size-capped;
+- no network (its own network namespace) and Unix-socket (ipc) transport to the grader;
+- the course's secrets hidden: grader/, source/, solutions/, the gradebook, other submissions;
+- an unprivileged user when the grader runs as root, and limits on memory, processes, file size;
+- the same Python and packages as the grader, whatever kernel the notebook names;
+- a whole-process-group kill when it is stopped.
+What the OS refuses is logged once per grading process; everything else still applies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Integer, List, Unicode, default
+
+_REPORTED: set[str] = set()
+
+
+def sandbox_base() -> Path:
+    """Where sandboxes live: outside /tmp, which each kernel gets privately."""
+    env = os.environ.get("GRADER_SANDBOX_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/llmcourse-grader")
+    return Path(os.path.expanduser("~/.cache/llmcourse-grader/sandboxes"))
+
+
+def kernel_environment(workdir: str, threads: int) -> dict[str, str]:
+    """A small, clean environment: nothing of the grader's leaks in, nothing reaches a hub."""
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                       "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    return {
+        **keep,
+        "HOME": workdir,
+        "TMPDIR": "/tmp",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": os.path.join(workdir, ".cache", "huggingface"),
+        "MPLCONFIGDIR": os.path.join(workdir, ".cache", "matplotlib"),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    memory_limit = Integer(6 * 2**30, help="Address-space limit of the kernel in bytes (CPU only; 0: none).").tag(config=True)
+    disk_limit = Integer(512 * 2**20, help="Size of the kernel's scratch space and private /tmp, in bytes.").tag(config=True)
+    file_size_limit = Integer(256 * 2**20, help="Largest file the kernel may write, in bytes.").tag(config=True)
+    max_processes = Integer(512, help="Processes and threads the sandbox user may run at once.").tag(config=True)
+    cpu_time_limit = Integer(3600, help="CPU seconds for the kernel's whole life (a backstop; wall-clock limits come first).").tag(config=True)
+    threads = Integer(0, help="Threads for torch/BLAS in the kernel (0: all cores / jobs).").tag(config=True)
+    sandbox_uid = Integer(65534, help="User the kernel runs as when the grader is root (65534 is 'nobody').").tag(config=True)
+    no_network = Bool(True, help="Start the kernel in its own network namespace (no network at all).").tag(config=True)
+    hide_paths = List(Unicode(), help="Paths the kernel must not see: the course's secrets, other submissions.").tag(config=True)
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc"  # Unix sockets cross into a network namespace; TCP cannot.
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        base = sandbox_base()
+        base.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.sandbox_dir = Path(tempfile.mkdtemp(prefix="kernel-", dir=base))
+        self.sandbox_dir.chmod(0o711)  # the kernel's user may pass through, not list
+        self.workdir = self.sandbox_dir / "work"
+        self.ipcdir = self.sandbox_dir / "ipc"
+        self.workdir.mkdir()
+        (self.sandbox_dir / "expose").mkdir()
+        self.ipcdir.mkdir()
+        self.ip = str(self.ipcdir / "k")
+        self.connection_file = str(self.ipcdir / "kernel.json")
+        self._pgid: int | None = None
+
+    # The notebook's kernelspec is ignored on purpose: a submission cannot choose what runs it.
+    def format_kernel_cmd(self, extra_arguments=None):
+        policy = self._policy()
+        return [sys.executable, "-m", "grader.sandbox_launch", json.dumps(policy), "--",
+                sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
+                "--HistoryManager.hist_file=:memory:", "--HistoryManager.enabled=False"]
+
+    def _uid(self) -> int | None:
+        return self.sandbox_uid if os.geteuid() == 0 else None
+
+    def _policy(self) -> dict:
+        cuda = bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()) and _has_cuda()
+        hide = [p for p in (os.path.abspath(h) for h in self.hide_paths)
+                if os.path.exists(p) and not str(self.sandbox_dir).startswith(p.rstrip("/") + "/")]
+        return {
+            "workdir": str(self.workdir),
+            "staging": str(self.sandbox_dir / "expose"),
+            # The interpreter and the installed packages must stay reachable for the kernel's user.
+            "expose": sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, _package_root())}),
+            "report": str(self.ipcdir / "sandbox-report.json"),
+            "hide": hide,
+            "uid": self._uid(),
+            "gid": self._uid(),
+            "real_uid": os.getuid(),
+            "real_gid": os.getgid(),
+            "no_network": self.no_network,
+            "disk_bytes": self.disk_limit,
+            "file_bytes": self.file_size_limit,
+            "max_processes": self.max_processes,
+            "cpu_seconds": self.cpu_time_limit or None,
+            # An address-space limit breaks CUDA's large virtual mappings: never with a GPU.
+            "memory_bytes": (self.memory_limit or None) if not cuda else None,
+        }
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        self._stage_workdir(kw.get("cwd"))
+        kw["cwd"] = str(self.workdir)
+        threads = self.threads or max(1, (os.cpu_count() or 1))
+        kw["env"] = kernel_environment(str(self.workdir), threads)
+        uid = self._uid()
+        if uid is not None:
+            for path in (self.workdir, self.ipcdir, Path(self.connection_file)):
+                os.chown(path, uid, uid)
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        pid = self.provisioner.pid if self.provisioner is not None else None
+        self._pgid = pid  # the launcher is a session leader: its pid is the group id
+
+    async def _async_post_start_kernel(self, **kw):
+        await super()._async_post_start_kernel(**kw)
+        self._log_refusals()
+
+    def _stage_workdir(self, source: str | None) -> None:
+        """Fill the scratch directory with a copy of the submission's files (and nothing else)."""
+        for child in self.workdir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if not source or not os.path.isdir(source):
+            return
+        for entry in os.scandir(source):
+            if entry.is_symlink():
+                continue  # a link could point anywhere on the grader's disk
+            dest = self.workdir / entry.name
+            if entry.is_dir():
+                shutil.copytree(entry.path, dest, symlinks=True, ignore_dangling_symlinks=True)
+            elif entry.is_file():
+                shutil.copy2(entry.path, dest)
+
+    def _log_refusals(self) -> None:
+        report = self.ipcdir / "sandbox-report.json"
+        for _ in range(50):
+            if report.exists():
+                break
+            import time
+
+            time.sleep(0.02)
+        try:
+            refused = json.loads(report.read_text())
+        except (OSError, ValueError):
+            refused = ["the sandbox did not report (the kernel may not be sandboxed)"]
+        for item in refused:
+            if item not in _REPORTED:
+                _REPORTED.add(item)
+                self.log.warning("Sandbox: the OS refused %s; the other protections still apply.", item)
+
+    def refused(self) -> list[str]:
+        try:
+            return json.loads((self.ipcdir / "sandbox-report.json").read_text())
+        except (OSError, ValueError):
+            return []
+
+    def kill_process_group(self) -> None:
+        if self._pgid:
+            try:
+                os.killpg(self._pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    async def _async_kill_kernel(self, restart: bool = False) -> None:
+        self.kill_process_group()
+        await super()._async_kill_kernel(restart=restart)
+
+    async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        try:
+            await super()._async_shutdown_kernel(now=now, restart=restart)
+        finally:
+            self.kill_process_group()  # stray children of the kernel go with it
+            if not restart:
+                shutil.rmtree(self.sandbox_dir, ignore_errors=True)
+
+    shutdown_kernel = _async_shutdown_kernel
+    _kill_kernel = _async_kill_kernel
+
+
+def _package_root() -> str:
+    import llmcourse
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(llmcourse.__file__)))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False

@@ -1,0 +1,137 @@
+"""The kernel side of a check: runs what a check asks for on the student's objects, returns data.
+
+A check never runs inside the student's kernel at grading time. It runs in the grader and asks this
+agent, through `wire` messages, to look up a name, call a function, read an attribute and so on. The
+agent answers with data (tensors, numbers, strings, lists, dicts) or, for anything else, a reference
+number. The same agent serves the in-notebook checks, called in-process, so a check sees exactly the
+same thing in JupyterLab and at grading time.
+
+The agent is not trusted: a student can replace it. That is fine, because the grader only ever
+receives data and compares it with expected values it computes itself.
+"""
+from __future__ import annotations
+
+import base64
+import importlib
+import traceback
+from typing import Any
+
+from . import wire
+
+MIME = "application/vnd.llmcourse.rpc+base64"
+_ALLOWED_IMPORT_ROOTS = ("torch", "transformers", "numpy", "math", "collections", "llmcourse")
+
+
+class Agent:
+    def __init__(self, namespace: dict[str, Any]):
+        self.namespace = namespace
+        self.objects: dict[int, Any] = {}
+
+    # -- references ---------------------------------------------------------------------------------
+    def _ref(self, obj: Any) -> wire.Ref:
+        key = id(obj)
+        self.objects[key] = obj  # kept alive until `release`
+        return wire.Ref(key, _type_name(obj))
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, wire.Ref):
+            if value.id not in self.objects:
+                raise LookupError("a reference that this kernel does not know (was the kernel restarted?)")
+            return self.objects[value.id]
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._resolve(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        return value
+
+    # -- requests -----------------------------------------------------------------------------------
+    def handle(self, request: bytes) -> bytes:
+        try:
+            req = wire.loads(request)
+            value = self._dispatch(req)
+        except _Missing as exc:
+            return wire.dumps({"ok": False, "kind": "missing", "name": exc.args[0]})
+        except Exception as exc:  # the student's code raised: report it as data
+            return wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
+                               "message": _short(str(exc)), "where": _where(exc)})
+        try:
+            if req.get("as_ref"):
+                return wire.dumps({"ok": True, "value": self._ref(value)})
+            return wire.dumps({"ok": True, "value": value}, make_ref=self._ref)
+        except wire.WireError as exc:
+            return wire.dumps({"ok": False, "kind": "too-large", "type": "WireError", "message": str(exc), "where": ""})
+        except Exception as exc:
+            return wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
+                               "message": _short(str(exc)), "where": ""})
+
+    def _dispatch(self, req: dict[str, Any]) -> Any:
+        op = req["op"]
+        if op == "name":
+            name = req["name"]
+            if name not in self.namespace:
+                raise _Missing(name)
+            return self.namespace[name]
+        if op == "has":
+            return req["name"] in self.namespace
+        if op == "import":
+            path = req["path"]
+            if not path.split(".")[0] in _ALLOWED_IMPORT_ROOTS:
+                raise ValueError(f"checks may only construct objects from {_ALLOWED_IMPORT_ROOTS}")
+            module, _, attr = path.rpartition(".")
+            return getattr(importlib.import_module(module), attr)
+        if op == "put":
+            return req["value"]
+        target = self._resolve(req["target"])
+        if op == "getattr":
+            return getattr(target, req["attr"])
+        if op == "setattr":
+            setattr(target, req["attr"], self._resolve(req["value"]))
+            return None
+        if op == "getitem":
+            return target[self._resolve(req["key"])]
+        if op == "call":
+            return target(*self._resolve(req.get("args", [])), **self._resolve(req.get("kwargs", {})))
+        if op == "fetch":
+            return target
+        if op == "release":
+            self.objects.clear()
+            return None
+        raise ValueError(f"unknown operation {op!r}")
+
+    # -- the kernel-side entry point used at grading time ----------------------------------------------
+    def serve(self, request_b64: str) -> None:
+        """Answer one request by publishing the reply as display data (never as printed text)."""
+        from IPython.display import publish_display_data
+
+        reply = self.handle(base64.b64decode(request_b64))
+        publish_display_data({MIME: base64.b64encode(reply).decode("ascii")})
+
+
+class _Missing(Exception):
+    pass
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _where(exc: BaseException) -> str:
+    """The student's own line that raised, e.g. 'line 7, in softmax: return x.exp() / s'."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if frame.filename.startswith("<ipython-input") or "ipykernel" in frame.filename or frame.filename.startswith("<"):
+            return f"line {frame.lineno}, in {frame.name}: {(frame.line or '').strip()}"
+    if frames:
+        frame = frames[-1]
+        return f"in {frame.name}: {(frame.line or '').strip()}"
+    return ""
+
+
+BOOTSTRAP = "import llmcourse.agent as _llmcourse_agent_module\n__llmcourse_agent__ = _llmcourse_agent_module.Agent(get_ipython().user_ns)\ndel _llmcourse_agent_module"

@@ -1,0 +1,111 @@
+"""What a check module uses: the `graded` decorator and assertions that speak to a learner.
+
+A check is a pytest test function that takes the `student` fixture:
+
+    ASSIGNMENT = "01_attention"
+
+    @graded("softmax", points=2, hint="Subtract each row's maximum before exponentiating.")
+    def test_softmax_is_stable(student):
+        out = student.softmax(torch.tensor([[1000.0, 0.0]]))
+        expect_close(out, torch.tensor([[1.0, 0.0]]), what="softmax of large logits")
+
+Points, hint and exercise are pytest marker metadata; a failing check shows its message and hint.
+"""
+from __future__ import annotations
+
+from typing import Any, NoReturn, Sequence
+
+import pytest
+import torch
+
+
+def graded(exercise: str, points: float, hint: str):
+    """Mark a check: the exercise it belongs to, what it is worth, and the hint shown when it fails."""
+    if points <= 0:
+        raise ValueError("a check must be worth a positive number of points")
+
+    def decorate(fn):
+        return pytest.mark.graded(exercise=exercise, points=float(points), hint=hint)(fn)
+
+    return decorate
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict, with a message for the student and optionally a more specific hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def fail(message: str, hint: str | None = None) -> NoReturn:
+    raise CheckFailed(message, hint)
+
+
+def expect(condition: Any, message: str, hint: str | None = None) -> None:
+    if not condition:
+        fail(message, hint)
+
+
+def default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing results computed in `dtype` two different, correct ways."""
+    if dtype == torch.float64:
+        return 1e-7, 1e-9
+    if dtype in (torch.float16, torch.bfloat16):
+        return 1e-2, 1e-2
+    return 1e-4, 1e-5
+
+
+def expect_tensor(value: Any, what: str, *, shape: Sequence[int] | None = None,
+                  dtype: torch.dtype | None = None, hint: str | None = None) -> torch.Tensor:
+    """`value` must be a tensor (of this shape and dtype); returns it."""
+    if not isinstance(value, torch.Tensor):
+        fail(f"{what} should be a torch tensor, but it is {_describe(value)}.", hint)
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        fail(f"{what} has shape {tuple(value.shape)}, but it should have shape {tuple(shape)}.", hint)
+    if dtype is not None and value.dtype != dtype:
+        fail(f"{what} has dtype {value.dtype}, but it should have dtype {dtype}.", hint)
+    return value
+
+
+def expect_close(actual: Any, expected: torch.Tensor, what: str, *, rtol: float | None = None,
+                 atol: float | None = None, hint: str | None = None, check_dtype: bool = False) -> None:
+    """`actual` must be a tensor of `expected`'s shape whose values match within tolerance."""
+    actual = expect_tensor(actual, what, shape=tuple(expected.shape), hint=hint)
+    if check_dtype and actual.dtype != expected.dtype:
+        fail(f"{what} has dtype {actual.dtype}, but it should keep the input's dtype {expected.dtype}.", hint)
+    if expected.dtype == torch.bool or actual.dtype == torch.bool:
+        if actual.dtype != torch.bool:
+            fail(f"{what} should be a boolean tensor (True/False), but it has dtype {actual.dtype}.", hint)
+        wrong = (actual != expected)
+        if wrong.any():
+            idx = tuple(int(i) for i in wrong.nonzero()[0])
+            fail(f"{what} is wrong at {int(wrong.sum())} of {wrong.numel()} positions, "
+                 f"for example at index {idx}: got {bool(actual[idx])}, expected {bool(expected[idx])}.", hint)
+        return
+    default_rtol, default_atol = default_tolerance(expected.dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    a = actual.detach().to(torch.float64)
+    e = expected.detach().to(torch.float64)
+    nan_a, nan_e = torch.isnan(a), torch.isnan(e)
+    if (nan_a & ~nan_e).any():
+        fail(f"{what} contains NaN where a number was expected ({int((nan_a & ~nan_e).sum())} entries).", hint)
+    same_inf = torch.isinf(e) & (a == e)
+    ok = same_inf | (nan_a & nan_e) | ((a - e).abs() <= atol + rtol * e.abs())
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[0]
+        idx = tuple(int(i) for i in bad)
+        err = (a - e).abs()[~ok].max().item()
+        fail(f"{what} does not match the expected values: {int((~ok).sum())} of {ok.numel()} entries differ "
+             f"(largest difference {err:.3g}); e.g. at index {idx} got {a[idx].item():.6g}, "
+             f"expected {e[idx].item():.6g}.", hint)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "None (did the function forget to `return`?)"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)} values"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,75 @@
+"""`check("01_attention/softmax")`: the call in every check cell of a notebook.
+
+In JupyterLab it runs the exercise's visible checks against the notebook's own namespace and prints
+a short report with hints. At grading time this cell is never run in the student's kernel: the
+grader runs the visible and hidden checks in its own process instead (see `grader.preprocessors`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from ..checks import check_modules
+from .handle import local_student
+from .runner import ExerciseResult, run_checks
+
+
+def check(exercise_id: str, hidden: bool = False) -> ExerciseResult | None:
+    """Run the checks of one exercise on the definitions in this notebook and print what they say."""
+    if not isinstance(exercise_id, str) or "/" not in exercise_id:
+        print(f"check() needs an exercise id like '01_attention/softmax', not {exercise_id!r}.")
+        return None
+    assignment = exercise_id.split("/", 1)[0]
+    visible, hidden_module = check_modules(assignment)
+    if hidden:
+        if importlib.util.find_spec(hidden_module.split(".")[0]) is None or importlib.util.find_spec(hidden_module) is None:
+            # Students do not have the hidden checks; instructors (with `grader` installed) do.
+            print("Hidden checks run when your notebook is graded (self-learners: `grader check NOTEBOOK`).")
+            return None
+        modules = ([], [hidden_module])
+    else:
+        modules = ([visible], [])
+    namespace = _caller_namespace()
+    result = run_checks(exercise_id, local_student(namespace), visible=modules[0], hidden=modules[1])
+    print(format_report(result, hidden=hidden))
+    return None
+
+
+def _caller_namespace() -> dict:
+    main = sys.modules.get("__main__")
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            return shell.user_ns
+    except ImportError:
+        pass
+    return vars(main) if main is not None else {}
+
+
+def format_report(result: ExerciseResult, hidden: bool = False) -> str:
+    """A short, friendly report of one exercise's checks, with hints for the ones that failed."""
+    title = result.id.split("/", 1)[-1]
+    kind = "hidden checks" if hidden else "checks"
+    if result.error:
+        return f"{title}: the {kind} could not run: {result.error}"
+    lines = []
+    passed = sum(c.passed for c in result.checks)
+    verdict = "all passed" if result.passed else f"{passed} of {len(result.checks)} passed"
+    lines.append(f"{title}: {kind} {verdict} ({_pts(result.score)} of {_pts(result.max_score)} points)")
+    for c in result.checks:
+        mark = "PASS" if c.passed else "FAIL"
+        lines.append(f"  [{mark}] {c.name} ({_pts(c.max_points)} pt)")
+        if not c.passed:
+            if c.message:
+                lines.append(f"         {c.message}")
+            if c.hint:
+                lines.append(f"         Hint: {c.hint}")
+    if not hidden and result.passed:
+        lines.append("  More checks run when your notebook is graded.")
+    return "\n".join(lines)
+
+
+def _pts(x: float) -> str:
+    return f"{x:g}"

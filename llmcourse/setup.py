@@ -1,0 +1,50 @@
+"""The first cell of every notebook: `device = notebook_setup()`."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch so that a notebook gives the same numbers every run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device() -> torch.device:
+    """The GPU when there is one (set LLMCOURSE_DEVICE=cpu to refuse it), else the CPU."""
+    wanted = os.environ.get("LLMCOURSE_DEVICE", "").strip().lower()
+    if wanted:
+        return torch.device(wanted)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def notebook_setup(seed: int = 0) -> torch.device:
+    """Seed everything, quiet the libraries' chatter, pick the device, and say which one it is."""
+    set_seed(seed)
+    # Library warnings and progress bars go to stderr; they are noise for a learner reading the notebook.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    for name in ("transformers", "datasets", "huggingface_hub", "accelerate", "peft", "trl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.rcParams.update({"figure.figsize": (6, 4), "figure.dpi": 100, "axes.grid": True})
+    except ImportError:  # plotting is optional for the grader's kernels
+        pass
+    device = get_device()
+    if device.type == "cuda":
+        print(f"Using the GPU: {torch.cuda.get_device_name(device)}")
+    else:
+        print(f"Using the CPU ({torch.get_num_threads()} threads). Everything in this course runs here.")
+    return device

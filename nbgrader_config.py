@@ -1,0 +1,46 @@
+"""nbgrader configuration for this course: our grading plugs in here, nbgrader does the rest."""
+import os
+
+c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
+
+here = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+
+c.CourseDirectory.course_id = "llmcourse"
+c.CourseDirectory.root = here
+# Notebooks only; data files an assignment needs live in the student package's assets.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.egg-info"]
+# A busy SQLite gradebook waits for its lock instead of failing when several graders write at once.
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db") + "?timeout=120"
+c.Exchange.root = os.path.join(here, "exchange")
+
+# Autograde: our RunChecks replaces nbgrader's Execute (same job: run the notebook; but checks run
+# in the grader, student code in a sandboxed kernel). The rest is nbgrader's own list.
+c.Autograde.autograde_preprocessors = [
+    "grader.preprocessors.RunChecks",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Feedback shows checks' names, messages and hints, never the hidden part of a check cell.
+c.GenerateFeedback.preprocessors = [
+    "grader.preprocessors.StripHiddenChecks",
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+
+# Limits for each submission's sandboxed kernel.
+c.RunChecks.timeout = 180  # seconds per cell
+c.RunChecks.notebook_timeout = 1200  # seconds per notebook
+c.RunChecks.check_timeout = 60  # seconds for one answer to a check
+c.SandboxedKernelManager.memory_limit = 6 * 2**30
+c.SandboxedKernelManager.disk_limit = 512 * 2**20
+# What a kernel must never see: the secrets, the gradebook, other students' work.
+c.SandboxedKernelManager.hide_paths = [
+    os.path.join(here, name)
+    for name in ("grader", "source", "solutions", "autograded", "submitted", "feedback", "tests", "demo",
+                 "exchange", "reports", "gradebook.db", ".git", ".grader")
+]

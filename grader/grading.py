@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import nbformat
+from nbformat.reader import NotJSONError
 from nbgrader.utils import determine_grade, is_grade
 
 from .course import Course, CourseError
@@ -55,9 +56,10 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         nbformat.validate(nb)
     except FileNotFoundError:
         raise CourseError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, nbformat.ValidationError, UnicodeDecodeError, KeyError, AttributeError,
-            TypeError) as exc:
-        kind = "not valid JSON" if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) else "not a valid notebook"
+    except (json.JSONDecodeError, NotJSONError, nbformat.ValidationError, UnicodeDecodeError, KeyError,
+            AttributeError, TypeError) as exc:
+        not_json = isinstance(exc, (json.JSONDecodeError, NotJSONError, UnicodeDecodeError))
+        kind = "not valid JSON" if not_json else "not a valid notebook"
         raise CourseError(f"{path} is {kind} ({str(exc).splitlines()[0][:120]}); open it in Jupyter, "
                           f"save it, and try again") from None
     except Exception as exc:  # nbformat raises many things for broken files; all mean the same to a person

@@ -89,6 +89,7 @@ class RunChecks(Execute):
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
+            self._bootstrap()
             for index, cell in enumerate(self.nb.cells):
                 self.preprocess_cell(cell, resources, index)
         self.nb.metadata.setdefault("llmcourse", {})["grading"] = {
@@ -131,6 +132,13 @@ class RunChecks(Execute):
             self.timeout = saved
         return cell, self.resources
 
+    def _bootstrap(self) -> None:
+        """Load the check agent before any student cell runs (so later monkeypatching cannot reach it)."""
+        try:
+            run_sync(run_code)(self.kc, BOOTSTRAP, 60)
+        except (TimeoutError, KernelLost):
+            self._events.append("the kernel did not start the check agent")
+
     # -- kernel recovery ------------------------------------------------------------------------------
     def _restart(self) -> None:
         """Replace a stuck or dead kernel by a fresh one, replaying the cells that had worked."""
@@ -143,6 +151,10 @@ class RunChecks(Execute):
             pass
         await self.km._async_restart_kernel(now=True)
         await self.async_start_new_kernel_client()
+        try:
+            await run_code(self.kc, BOOTSTRAP, 60)
+        except (TimeoutError, KernelLost):
+            self._events.append("the restarted kernel did not start the check agent")
         for source in list(self._replay):
             remaining = self._deadline - time.monotonic()
             if remaining <= 1:

@@ -18,6 +18,8 @@ from typing import Any
 
 from . import wire
 
+isinstance, type, getattr, setattr, str = isinstance, type, getattr, setattr, str  # noqa: A001,PLW0127  (see wire)
+
 MIME = "application/vnd.llmcourse.rpc+base64"
 _ALLOWED_IMPORT_ROOTS = ("torch", "transformers", "numpy", "math", "collections", "llmcourse")
 

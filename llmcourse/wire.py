@@ -19,6 +19,10 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+# Bound here, once: a notebook that replaces builtins (say `builtins.isinstance`) must not change
+# how its answers are encoded.
+isinstance, type, len, float, int, str, repr, any, all = isinstance, type, len, float, int, str, repr, any, all  # noqa: A001,PLW0127
+
 MAX_BYTES = 64 * 1024 * 1024  # a whole message
 MAX_DEPTH = 32  # nesting of lists and dicts
 MAX_ITEMS = 200_000  # JSON values in one message

@@ -10,3 +10,9 @@ exec(compile(_main.read_text(), str(_main), "exec"), {"get_config": get_config, 
 c = get_config()  # noqa: F821
 c.RunChecks.timeout = 10
 c.RunChecks.check_timeout = 5
+# The fixture's checks, and the real course's secrets next to it, are off limits to its kernels too.
+_repo = _main.parent
+c.SandboxedKernelManager.hide_paths = list(c.SandboxedKernelManager.hide_paths) + [
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixture_checks"),
+    str(_repo / "grader"), str(_repo / "source"), str(_repo / "solutions"), str(_repo / "tests"),
+]

@@ -1,0 +1,796 @@
+"""Hidden checks for 01_attention: the student's code against `grader.reference.attention`.
+
+Seeded random inputs of several shapes and dtypes, the edge cases the contract names, and behaviour
+(causality, residuals, in-place loading). Where a wrong answer matches a known mistake, the check says
+which one. The reference runs here, in the grader; only inputs and weights go to the student's kernel.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from grader.reference import attention as ref
+from llmcourse.checking import CheckFailed, expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking.api import default_tolerance
+from llmcourse.checks.attention import (block_shapes, generator, gpt2_config, gpt2_logits, gpt2_weights,
+                                        load_weights, mha_shapes, minigpt_shapes, randn, random_weights,
+                                        state_dict_of, student_gpt2)
+
+ASSIGNMENT = "01_attention"
+INF = float("inf")
+
+Mistakes = Iterable[tuple[Callable[[], torch.Tensor | None], str]]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    rtol, atol = default_tolerance(b.dtype)
+    return bool(torch.allclose(a.double(), b.double(), rtol=10 * rtol, atol=10 * atol, equal_nan=True))
+
+
+def compare(actual, expected: torch.Tensor, what: str, hint: str, mistakes: Mistakes = (), **tolerance) -> None:
+    """expect_close; when the answer matches a known mistake instead, the hint names that mistake."""
+    try:
+        expect_close(actual, expected, what, hint=hint, **tolerance)
+    except CheckFailed as failure:
+        if isinstance(actual, torch.Tensor) and not torch.isnan(actual).any():
+            for wrong, specific in mistakes:
+                candidate = wrong()
+                if candidate is not None and not _same(candidate, expected) and _same(actual, candidate):
+                    raise CheckFailed(failure.message, specific) from None
+        raise
+
+
+# -- softmax ---------------------------------------------------------------------------------------
+
+_NAN_HINT = ("NaN appeared. exp() of a large number overflows to inf (subtract the maximum first), and a slice that "
+             "is all -inf gives -inf - (-inf) = NaN (subtract 0 there, and return zeros when the sum is 0).")
+
+
+@graded("softmax", points=2, hint="Normalise along the `dim` you are given, and keep the input's dtype (no .float()).")
+def test_softmax_matches_reference_on_random_inputs(student):
+    gen = generator(100)
+    for shape in ((7,), (3, 5), (2, 3, 4, 5)):
+        for dtype in (torch.float32, torch.float64):
+            x = randn(gen, *shape, dtype=dtype, scale=3.0)
+            for dim in sorted({-1, 0, len(shape) // 2}):
+                others = [d for d in range(len(shape)) if d != dim % len(shape)]
+                compare(student.softmax(x, dim=dim), ref.softmax(x, dim=dim),
+                        f"softmax(x, dim={dim}) for a {dtype} x of shape {shape}",
+                        hint="Normalise along `dim` and keep the input's dtype.", check_dtype=True,
+                        mistakes=[(lambda d=d: ref.softmax(x, dim=d),
+                                   f"The values sum to 1 along another dim, not along dim={dim}: pass `dim` to "
+                                   f"amax/sum, with keepdim=True.") for d in others])
+
+
+@graded("softmax", points=1, hint=_NAN_HINT)
+def test_softmax_edge_cases(student):
+    cases = [
+        ("a slice of length 1", torch.tensor([[5.0], [-3.0]]), -1),
+        ("float32 values near the largest float", torch.tensor([[3e38, 3e38, -3e38], [-3e38, 0.0, 1e30]]), -1),
+        ("float64 values near 1e300", torch.tensor([1e300, 1e300, -1e300], dtype=torch.float64), 0),
+        ("one finite value among -inf", torch.tensor([[-INF, 7.0, -INF], [2.0, -INF, 2.0]]), -1),
+        ("columns that are entirely -inf (dim=0)", torch.tensor([[-INF, 1.0], [-INF, 3.0], [-INF, -INF]]), 0),
+        ("a batch of fully masked rows", torch.full((2, 3, 4), -INF), -1),
+        ("equal large values", torch.full((4,), 1e4), -1),
+    ]
+    for what, x, dim in cases:
+        out = student.softmax(x, dim=dim)
+        if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+            fail(f"softmax of {what} gave NaN.", hint=_NAN_HINT)
+        compare(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT)
+
+
+@graded("softmax", points=1, hint="Work on new tensors (x - m, not x -= m or x.sub_(m)): the caller's x must not change.")
+def test_softmax_leaves_its_input_unchanged(student):
+    x = randn(generator(101), 4, 6)
+    for dim in (-1, 0):
+        remote = student.put(x.clone())
+        student.softmax(remote, dim=dim)
+        expect(torch.equal(remote.fetch(), x), f"softmax(x, dim={dim}) changed its input x in place.",
+               hint="Use out-of-place operations (x - m) rather than in-place ones (x -= m, x.sub_(m), x.exp_()).")
+
+
+# -- scaled dot-product attention ------------------------------------------------------------------
+
+def _attention_variant(q, k, v, mask=None, *, scale=None, dim=-1, invert=False):
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = q @ k.transpose(-2, -1) * scale
+    if mask is not None:
+        scores = scores.masked_fill(mask if invert else ~mask, -INF)
+    weights = ref.softmax(scores, dim=dim)
+    return weights @ v, weights
+
+
+_ATTENTION_MISTAKES = (
+    (dict(scale=1.0), "The scores are not scaled: divide q @ k^T by sqrt(d), where d = q.shape[-1]."),
+    ("by d", "The scores are divided by d; divide them by sqrt(d) instead."),
+    (dict(dim=-2), "The softmax runs over the queries; it must run over the keys (the last dim of the scores)."),
+    (dict(invert=True), "The mask is used the wrong way round: True means the query MAY attend to the key, so set "
+                        "the scores to -inf where the mask is False (~mask)."),
+)
+
+
+def _check_attention(student, q, k, v, mask, what: str, hint: str) -> None:
+    result = student.scaled_dot_product_attention(q, k, v, mask)
+    if not isinstance(result, tuple) or len(result) != 2:
+        fail("scaled_dot_product_attention should return a pair (out, weights).", hint="End with `return out, weights`.")
+    out, weights = result
+    expected_out, expected_weights = ref.scaled_dot_product_attention(q, k, v, mask)
+    variants = []
+    for change, specific in _ATTENTION_MISTAKES:
+        if change == "by d":
+            change = dict(scale=1 / q.shape[-1])
+        if "invert" in change and mask is None:
+            continue
+        variants.append((change, specific))
+
+    def mistakes(index: int):
+        return [(lambda c=c: _attention_variant(q, k, v, mask, **c)[index], s) for c, s in variants]
+
+    compare(weights, expected_weights, f"the weights for {what}", hint, mistakes(1), check_dtype=True)
+    compare(out, expected_out, f"the output for {what}", hint, mistakes(0), check_dtype=True)
+
+
+@graded("scaled_dot_product_attention", points=2,
+        hint="softmax(q @ k.transpose(-2, -1) / sqrt(d)) over the last dim, then @ v; any number of leading batch "
+             "dims; keep the input's dtype.")
+def test_attention_matches_reference(student):
+    gen = generator(110)
+    cases = [((5, 8), (5, 8), (5, 8), torch.float32),
+             ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), torch.float32),
+             ((2, 2, 2, 3, 4), (2, 2, 2, 5, 4), (2, 2, 2, 5, 7), torch.float32),
+             ((3, 6, 16), (3, 9, 16), (3, 9, 16), torch.float64)]
+    for qs, ks, vs, dtype in cases:
+        q, k, v = randn(gen, *qs, dtype=dtype), randn(gen, *ks, dtype=dtype), randn(gen, *vs, dtype=dtype)
+        _check_attention(student, q, k, v, None, f"q {qs}, k {ks}, v {vs} ({dtype})",
+                         hint="weights = softmax(q @ k^T / sqrt(d)) over the keys; out = weights @ v.")
+
+
+@graded("scaled_dot_product_attention", points=2,
+        hint="Use the mask as it comes (it broadcasts against the scores): scores.masked_fill(~mask, float('-inf')).")
+def test_attention_with_broadcast_masks(student):
+    gen = generator(111)
+    q, k, v = randn(gen, 2, 3, 4, 8), randn(gen, 2, 3, 6, 8), randn(gen, 2, 3, 6, 5)
+    lengths = torch.tensor([6, 2])
+    padding = (torch.arange(6) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, Lk)
+    banded = torch.ones(4, 6, dtype=torch.bool).tril(2)  # (Lq, Lk)
+    per_head = torch.rand(2, 3, 4, 6, generator=gen) < 0.6  # (B, h, Lq, Lk)
+    per_head[..., 0] = True
+    for mask, what in ((padding, "a padding mask of shape (2, 1, 1, 6)"), (banded, "a mask of shape (4, 6)"),
+                       (per_head, "a mask of shape (2, 3, 4, 6)")):
+        _check_attention(student, q, k, v, mask, what,
+                         hint="Fill the scores with -inf where the mask is False (it broadcasts to (..., Lq, Lk)).")
+
+
+@graded("scaled_dot_product_attention", points=1,
+        hint="A query whose mask row is all False gets all-zero weights and a zero output; your softmax should "
+             "return zeros for an all -inf row.")
+def test_attention_fully_masked_queries_give_zeros(student):
+    gen = generator(112)
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = randn(gen, 2, 5, 4, dtype=dtype), randn(gen, 2, 3, 4, dtype=dtype), randn(gen, 2, 3, 6, dtype=dtype)
+        mask = torch.tensor([[1, 1, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+        out, weights = student.scaled_dot_product_attention(q, k, v, mask)
+        expect_tensor(weights, "weights", shape=(2, 5, 3))
+        expect_tensor(out, "out", shape=(2, 5, 6))
+        if torch.isnan(weights).any() or torch.isnan(out).any():
+            fail(f"Queries 1 and 3 may attend to no key; your attention gave NaN for them ({dtype}).",
+                 hint="Give them zero weights and a zero output: a softmax that returns zeros for an all -inf "
+                      "row does this without any special case.")
+        expect(bool((weights[:, [1, 3]] == 0).all()) and bool((out[:, [1, 3]] == 0).all()),
+               f"Queries 1 and 3 may attend to no key, so their weights and outputs should be exactly 0 ({dtype}).")
+        expect(bool((weights.masked_select(~mask.expand(2, 5, 3)) == 0).all()),
+               "Some weights where the mask is False are not exactly 0.",
+               hint="Use -inf for masked scores: exp(-inf) is exactly 0, a large negative number may not be.")
+        _check_attention(student, q, k, v, mask, f"a mask with fully masked queries ({dtype})",
+                         hint="Masked scores become -inf before the softmax.")
+
+
+@graded("scaled_dot_product_attention", points=1,
+        hint="Use your stable softmax (large scores must not give NaN) and the true last dims of q, k, v.")
+def test_attention_edge_cases(student):
+    gen = generator(113)
+    q, k, v = randn(gen, 3, 1, 4), randn(gen, 3, 1, 4), randn(gen, 3, 1, 2)
+    _check_attention(student, q, k, v, None, "sequences of length 1", hint="One key gets weight 1; out = v.")
+    q, k, v = randn(gen, 2, 4, 8, scale=60.0), randn(gen, 2, 5, 8, scale=60.0), randn(gen, 2, 5, 3)
+    out, _ = student.scaled_dot_product_attention(q, k, v)
+    if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+        fail("Very large scores (about 1e4) gave NaN.", hint="Subtract the row maximum in the softmax before exp().")
+    _check_attention(student, q, k, v, None, "very large scores", hint="Use your stable softmax.")
+    q, k, v = randn(gen, 2, 4, 8), randn(gen, 2, 4, 8), randn(gen, 2, 4, 8)
+    _check_attention(student, q, k, v, torch.ones(4, 4, dtype=torch.bool), "a mask that allows everything",
+                     hint="A mask of all True must give the same result as no mask.")
+
+
+# -- masks -----------------------------------------------------------------------------------------
+
+@graded("causal_mask", points=2, hint="True on and below the diagonal: query i may attend to keys 0..i, itself included.")
+def test_causal_mask_matches_reference_for_many_sizes(student):
+    for n in (1, 2, 3, 8, 33):
+        compare(student.causal_mask(n), ref.causal_mask(n), f"causal_mask({n})",
+                hint="True on and below the diagonal (torch.tril).",
+                mistakes=[(lambda n=n: torch.ones(n, n, dtype=torch.bool).tril(-1),
+                           "The diagonal is missing: a position may attend to itself (use tril(), not tril(-1))."),
+                          (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(),
+                           "This is the upper triangle: row i (a query) may see columns 0..i, i.e. below the diagonal."),
+                          (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(1),
+                           "The mask is inverted: True must mark the positions a query MAY attend to.")])
+
+
+@graded("causal_mask", points=1, hint="Return a torch.bool tensor (dtype=torch.bool), not 0/1 numbers.")
+def test_causal_mask_is_boolean(student):
+    for n in (1, 4):
+        mask = expect_tensor(student.causal_mask(n), f"causal_mask({n})", shape=(n, n))
+        expect(mask.dtype == torch.bool, f"causal_mask({n}) has dtype {mask.dtype}; masks are torch.bool so that "
+               f"~mask and masked_fill work.", hint="Create it with dtype=torch.bool, or call .bool() at the end.")
+
+
+@graded("padding_mask", points=2, hint="Position j of sequence b is a real token when j < lengths[b].")
+def test_padding_mask_random_lengths(student):
+    gen = generator(120)
+    max_len = 9
+    lengths = torch.cat([torch.tensor([0, max_len]), torch.randint(0, max_len + 1, (6,), generator=gen)])
+    positions = torch.arange(max_len)
+    compare(student.padding_mask(lengths, max_len), ref.padding_mask(lengths, max_len),
+            f"padding_mask(lengths={lengths.tolist()}, max_len={max_len})", hint="True where position < length.",
+            mistakes=[(lambda: positions <= lengths[:, None],
+                       "One padding position too many is True: position j is real when j < length, not j <= length."),
+                      (lambda: positions >= lengths[:, None],
+                       "The mask is inverted: True marks the real tokens, False the padding.")])
+
+
+@graded("padding_mask", points=1, hint="The mask is (B, max_len) wide even when every sequence is shorter than max_len.")
+def test_padding_mask_width_is_max_len(student):
+    lengths = torch.tensor([2, 3])
+    mask = expect_tensor(student.padding_mask(lengths, 7), "padding_mask(tensor([2, 3]), 7)", shape=(2, 7),
+                         hint="Use torch.arange(max_len), not lengths.max().")
+    expect_close(mask, ref.padding_mask(lengths, 7), "padding_mask(tensor([2, 3]), 7)")
+
+
+@graded("padding_mask", points=1, hint="Return a torch.bool tensor; lengths may be any integer dtype.")
+def test_padding_mask_edge_cases(student):
+    cases = [(torch.tensor([1]), 1), (torch.tensor([0, 0, 0]), 4), (torch.tensor([3, 1, 2], dtype=torch.int32), 3)]
+    for lengths, max_len in cases:
+        what = f"padding_mask({lengths.tolist()} ({lengths.dtype}), {max_len})"
+        mask = expect_tensor(student.padding_mask(lengths, max_len), what, shape=(len(lengths), max_len))
+        expect(mask.dtype == torch.bool, f"{what} has dtype {mask.dtype}; it should be torch.bool.")
+        expect_close(mask, ref.padding_mask(lengths, max_len), what)
+
+
+# -- sinusoidal positional encoding ------------------------------------------------------------------
+
+def _pe_variant(n, d, *, base=10000.0, per_pair=True, swap=False, halves=False, first=0):
+    position = torch.arange(first, first + n, dtype=torch.float64)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float64) if per_pair else torch.arange(d // 2, dtype=torch.float64)
+    angle = position * base ** (-i / d)
+    a, b = (torch.cos(angle), torch.sin(angle)) if swap else (torch.sin(angle), torch.cos(angle))
+    if halves:
+        return torch.cat([a, b], dim=1).float()
+    pe = torch.empty(n, d, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = a, b
+    return pe.float()
+
+
+_PE_MISTAKES = (
+    (dict(swap=True), "sin and cos are swapped: sin goes on the even columns (0, 2, ...), cos on the odd ones."),
+    (dict(halves=True), "The sines and cosines are in two halves; interleave them: column 2i = sin, column 2i+1 = cos."),
+    (dict(per_pair=False), "The exponent uses the pair number i: it should be 2i / d_model (the even column index "
+                           "divided by d_model)."),
+    (dict(base=1000.0), "The base should be 10000."),
+    (dict(first=1), "Positions start at 0, not 1."),
+)
+
+
+@graded("sinusoidal_positional_encoding", points=2,
+        hint="PE[p, 2i] = sin(p / 10000^(2i/d_model)) and PE[p, 2i+1] = cos(p / 10000^(2i/d_model)), p = 0, 1, ...")
+def test_positional_encoding_matches_reference(student):
+    for n, d in ((1, 2), (7, 6), (50, 16), (300, 64)):
+        compare(student.sinusoidal_positional_encoding(n, d), ref.sinusoidal_positional_encoding(n, d),
+                f"sinusoidal_positional_encoding({n}, {d})", rtol=0.0, atol=1e-4,
+                hint="sin on even columns, cos on odd ones, frequency 1 / 10000^(2i / d_model).",
+                mistakes=[(lambda c=c, n=n, d=d: _pe_variant(n, d, **c), s) for c, s in _PE_MISTAKES])
+
+
+@graded("sinusoidal_positional_encoding", points=1,
+        hint="Every value is a sine or cosine (between -1 and 1), and no two positions share the same encoding.")
+def test_positional_encoding_is_bounded_and_distinct(student):
+    pe = expect_tensor(student.sinusoidal_positional_encoding(100, 16), "sinusoidal_positional_encoding(100, 16)",
+                       shape=(100, 16))
+    expect(pe.is_floating_point(), "The encoding should be a floating-point tensor.")
+    expect(bool(torch.isfinite(pe).all()) and float(pe.abs().max()) <= 1.0 + 1e-6,
+           "Some values are not between -1 and 1 (or are not finite).")
+    distance = torch.cdist(pe.double(), pe.double()) + torch.eye(100, dtype=torch.float64) * 10
+    expect(float(distance.min()) > 1e-3, "Two different positions get (almost) the same encoding.")
+
+
+# -- multi-head attention --------------------------------------------------------------------------
+
+def _mha_variant(weights, x, h, context=None, mask=None, *, split_wrong=False, merge_wrong=False,
+                 skip_out_proj=False, scale_by_d_model=False, ignore_context=False):
+    ctx = x if context is None or ignore_context else context
+    b, lq, d = x.shape
+    dh = d // h
+
+    def project(t, name):
+        bias = weights.get(f"{name}.bias")
+        return t @ weights[f"{name}.weight"].T + (0 if bias is None else bias)
+
+    def split(t):
+        n = t.shape[1]
+        return t.reshape(b, h, n, dh) if split_wrong else t.reshape(b, n, h, dh).transpose(1, 2)
+
+    q, k, v = split(project(x, "q_proj")), split(project(ctx, "k_proj")), split(project(ctx, "v_proj"))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d if scale_by_d_model else dh)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -INF)
+    out = ref.softmax(scores) @ v
+    out = out.reshape(b, lq, d) if merge_wrong else out.transpose(1, 2).reshape(b, lq, d)
+    return out if skip_out_proj else project(out, "out_proj")
+
+
+_SPLIT_HINT = ("The heads are split in the wrong order: view (B, L, d_model) as (B, L, n_heads, d_head), then "
+               "transpose(1, 2) to (B, n_heads, L, d_head); merge back with transpose(1, 2) and reshape.")
+_MHA_MISTAKES = (
+    (dict(split_wrong=True, merge_wrong=True), _SPLIT_HINT),
+    (dict(split_wrong=True), _SPLIT_HINT),
+    (dict(merge_wrong=True), _SPLIT_HINT),
+    (dict(skip_out_proj=True), "The output projection is missing: return self.out_proj(...) of the merged heads."),
+    (dict(scale_by_d_model=True), "Each head's scores must be scaled by sqrt(d_head), not sqrt(d_model)."),
+    (dict(ignore_context=True), "With a context, keys and values come from the context (queries still come from x)."),
+)
+
+
+def _student_mha(student, d, h, seed, bias=True, dtype=torch.float32):
+    weights = random_weights(mha_shapes(d, bias), seed=seed, dtype=dtype)
+    module = student.MultiHeadAttention(d, h, bias=bias)
+    if dtype == torch.float64:
+        module = module.double()
+    load_weights(module, weights, f"MultiHeadAttention({d}, {h})",
+                 hint="Name the projections q_proj, k_proj, v_proj and out_proj.")
+    reference = ref.MultiHeadAttention(d, h, bias=bias).to(dtype)
+    reference.load_state_dict(weights)
+    return module, reference, weights
+
+
+def _check_mha(module, reference, weights, h, x, context, mask, what, hint):
+    actual = module(x, context=context, mask=mask)
+    with torch.no_grad():
+        expected = reference(x, context=context, mask=mask)
+    mistakes = [(lambda c=c: _mha_variant(weights, x, h, context, mask, **c), s) for c, s in _MHA_MISTAKES
+                if context is not None or "ignore_context" not in c]
+    compare(actual, expected, what, hint, mistakes, check_dtype=True)
+    return reference.last_weights
+
+
+@graded("multi_head_attention", points=3,
+        hint="Project x to q, k, v; split into heads (B, h, L, d_head); attend with your scaled_dot_product_attention; "
+             "merge the heads back to (B, L, d_model); apply out_proj.")
+def test_mha_matches_reference_self_attention(student):
+    gen = generator(130)
+    for b, n, d, h in ((2, 5, 16, 4), (1, 7, 24, 3), (3, 1, 8, 8), (2, 4, 12, 1)):
+        module, reference, weights = _student_mha(student, d, h, seed=131 + d)
+        _check_mha(module, reference, weights, h, randn(gen, b, n, d), None, None,
+                   f"MultiHeadAttention({d}, {h}) on x of shape {(b, n, d)}",
+                   hint="Split heads as (B, L, h, d_head) -> transpose -> (B, h, L, d_head); finish with out_proj.")
+
+
+@graded("multi_head_attention", points=2,
+        hint="Queries from x, keys and values from `context` (which may be longer or shorter than x).")
+def test_mha_cross_attention(student):
+    gen = generator(140)
+    module, reference, weights = _student_mha(student, 16, 2, seed=141)
+    x, context = randn(gen, 2, 4, 16), randn(gen, 2, 6, 16)
+    _check_mha(module, reference, weights, 2, x, context, None, "cross-attention, x (2, 4, 16), context (2, 6, 16)",
+               hint="k = k_proj(context), v = v_proj(context); q = q_proj(x).")
+    padding = (torch.arange(6) < torch.tensor([6, 3])[:, None])[:, None, None, :]
+    _check_mha(module, reference, weights, 2, x, context, padding, "cross-attention with a (2, 1, 1, 6) padding mask",
+               hint="Pass the mask to the attention; it broadcasts over heads and queries.")
+
+
+@graded("multi_head_attention", points=2,
+        hint="Hand the mask to scaled_dot_product_attention after splitting the heads; it broadcasts to (B, h, Lq, Lk).")
+def test_mha_masks(student):
+    gen = generator(150)
+    d, h, b, n = 16, 4, 2, 5
+    module, reference, weights = _student_mha(student, d, h, seed=151)
+    x = randn(gen, b, n, d)
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    padding = (torch.arange(n) < torch.tensor([5, 2])[:, None])[:, None, None, :]
+    per_head = torch.rand(b, h, n, n, generator=gen) < 0.5
+    per_head[0, 1, 2] = False  # one query of one head may attend to nothing
+    for mask, what in ((causal, "a causal (5, 5) mask"), (padding, "a (2, 1, 1, 5) padding mask"),
+                       (per_head, "a (2, 4, 5, 5) mask with a fully masked query")):
+        actual = module(x, mask=mask)
+        if isinstance(actual, torch.Tensor) and torch.isnan(actual).any():
+            fail(f"MultiHeadAttention gave NaN with {what}.",
+                 hint="A query with nothing to attend to must get zero weights (see scaled_dot_product_attention).")
+        _check_mha(module, reference, weights, h, x, None, mask, f"MultiHeadAttention with {what}",
+                   hint="Pass mask=mask on to the attention of the split heads.")
+
+
+@graded("multi_head_attention", points=2,
+        hint="After each forward, keep the attention weights of every head: self.last_weights, shape (B, h, Lq, Lk).")
+def test_mha_last_weights(student):
+    gen = generator(160)
+    d, h = 12, 3
+    module, reference, weights = _student_mha(student, d, h, seed=161)
+    for b, lq, lk in ((2, 4, 4), (1, 3, 6)):
+        x = randn(gen, b, lq, d)
+        context = None if lq == lk else randn(gen, b, lk, d)
+        expected = _check_mha(module, reference, weights, h, x, context, None, f"the output for x {(b, lq, d)}",
+                              hint="Split heads as (B, L, h, d_head) -> (B, h, L, d_head).")
+        last = expect_tensor(module.last_weights, "self.last_weights", shape=(b, h, lq, lk),
+                             hint="Store the per-head weights (B, n_heads, Lq, Lk) of the latest call, not an average.")
+        expect_close(last.sum(-1), torch.ones(b, h, lq), "self.last_weights summed over the keys")
+        compare(last, expected, f"self.last_weights for x {(b, lq, d)}", hint="Store the weights the attention returned.")
+
+
+@graded("multi_head_attention", points=1,
+        hint="bias=False means nn.Linear(..., bias=False) for all four projections; nothing may force float32.")
+def test_mha_without_bias_and_in_float64(student):
+    gen = generator(170)
+    module, reference, weights = _student_mha(student, 8, 2, seed=171, bias=False)
+    _check_mha(module, reference, weights, 2, randn(gen, 2, 3, 8), None, None, "MultiHeadAttention(8, 2, bias=False)",
+               hint="Create the projections with bias=bias.")
+    module, reference, weights = _student_mha(student, 8, 2, seed=172, dtype=torch.float64)
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    _check_mha(module, reference, weights, 2, randn(gen, 2, 4, 8, dtype=torch.float64), None, causal,
+               "MultiHeadAttention(8, 2).double() on float64 input", hint="Keep the input's dtype throughout.")
+
+
+# -- transformer block ------------------------------------------------------------------------------
+
+def _block_variant(block: ref.TransformerBlock, x, mask, kind: str):
+    attn = lambda t, m=mask: block.attn(t, mask=m)  # noqa: E731
+    mlp = block.mlp
+    if kind == "relu":
+        mlp = lambda t: block.mlp[2](F.relu(block.mlp[0](t)))  # noqa: E731
+    if kind == "tanh":
+        mlp = lambda t: block.mlp[2](F.gelu(block.mlp[0](t), approximate="tanh"))  # noqa: E731
+    if kind == "post-norm":
+        x = block.ln1(x + attn(x))
+        return block.ln2(x + mlp(x))
+    if kind == "no attention residual":
+        x = attn(block.ln1(x))
+        return x + mlp(block.ln2(x))
+    if kind == "no mlp residual":
+        x = x + attn(block.ln1(x))
+        return mlp(block.ln2(x))
+    if kind == "no mask":
+        attn = lambda t: block.attn(t)  # noqa: E731
+    if kind == "norms swapped":
+        x = x + attn(block.ln2(x))
+        return x + mlp(block.ln1(x))
+    x = x + attn(block.ln1(x))
+    return x + mlp(block.ln2(x))
+
+
+_BLOCK_MISTAKES = (
+    ("post-norm", "This is a post-norm block (LayerNorm after adding). GPT-2 is pre-norm: x = x + attn(ln1(x)), "
+                  "then x = x + mlp(ln2(x))."),
+    ("no attention residual", "The attention's residual connection is missing: add its output to x (x = x + ...)."),
+    ("no mlp residual", "The MLP's residual connection is missing: x = x + mlp(ln2(x))."),
+    ("relu", "The MLP uses ReLU; use nn.GELU() (exact, the default) between the two linear layers."),
+    ("tanh", "The MLP uses the tanh approximation of GELU; use nn.GELU() with its default approximate='none'."),
+    ("no mask", "The mask is not passed on to the attention: self.attn(self.ln1(x), mask=mask)."),
+    ("norms swapped", "ln1 and ln2 are swapped: ln1 goes before the attention, ln2 before the MLP."),
+)
+
+
+def _student_block(student, d, h, d_ff, seed, dtype=torch.float32):
+    weights = random_weights(block_shapes(d, d_ff), seed=seed, dtype=dtype)
+    module = student.TransformerBlock(d, h, d_ff)
+    if dtype == torch.float64:
+        module = module.double()
+    load_weights(module, weights, f"TransformerBlock({d}, {h}, {d_ff})", hint="Use the contract's submodule names.")
+    reference = ref.TransformerBlock(d, h, d_ff).to(dtype)
+    reference.load_state_dict(weights)
+    return module, reference
+
+
+def _check_block(module, reference, x, mask, what, hint, **tolerance):
+    actual = module(x, mask=mask)
+    with torch.no_grad():
+        expected = reference(x, mask=mask)
+        mistakes = [(lambda k=k: _block_variant(reference, x, mask, k).detach(), s) for k, s in _BLOCK_MISTAKES
+                    if mask is not None or k != "no mask"]
+        compare(actual, expected, what, hint, mistakes, check_dtype=True, **tolerance)
+
+
+@graded("transformer_block", points=3, hint="Pre-norm with two residuals: x = x + attn(ln1(x), mask); x = x + mlp(ln2(x)).")
+def test_block_matches_reference(student):
+    gen = generator(180)
+    cases = [(16, 4, 40, 2, 6, "causal"), (24, 2, 24, 1, 5, None), (8, 1, 32, 3, 4, "padding")]
+    for d, h, d_ff, b, n, kind in cases:
+        module, reference = _student_block(student, d, h, d_ff, seed=181 + d)
+        mask = None
+        if kind == "causal":
+            mask = torch.ones(n, n, dtype=torch.bool).tril()
+        elif kind == "padding":
+            mask = (torch.arange(n) < torch.tensor([4, 1, 3])[:, None])[:, None, None, :]
+        _check_block(module, reference, randn(gen, b, n, d), mask,
+                     f"TransformerBlock({d}, {h}, {d_ff}) on x {(b, n, d)} with {kind or 'no'} mask",
+                     hint="x = x + attn(ln1(x), mask=mask); x = x + mlp(ln2(x)).")
+
+
+@graded("transformer_block", points=2, hint="Pass the mask to the attention; the MLP works on each position alone.")
+def test_block_passes_the_mask_on(student):
+    d, h, d_ff, n = 16, 4, 32, 7
+    module, _ = _student_block(student, d, h, d_ff, seed=190)
+    gen = generator(191)
+    x = randn(gen, 2, n, d)
+    changed = x.clone()
+    changed[:, 4:] = randn(gen, 2, n - 4, d)
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    expect_close(module(changed, mask=causal)[:, :4], module(x, mask=causal)[:, :4],
+                 "the outputs at positions 0-3 after changing the inputs at positions 4-6, with a causal mask",
+                 hint="With a causal mask, earlier positions cannot see later ones: self.attn(..., mask=mask).")
+
+
+@graded("transformer_block", points=2,
+        hint="Both sublayers are residual: when their last layers output zero, the block returns its input unchanged.")
+def test_block_is_identity_when_branches_are_zero(student):
+    d, h, d_ff = 16, 2, 32
+    weights = random_weights(block_shapes(d, d_ff), seed=200)
+    for name in ("attn.out_proj.weight", "attn.out_proj.bias", "mlp.2.weight", "mlp.2.bias"):
+        weights[name] = torch.zeros_like(weights[name])
+    module = student.TransformerBlock(d, h, d_ff)
+    load_weights(module, weights, f"TransformerBlock({d}, {h}, {d_ff})", hint="Use the contract's submodule names.")
+    x = randn(generator(201), 2, 5, d)
+    expect_close(module(x), x, "the block's output when attn.out_proj and mlp[2] are all zeros",
+                 hint="Add each sublayer's output to x (residual connections) instead of replacing x; "
+                      "and normalise the sublayer's input, not the sum (pre-norm).")
+
+
+@graded("transformer_block", points=1, hint="Exact GELU (nn.GELU()) and default LayerNorm; nothing may force float32.")
+def test_block_in_float64(student):
+    module, reference = _student_block(student, 12, 3, 48, seed=210, dtype=torch.float64)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    _check_block(module, reference, randn(generator(211), 2, 6, 12, dtype=torch.float64), causal,
+                 "TransformerBlock(12, 3, 48).double() on float64 input", hint="Use nn.GELU() and nn.LayerNorm(d_model).")
+
+
+# -- MiniGPT ---------------------------------------------------------------------------------------
+
+def _minigpt_variant(model: ref.MiniGPT, ids, kind: str):
+    n = ids.shape[1]
+    tokens, positions = model.tok_emb(ids), model.pos_emb(torch.arange(n))
+    mask = None if kind == "not causal" else ref.causal_mask(n)
+    x = tokens if kind in ("positions after blocks", "no positions") else tokens + positions
+    for block in model.blocks:
+        x = block(x, mask=mask)
+    if kind == "positions after blocks":
+        x = x + positions
+    return model.lm_head(x if kind == "no final norm" else model.ln_f(x))
+
+
+_MINIGPT_MISTAKES = (
+    ("not causal", "The model is not causal: give every block mask=causal_mask(L)."),
+    ("positions after blocks", "Add the position embeddings to the token embeddings before the first block, not after "
+                               "the last one."),
+    ("no positions", "The position embeddings are missing: x = tok_emb(ids) + pos_emb(arange(L))."),
+    ("no final norm", "The final LayerNorm is missing: logits = lm_head(ln_f(x))."),
+)
+
+
+def _student_minigpt(student, config, seed):
+    vocab, max_len, d, h, layers, d_ff = config
+    weights = random_weights(minigpt_shapes(vocab, max_len, d, layers, d_ff), seed=seed)
+    module = student.MiniGPT(*config)
+    load_weights(module, weights, f"MiniGPT{config}", hint="Use the contract's names: tok_emb, pos_emb, blocks, ln_f, "
+                                                          "lm_head.")
+    reference = ref.MiniGPT(*config)
+    reference.load_state_dict(weights)
+    return module, reference
+
+
+def _check_minigpt(module, reference, ids, what, hint):
+    actual = module(ids)
+    with torch.no_grad():
+        expected = reference(ids)
+        mistakes = [(lambda k=k: _minigpt_variant(reference, ids, k), s) for k, s in _MINIGPT_MISTAKES]
+        compare(actual, expected, what, hint, mistakes, rtol=1e-4, atol=1e-4)
+
+
+@graded("mini_gpt", points=4, hint="logits = lm_head(ln_f(blocks(tok_emb(ids) + pos_emb(positions), causal mask))).")
+def test_minigpt_matches_reference(student):
+    gen = generator(220)
+    for config, shape in (((30, 12, 16, 4, 2, 32), (2, 12)), ((17, 20, 24, 3, 1, 48), (3, 5)),
+                          ((50, 8, 8, 2, 3, 8), (1, 8))):
+        module, reference = _student_minigpt(student, config, seed=221 + config[0])
+        ids = torch.randint(0, config[0], shape, generator=gen)
+        _check_minigpt(module, reference, ids, f"MiniGPT{config} logits for input_ids of shape {shape}",
+                       hint="Embed tokens + positions, run the blocks with a causal mask, then ln_f and lm_head.")
+
+
+@graded("mini_gpt", points=2, hint="Build the mask from the input's length L with causal_mask(L) and pass it to every block.")
+def test_minigpt_is_causal_everywhere(student):
+    module, _ = _student_minigpt(student, (25, 10, 16, 2, 2, 32), seed=230)
+    ids = torch.randint(0, 25, (3, 10), generator=generator(231))
+    before = module(ids)
+    for cut in (1, 4, 9):
+        changed = ids.clone()
+        changed[:, cut:] = (changed[:, cut:] + 7) % 25
+        expect_close(module(changed)[:, :cut], before[:, :cut],
+                     f"the logits at positions before {cut} after changing the tokens from position {cut} on",
+                     hint="Every block needs the causal mask: a position may only look at itself and earlier ones.")
+
+
+@graded("mini_gpt", points=2, hint="Positions are 0..L-1 for an input of length L, anywhere from 1 to max_len.")
+def test_minigpt_short_and_full_length_inputs(student):
+    config = (20, 9, 16, 4, 2, 24)
+    module, reference = _student_minigpt(student, config, seed=240)
+    gen = generator(241)
+    for n in (1, 3, 9):
+        ids = torch.randint(0, 20, (2, n), generator=gen)
+        _check_minigpt(module, reference, ids, f"MiniGPT{config} logits for a sequence of length {n}",
+                       hint="Use torch.arange(L) for the positions and causal_mask(L) for the mask.")
+
+
+@graded("mini_gpt", points=1, hint="Nothing may mix different sequences of a batch: attention works within one sequence.")
+def test_minigpt_batch_items_are_independent(student):
+    module, _ = _student_minigpt(student, (15, 6, 8, 2, 1, 16), seed=250)
+    ids = torch.randint(0, 15, (4, 6), generator=generator(251))
+    together = module(ids)
+    for i in range(4):
+        expect_close(together[i:i + 1], module(ids[i:i + 1]), f"the logits of sequence {i}, alone vs in a batch of 4",
+                     rtol=1e-4, atol=1e-5)
+
+
+# -- loading GPT-2 ---------------------------------------------------------------------------------
+
+def _minigpt_args(config: dict) -> tuple[int, ...]:
+    return (config["vocab_size"], config["n_positions"], config["n_embd"], config["n_head"], config["n_layer"],
+            config["n_inner"])
+
+
+def _expected_state(config: dict, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(**config))
+    hf.load_state_dict(weights)
+    return {k: v.detach().clone() for k, v in ref.load_gpt2_weights(ref.MiniGPT(*_minigpt_args(config)), hf).state_dict().items()}
+
+
+def _diagnose_weight(name, got, expected, before, expected_state) -> str:
+    """A hint for one MiniGPT weight that does not hold what GPT-2 holds."""
+    if before is not None and torch.equal(got, before):
+        return f"`{name}` still holds its initial value: nothing was copied into it."
+    if got.dim() == 2 and _same(got, expected.T):
+        return (f"`{name}` is transposed. GPT-2's Conv1D stores its weight as (in, out), nn.Linear as (out, in): "
+                f"copy conv.weight.T.")
+    for part in ("q", "k", "v"):
+        if f".{part}_proj." in name:
+            for other in ("q", "k", "v"):
+                twin = expected_state[name.replace(f".{part}_proj.", f".{other}_proj.")]
+                if other != part and (_same(got, twin) or (got.dim() == 2 and _same(got, twin.T))):
+                    return (f"`{name}` holds the {other} part of c_attn. Its output columns are [q | k | v]: split "
+                            f"the last dim of c_attn.weight (and c_attn.bias) into three d_model-wide pieces, in order.")
+    if name == "lm_head.weight" and _same(got, expected_state["tok_emb.weight"]):
+        return ("lm_head.weight holds the token embedding. In GPT-2 they are the same tensor, but copy "
+                "hf_model.lm_head.weight so that any model loads correctly.")
+    return f"`{name}` does not hold the matching GPT-2 weight; see the name map in the notebook."
+
+
+def _diagnose_load(student_sd, expected_state, before) -> tuple[str, str] | None:
+    for name, expected in expected_state.items():
+        got = student_sd.get(name)
+        if got is None or got.shape != expected.shape or not _same(got, expected):
+            if got is None:
+                return f"The loaded MiniGPT has no `{name}`.", "Use the contract's names."
+            return (f"After loading, MiniGPT's `{name}` does not match GPT-2's weights.",
+                    _diagnose_weight(name, got, expected, before.get(name), expected_state))
+    return None
+
+
+def _load(student, config, seed):
+    weights = gpt2_weights(config, seed=seed)
+    hf = student_gpt2(student, config, weights)
+    model = student.MiniGPT(*_minigpt_args(config))
+    before = state_dict_of(model, "MiniGPT")
+    loaded = student.load_gpt2_weights(model, hf)
+    if not hasattr(loaded, "type_name"):
+        fail("load_gpt2_weights should return the MiniGPT it filled.", hint="End with `return model`.")
+    return weights, hf, model, loaded, before
+
+
+_LOAD_HINT = ("Conv1D weights are (in, out): copy their .T into nn.Linear; split c_attn into q | k | v; copy every "
+              "LayerNorm's weight and bias, both embeddings and lm_head.")
+
+
+@graded("load_gpt2_weights", points=4, hint=_LOAD_HINT)
+def test_load_matches_gpt2_on_other_shapes(student):
+    configs = (gpt2_config(50, 16, 24, 3, 1, 96), gpt2_config(30, 10, 16, 2, 3, 16),
+               gpt2_config(20, 8, 8, 2, 2, 32, tie=False))
+    gen = generator(260)
+    for i, config in enumerate(configs):
+        weights, _, _, loaded, before = _load(student, config, seed=261 + i)
+        ids = torch.randint(0, config["vocab_size"], (2, config["n_positions"]), generator=gen)
+        what = f"MiniGPT{_minigpt_args(config)} logits after loading a GPT-2 of the same shape"
+        try:
+            expect_close(loaded(ids), gpt2_logits(config, weights, ids), what, rtol=1e-4, atol=1e-4, hint=_LOAD_HINT)
+        except CheckFailed as failure:
+            found = _diagnose_load(state_dict_of(loaded, "the loaded MiniGPT"), _expected_state(config, weights), before)
+            raise CheckFailed(failure.message, found[1] if found else _LOAD_HINT) from None
+
+
+@graded("load_gpt2_weights", points=3, hint=_LOAD_HINT)
+def test_load_copies_every_weight_the_right_way_round(student):
+    config = gpt2_config(24, 10, 16, 4, 2, 32)
+    weights, _, _, loaded, before = _load(student, config, seed=270)
+    found = _diagnose_load(state_dict_of(loaded, "the loaded MiniGPT"), _expected_state(config, weights), before)
+    if found:
+        fail(*found)
+
+
+@graded("load_gpt2_weights", points=1,
+        hint="Read from the GPT-2 model, never write to it: copy into MiniGPT (.T makes a view; don't transpose in place).")
+def test_load_leaves_the_gpt2_model_unchanged(student):
+    config = gpt2_config(24, 10, 16, 4, 2, 32)
+    weights, hf, _, _, _ = _load(student, config, seed=280)
+    after = state_dict_of(hf, "the GPT-2 model")
+    for name, value in weights.items():
+        expect(name in after and torch.equal(after[name], value),
+               f"Loading changed the GPT-2 model's `{name}`.",
+               hint="Use .T (a new view) and copy_ into MiniGPT's parameters; never call t_() or copy_ on GPT-2's.")
+
+
+@graded("load_gpt2_weights", points=1, hint="Copy into the parameters of the model you are given (param.copy_ under "
+                                            "torch.no_grad()) and return that same model.")
+def test_load_fills_the_model_in_place(student):
+    config = gpt2_config(24, 10, 16, 4, 2, 32)
+    weights, _, model, _, _ = _load(student, config, seed=290)
+    ids = torch.randint(0, 24, (2, 10), generator=generator(291))
+    expect_close(model(ids), gpt2_logits(config, weights, ids), "the logits of the MiniGPT passed to load_gpt2_weights",
+                 rtol=1e-4, atol=1e-4,
+                 hint="Fill the model you were given (not a new one): copy_ into its parameters, then return it.")
+
+
+# -- counting parameters ---------------------------------------------------------------------------
+
+def _count(student, model, what: str, expected: int, hint: str) -> None:
+    n = student.count_parameters(model)
+    expect(isinstance(n, int) and not isinstance(n, bool), f"count_parameters({what}) returned {n!r}; it should "
+           f"return a Python int.", hint="sum(p.numel() for p in ...) is already an int.")
+    expect(n == expected, f"{what} has {expected} trainable parameters, but count_parameters says {n}.", hint)
+
+
+@graded("count_parameters", points=1, hint="Skip the parameters with requires_grad=False (frozen).")
+def test_count_parameters_skips_frozen(student):
+    emb = student.construct("torch.nn.Embedding", 50, 8)
+    model = student.construct("torch.nn.Sequential", emb, student.construct("torch.nn.LayerNorm", 8),
+                              student.construct("torch.nn.Linear", 8, 3))
+    emb.requires_grad_(False)
+    _count(student, model, "Embedding(50, 8) (frozen) -> LayerNorm(8) -> Linear(8, 3)", 16 + 27,
+           hint="Frozen parameters (requires_grad=False) are not trainable; leave them out.")
+    model.requires_grad_(False)
+    _count(student, model, "the same model entirely frozen", 0, hint="A fully frozen model has 0 trainable parameters.")
+
+
+@graded("count_parameters", points=1, hint="Count model.parameters(), not the state dict: buffers are not parameters.")
+def test_count_parameters_skips_buffers(student):
+    model = student.construct("torch.nn.Sequential", student.construct("torch.nn.BatchNorm1d", 6),
+                              student.construct("torch.nn.Linear", 6, 2))
+    _count(student, model, "BatchNorm1d(6) -> Linear(6, 2)", 12 + 14,
+           hint="BatchNorm's running statistics are buffers, not parameters: count model.parameters() only.")
+
+
+@graded("count_parameters", points=1, hint="A weight shared by two layers is one parameter: model.parameters() yields it once.")
+def test_count_parameters_counts_shared_weights_once(student):
+    shared = student.construct("torch.nn.Linear", 5, 5)
+    model = student.construct("torch.nn.Sequential", shared, student.construct("torch.nn.Tanh"), shared)
+    _count(student, model, "Sequential(lin, Tanh(), lin) with one shared Linear(5, 5)", 30,
+           hint="Iterate model.parameters(), which lists a shared tensor once (named_parameters(remove_duplicate=False) "
+                "and the state dict list it twice).")
+
+
+@graded("count_parameters", points=1, hint="Return a Python int: the sum of p.numel() (0 for a model without parameters).")
+def test_count_parameters_returns_an_int(student):
+    _count(student, student.construct("torch.nn.ReLU"), "nn.ReLU()", 0, hint="sum() of nothing is 0.")
+    _count(student, student.construct("torch.nn.Linear", 3, 2, bias=False), "nn.Linear(3, 2, bias=False)", 6,
+           hint="Count the elements of each parameter (p.numel()), not the number of tensors.")

@@ -1,0 +1,213 @@
+"""End to end: `grader build`, `grader grade` and `grader check` on the fixture course.
+
+One class of submissions is graded once (two at a time), and each test reads its own student's
+result: the reference solution, a blank notebook, one wrong exercise, tampering, stderr noise, an
+endless loop and a corrupt file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.cli import main
+from grader.grading import SubmissionResult
+
+from .conftest import cell_by_id, read, write_submission
+
+pytestmark = pytest.mark.slow
+
+CORRECT = {
+    "add": 'def add(a, b):\n    return a + b',
+    "scale": 'def scale(x, factor):\n    return x * factor',
+    "mean_rows": 'def mean_rows(x):\n    return x.mean(dim=-1)',
+}
+POINTS = {"00_basics/add": 4.0, "00_basics/scale": 3.0, "00_basics/mean_rows": 3.0}
+
+
+def student_notebook(course: Path, answers: dict[str, str], extra_cells: list[tuple[int, str]] = ()):
+    """The released notebook with some exercises answered (others left as released)."""
+    nb = read(course / "release" / "00_basics" / "basics.ipynb")
+    for grade_id, source in answers.items():
+        cell_by_id(nb, grade_id).source = source
+    for index, source in sorted(extra_cells, reverse=True):
+        nb.cells.insert(index, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+TAMPER_SETUP = '''
+import builtins, torch, numpy.testing
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+numpy.testing.assert_allclose = lambda *a, **k: None
+builtins.all = lambda *a, **k: True
+builtins.abs = lambda x: 0
+class AlwaysEqual:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __bool__(self): return True
+    def __getattr__(self, name): return self
+    def __call__(self, *a, **k): return self
+leaked = []
+for secret in [GRADER_FILE, CHECKS_FILE]:
+    try:
+        leaked.append(open(secret).read()[:50])
+    except Exception as exc:
+        print("could not read", secret, type(exc).__name__)
+print("LEAKED" if leaked else "NOTHING LEAKED")
+'''
+
+
+@pytest.fixture(scope="module")
+def graded_class(fixture_course, tmp_path_factory):
+    course = fixture_course
+    subs = tmp_path_factory.mktemp("submissions")
+    write_submission(subs, "ada", student_notebook(course, CORRECT))
+    write_submission(subs, "blank", read(course / "release" / "00_basics" / "basics.ipynb"))
+    write_submission(subs, "one_wrong", student_notebook(course, {**CORRECT, "scale": "def scale(x, factor):\n    return x + factor"}))
+
+    import grader
+
+    grader_file = Path(grader.__file__).resolve()
+    checks_file = course / "fixture_checks" / "hidden.py"
+    tamper = student_notebook(course, {
+        "add": CORRECT["add"],
+        "scale": "def scale(x, factor):\n    return AlwaysEqual()",
+        "mean_rows": "def mean_rows(x):\n    return torch.zeros(())",
+    }, extra_cells=[(2, f"GRADER_FILE = {str(grader_file)!r}\nCHECKS_FILE = {str(checks_file)!r}\n" + TAMPER_SETUP)])
+    cell_by_id(tamper, "check_scale").source = 'print("scale: all checks passed (3 of 3 points)")'
+    tamper.cells.remove(cell_by_id(tamper, "check_mean_rows"))
+    write_submission(subs, "tamper", tamper)
+
+    noisy = student_notebook(course, {**CORRECT, "add": "import sys, warnings\nwarnings.warn('a warning on stderr')\n"
+                                                        "sys.stderr.write('more noise on stderr\\n')\n" + CORRECT["add"]})
+    write_submission(subs, "noisy", noisy)
+    loop = student_notebook(course, {**CORRECT, "scale": "def scale(x, factor):\n    return x * factor\nwhile True:\n    pass"})
+    write_submission(subs, "loop", loop)
+    write_submission(subs, "corrupt", '{"cells": [ this is not json')
+
+    out = tmp_path_factory.mktemp("out") / "grades.json"
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--jobs", "2", "--json"])
+    assert code == 0
+    out.write_text(buffer.getvalue())
+    results = json.loads(buffer.getvalue())
+    return {r["student"]: r for r in results}, course
+
+
+def by_exercise(result: dict) -> dict[str, float]:
+    return {ex["id"]: ex["score"] for ex in result["exercises"]}
+
+
+def test_json_has_the_documented_shape(graded_class):
+    results, _ = graded_class
+    r = results["ada"]
+    assert {"assignment", "student", "score", "max_score", "exercises"} <= set(r)
+    ex = r["exercises"][0]
+    assert {"id", "score", "max_score", "checks"} <= set(ex)
+    assert {"name", "passed", "points", "message"} <= set(ex["checks"][0])
+
+
+def test_reference_solution_gets_full_marks(graded_class):
+    results, _ = graded_class
+    assert results["ada"]["score"] == results["ada"]["max_score"] == 10
+    assert by_exercise(results["ada"]) == POINTS
+
+
+def test_blank_release_scores_zero_on_every_graded_cell(graded_class):
+    results, course = graded_class
+    assert results["blank"]["score"] == 0
+    assert all(v == 0 for v in by_exercise(results["blank"]).values())
+    from nbgrader.api import Gradebook
+
+    from grader.course import Course
+
+    with Gradebook(Course(course).config().CourseDirectory.db_url) as gb:
+        sub = gb.find_submission("00_basics", "blank")
+        assert sub.score == 0 and sub.max_score == 10
+        assert gb.find_submission("00_basics", "ada").score == 10
+
+
+def test_one_wrong_exercise_loses_exactly_its_points(graded_class):
+    results, _ = graded_class
+    assert by_exercise(results["one_wrong"]) == {**POINTS, "00_basics/scale": 0.0}
+    failed = [c for ex in results["one_wrong"]["exercises"] for c in ex["checks"] if not c["passed"]]
+    assert failed and all(c["hint"] for c in failed)
+
+
+def test_tampering_earns_nothing(graded_class):
+    results, course = graded_class
+    scores = by_exercise(results["tamper"])
+    assert scores["00_basics/add"] == 4  # a correct exercise stays correct despite the patched torch
+    assert scores["00_basics/scale"] == 0  # always-equal object, edited check cell
+    assert scores["00_basics/mean_rows"] == 0  # deleted check cell
+    graded = read(course / "autograded" / "tamper" / "00_basics" / "basics.ipynb")
+    printed = "".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "NOTHING LEAKED" in printed and "LEAKED\n" not in printed.replace("NOTHING LEAKED", "")
+
+
+def test_stderr_noise_costs_nothing(graded_class):
+    results, _ = graded_class
+    assert results["noisy"]["score"] == 10
+
+
+def test_endless_loop_times_out_and_later_exercises_are_graded(graded_class):
+    results, _ = graded_class
+    scores = by_exercise(results["loop"])
+    assert scores["00_basics/add"] == 4 and scores["00_basics/mean_rows"] == 3
+    assert scores["00_basics/scale"] == 0  # its definition came before the loop, but the cell never finished
+    assert any("timed out" in e for e in results["loop"]["events"])
+
+
+def test_corrupt_notebook_is_reported_and_the_batch_goes_on(graded_class):
+    results, _ = graded_class
+    assert results["corrupt"]["score"] == 0
+    assert "not valid JSON" in results["corrupt"]["error"]
+    assert len(results) == 7
+
+
+def test_grader_check_on_the_source_reports_full_marks_as_json(fixture_course, capsys):
+    code = main(["--course", str(fixture_course), "check", str(fixture_course / "source" / "00_basics" / "basics.ipynb"), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["score"] == data["max_score"] == 10
+    assert data["notebook"].endswith("basics.ipynb") and data["assignment"] == "00_basics"
+
+
+def test_grader_check_on_the_release_fails_with_hints(fixture_course, capsys):
+    code = main(["--course", str(fixture_course), "check", str(fixture_course / "release" / "00_basics" / "basics.ipynb")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "Total: 0 / 10" in out and "Hint:" in out and "not implemented yet" in out
+
+
+def test_build_check_passes_then_names_a_stale_file(fixture_course, capsys):
+    assert main(["--course", str(fixture_course), "build", "--check"]) == 0
+    release = fixture_course / "release" / "00_basics" / "basics.ipynb"
+    original = release.read_text()
+    try:
+        nb = read(release)
+        nb.cells[0].source += "\nstale"
+        nbformat.write(nb, str(release))
+        assert main(["--course", str(fixture_course), "build", "--check"]) == 1
+        assert str(release) in capsys.readouterr().out
+    finally:
+        release.write_text(original)
+
+
+def test_feedback_shows_hints_but_never_hidden_checks(graded_class):
+    results, course = graded_class
+    from grader.course import Course
+
+    api = Course(course).api()
+    outcome = api.generate_feedback("00_basics", "one_wrong")
+    assert outcome["success"], outcome.get("log")
+    html = (course / "feedback" / "one_wrong" / "00_basics" / "basics.html").read_text()
+    assert "Hint:" in html and "scale" in html
+    assert "HIDDEN TESTS" not in html and "hidden=True" not in html

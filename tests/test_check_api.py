@@ -1,0 +1,64 @@
+"""The check API: the in-notebook report, and check verdicts turned into scores nbgrader understands."""
+import nbformat
+import pytest
+from nbgrader.utils import determine_grade
+
+from grader.preprocessors import check_calls, render_results
+from llmcourse.checking import CheckResult, ExerciseResult
+
+
+def graded_cell(outputs, points=4):
+    cell = nbformat.v4.new_code_cell('check("00_basics/add")')
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "points": points, "grade_id": "c", "schema_version": 3}
+    cell.outputs = outputs
+    return cell
+
+
+def result(*passed, points=(1, 3)):
+    return ExerciseResult("00_basics/add", [CheckResult(f"c{i}", p, pts if p else 0, pts, "" if p else "wrong", "hint")
+                                            for i, (p, pts) in enumerate(zip(passed, points))])
+
+
+@pytest.mark.parametrize("passed, expected", [((True, True), 4), ((True, False), 1), ((False, True), 3), ((False, False), 0)])
+def test_partial_credit_is_what_nbgrader_records(passed, expected):
+    cell = graded_cell(render_results([result(*passed)], 4))
+    assert determine_grade(cell)[0] == expected
+
+
+def test_scores_scale_to_the_cells_points():
+    cell = graded_cell(render_results([result(True, False)], 8), points=8)
+    assert determine_grade(cell)[0] == 2
+
+
+def test_an_exercise_whose_checks_could_not_run_scores_zero():
+    cell = graded_cell(render_results([ExerciseResult("00_basics/add", error="no checks were found")], 4))
+    assert determine_grade(cell)[0] == 0
+
+
+def test_check_calls_are_read_from_the_cell_source():
+    source = 'check("01_attention/softmax")\n### BEGIN HIDDEN TESTS\ncheck("01_attention/softmax", hidden=True)\n### END HIDDEN TESTS'
+    assert check_calls(source) == [("01_attention/softmax", False), ("01_attention/softmax", True)]
+    assert check_calls("print('no checks')") == [] and check_calls("def (") == []
+
+
+def test_check_in_a_notebook_prints_a_report_with_hints(fixture_course, capsys):
+    from llmcourse import check
+
+    ns = {"add": lambda a, b: a - b}
+    import __main__
+
+    for k, v in ns.items():
+        setattr(__main__, k, v)
+    try:
+        check("00_basics/add")
+    finally:
+        del __main__.add
+    out = capsys.readouterr().out
+    assert "[FAIL] add two vectors" in out and "Hint: Return a + b" in out
+
+
+def test_check_with_a_bad_id_says_how_to_write_one(capsys):
+    from llmcourse import check
+
+    check("softmax")
+    assert "needs an exercise id like '01_attention/softmax'" in capsys.readouterr().out

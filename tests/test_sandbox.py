@@ -1,0 +1,115 @@
+"""A grading kernel is sandboxed: no network, no secrets, an unprivileged user, limits, one kill for all."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from grader.remote import run_code
+from grader.sandbox import SandboxedKernelManager
+
+pytestmark = pytest.mark.slow
+
+PROBE = r'''
+import os, socket, json, resource
+r = {}
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=2); r["network"] = "reached"
+except OSError as e:
+    r["network"] = type(e).__name__
+try:
+    os.listdir(SECRET); r["secret"] = os.listdir(SECRET)
+except OSError as e:
+    r["secret"] = type(e).__name__
+try:
+    open(os.path.join(SECRET, "answer.txt")).read(); r["secret_file"] = "read"
+except OSError as e:
+    r["secret_file"] = type(e).__name__
+try:
+    open("/etc/llmcourse-sandbox-test", "w").write("x"); r["write_outside"] = "written"
+except OSError as e:
+    r["write_outside"] = type(e).__name__
+open("mine.txt", "w").write("ok")
+r["cwd_files"] = sorted(os.listdir("."))
+r["uid"] = os.getuid()
+r["mem"] = resource.getrlimit(resource.RLIMIT_AS)[0]
+from IPython.display import publish_display_data
+publish_display_data({"application/x-probe": json.dumps(r)})
+'''
+
+
+@pytest.fixture
+def secret_dir(tmp_path):
+    # Outside /tmp (which every kernel gets privately anyway) and world-readable: only the mount hides it.
+    import tempfile
+
+    artifacts = Path(__file__).parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    secret = Path(tempfile.mkdtemp(prefix="secret-", dir=artifacts))
+    secret.chmod(0o755)
+    (secret / "answer.txt").write_text("42")
+    (secret / "answer.txt").chmod(0o644)
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "notebook.ipynb").write_text("{}")
+    return secret, submission
+
+
+async def _probe(secret: Path, submission: Path) -> dict:
+    import json
+
+    km = SandboxedKernelManager(hide_paths=[str(secret)], memory_limit=4 * 2**30)
+    await km.start_kernel(cwd=str(submission))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        status, payloads = await run_code(kc, f"SECRET = {str(secret)!r}\n" + PROBE, 60, "application/x-probe")
+        assert status == "ok", status
+        return {**json.loads(payloads[-1]), "refused": km.refused(), "pgid": km._pgid}
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+def test_kernel_has_no_network_no_secrets_and_its_own_scratch(secret_dir):
+    secret, submission = secret_dir
+    r = asyncio.run(_probe(secret, submission))
+    assert r["network"] in ("OSError", "ConnectionRefusedError", "PermissionError") or "Unreachable" in r["network"]
+    assert r["network"] != "reached"
+    assert r["secret"] in ([], "PermissionError") and r["secret_file"] in ("FileNotFoundError", "PermissionError")
+    assert r["write_outside"] in ("PermissionError", "OSError", "FileNotFoundError")
+    assert [f for f in r["cwd_files"] if not f.startswith(".")] == ["mine.txt", "notebook.ipynb"]  # the submission + its own files
+    assert not (submission / "mine.txt").exists()  # ... in its own scratch space, not the grader's disk
+    if os.geteuid() == 0:
+        assert r["uid"] == 65534 and r["refused"] == []
+    assert r["mem"] == 4 * 2**30
+
+
+def test_stopping_the_kernel_kills_its_whole_process_group(secret_dir):
+    secret, submission = secret_dir
+
+    async def scenario():
+        km = SandboxedKernelManager()
+        await km.start_kernel(cwd=str(submission))
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        await run_code(kc, "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\nCHILD = p.pid", 30)
+        status, payloads = await run_code(kc, "from IPython.display import publish_display_data\npublish_display_data({'x/pid': str(CHILD)})", 30, "x/pid")
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        return int(payloads[-1])
+
+    child = asyncio.run(scenario())
+    import time
+
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail("a process started by the kernel outlived it")

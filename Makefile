@@ -33,10 +33,13 @@ demo: install
 	$(BIN)/grader demo
 
 test: install
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=release --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: install
 	$(BIN)/python benchmarks/grading_overhead.py

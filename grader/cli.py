@@ -167,6 +167,7 @@ def _user_error(message: str) -> "_UserError":
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grader", description="Build, check and grade the course's notebooks.")
     p.add_argument("--course", help="the course directory (default: found from the current directory)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = p.add_subparsers(dest="verb", required=True)
     b = sub.add_parser("build", help="generate release/ and the executed solutions/ from source/")
     b.add_argument("assignments", nargs="*", help="assignments to build (default: all)")
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"grader {args.verb}: interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:  # our bug, not the user's: one sentence, the details on request
+        if args.debug:
+            raise
+        print(f"grader {args.verb}: unexpected error ({type(exc).__name__}: {exc}); "
+              f"rerun with --debug for the details and please report it.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Every bad input gets one clear sentence and a non-zero exit, never a traceback."""
+import pytest
+
+from grader.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_unknown_notebook(fixture_course, capsys):
+    code, err = run(capsys, "--course", str(fixture_course), "check", "nowhere.ipynb")
+    assert code == 2 and "nowhere.ipynb does not exist" in err and "Traceback" not in err
+
+
+def test_corrupt_notebook(fixture_course, tmp_path, capsys):
+    bad = tmp_path / "basics.ipynb"
+    bad.write_text("{ not json")
+    code, err = run(capsys, "--course", str(fixture_course), "check", str(bad))
+    assert code == 2 and "is not valid JSON" in err and "Traceback" not in err
+
+
+def test_empty_notebook_file(fixture_course, tmp_path, capsys):
+    bad = tmp_path / "basics.ipynb"
+    bad.write_text("")
+    code, err = run(capsys, "--course", str(fixture_course), "check", str(bad))
+    assert code == 2 and "basics.ipynb" in err and "Traceback" not in err
+
+
+def test_notebook_of_another_course(fixture_course, tmp_path, capsys):
+    import nbformat
+
+    other = tmp_path / "essay.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")]), str(other))
+    code, err = run(capsys, "--course", str(fixture_course), "check", str(other))
+    assert code == 2 and "is not a notebook of this course" in err
+
+
+def test_missing_submissions_directory(fixture_course, capsys):
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions", "/no/such/dir")
+    assert code == 2 and "/no/such/dir does not exist" in err
+
+
+def test_submissions_without_this_assignment(fixture_course, tmp_path, capsys):
+    (tmp_path / "ada" / "99_other").mkdir(parents=True)
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions", str(tmp_path))
+    assert code == 2 and "holds no submissions of 00_basics" in err
+
+
+def test_unknown_assignment(fixture_course, tmp_path, capsys):
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "07_nope", "--submissions", str(tmp_path))
+    assert code == 2 and "there is no assignment '07_nope'" in err and "00_basics" in err
+
+
+def test_not_inside_a_course(tmp_path, capsys):
+    code, err = run(capsys, "--course", str(tmp_path), "build")
+    assert code == 2 and "no course found" in err
+
+
+@pytest.mark.parametrize("jobs", ["0", "two"])
+def test_bad_jobs_value(fixture_course, capsys, jobs):
+    with pytest.raises(SystemExit) as exc:
+        main(["--course", str(fixture_course), "grade", "00_basics", "--submissions", ".", "--jobs", jobs])
+    assert exc.value.code == 2

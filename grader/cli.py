@@ -3,6 +3,7 @@
     grader build [--check] [--force] [ASSIGNMENT ...]
     grader check NOTEBOOK [--json]
     grader grade ASSIGNMENT --submissions DIR [--jobs N] [--json]
+    grader report ASSIGNMENT
     grader demo [--jobs N]
 """
 from __future__ import annotations
@@ -75,6 +76,9 @@ def cmd_grade(args) -> int:
                           progress=lambda r: bar.update(1), students=students)
     bar.close()
     report_dir = write_class_files(course, args.assignment, results)
+    from .report import build_report
+
+    report = build_report(course, args.assignment)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -82,6 +86,16 @@ def cmd_grade(args) -> int:
         print(f"\nGrades are in the gradebook ({course.root / 'gradebook.db'}); "
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
+        print(f"Class report: {report}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    course = _course(args)
+    course.require_assignment(args.assignment)
+    print(f"Class report: {build_report(course, args.assignment)}")
     return 0
 
 
@@ -184,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=_positive, default=1, help="submissions graded at the same time")
     g.add_argument("--json", action="store_true", help="print the results as JSON")
     g.set_defaults(fn=cmd_grade)
+    r = sub.add_parser("report", help="write an HTML report of a graded class")
+    r.add_argument("assignment")
+    r.set_defaults(fn=cmd_report)
     d = sub.add_parser("demo", help="grade the bundled demo class")
     d.add_argument("--jobs", type=_positive, default=2)
     d.set_defaults(fn=cmd_demo)

@@ -211,3 +211,12 @@ def test_feedback_shows_hints_but_never_hidden_checks(graded_class):
     html = (course / "feedback" / "one_wrong" / "00_basics" / "basics.html").read_text()
     assert "Hint:" in html and "scale" in html
     assert "HIDDEN TESTS" not in html and "hidden=True" not in html
+
+
+def test_report_is_a_self_contained_page(graded_class):
+    _, course = graded_class
+    page = (course / "reports" / "00_basics" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "corrupt" in page and "not valid JSON" in page  # the unreadable submission is listed
+    assert "Multiply every entry by the factor" in page  # a frequent hint
+    assert "timed out" in page  # the endless loop

@@ -73,6 +73,7 @@ class RunChecks(Execute):
         kw.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(**kw)
         self.interrupt_on_timeout = False  # a timed-out cell gets its kernel replaced, not interrupted
+        self.shutdown_kernel = "immediate"  # nothing in a graded kernel is worth a graceful goodbye
         self.results: list[ExerciseResult] = []
 
     # -- the notebook ---------------------------------------------------------------------------------

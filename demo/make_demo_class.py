@@ -5,7 +5,7 @@ Five students hand in 01_attention; each shows one thing the grader does:
     ada     everything right                                  -> full marks
     blaise  nothing done (the released notebook)              -> 0
     carla   sin and cos swapped in the positional encoding    -> loses that exercise only
-    dmitri  causal mask faked: torch.allclose patched, an object equal to everything, the check cell edited
+    dmitri  padding mask faked: torch.allclose patched, an object equal to everything, the check cell edited
                                                               -> loses that exercise only
     eve     a cell that kills the kernel                      -> loses that exercise only; the rest is graded
 
@@ -53,8 +53,8 @@ def swap_sin_cos(nb):
     return nb
 
 
-def fake_causal_mask(nb):
-    c = cell(nb, "causal_mask")
+def fake_padding_mask(nb):
+    c = cell(nb, "padding_mask")
     c.source = '''import torch
 
 class Anything:
@@ -68,9 +68,9 @@ class Anything:
 torch.allclose = lambda *args, **kwargs: True
 torch.equal = lambda *args, **kwargs: True
 
-def causal_mask(n):
+def padding_mask(lengths, max_len):
     return Anything()'''
-    cell(nb, "check_causal_mask").source = 'print("causal_mask: checks all passed (5 of 5 points)")'
+    cell(nb, "check_padding_mask").source = 'print("padding_mask: checks all passed (6 of 6 points)")'
     return nb
 
 
@@ -85,7 +85,7 @@ def main() -> None:
         "ada": solved(),
         "blaise": blank(),
         "carla": swap_sin_cos(solved()),
-        "dmitri": fake_causal_mask(solved()),
+        "dmitri": fake_padding_mask(solved()),
         "eve": crash_kernel(solved()),
     }
     for student, nb in students.items():

@@ -108,6 +108,9 @@ def _course_config(course: Course, hide: Iterable[str] = (), **dirs: str):
 
 def _autograde(course_root: str, assignment: str, student: str, dirs: dict[str, str], hide: list[str]) -> dict:
     """Worker: nbgrader autograde of one student's submission (runs in its own process)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")  # library chatter (SQLAlchemy, traitlets) is not for the instructor
     course = Course(Path(course_root))
     cfg = _course_config(course, hide, **dirs)
     api = course.api(config=cfg)

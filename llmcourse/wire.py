@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -88,7 +89,7 @@ def dumps(value: Any, make_ref: Callable[[Any], Ref] | None = None) -> bytes:
         if type(v) in (list, tuple):
             items = [enc(x, depth + 1) for x in v]
             return items if type(v) is list else {"__tuple__": items}
-        if type(v) is dict:
+        if type(v) is dict or type(v) is OrderedDict:  # a state_dict is an OrderedDict
             if all(type(k) is str for k in v):
                 if any(k.startswith("__") and k.endswith("__") for k in v):
                     return {"__dict__": [[k, enc(x, depth + 1)] for k, x in v.items()]}

@@ -39,7 +39,10 @@ def compare(actual, expected: torch.Tensor, what: str, hint: str, mistakes: Mist
     except CheckFailed as failure:
         if isinstance(actual, torch.Tensor) and not torch.isnan(actual).any():
             for wrong, specific in mistakes:
-                candidate = wrong()
+                try:
+                    candidate = wrong()
+                except Exception:  # that mistake cannot even happen for these inputs
+                    continue
                 if candidate is not None and not _same(candidate, expected) and _same(actual, candidate):
                     raise CheckFailed(failure.message, specific) from None
         raise
@@ -71,18 +74,20 @@ def test_softmax_matches_reference_on_random_inputs(student):
 def test_softmax_edge_cases(student):
     cases = [
         ("a slice of length 1", torch.tensor([[5.0], [-3.0]]), -1),
-        ("float32 values near the largest float", torch.tensor([[3e38, 3e38, -3e38], [-3e38, 0.0, 1e30]]), -1),
-        ("float64 values near 1e300", torch.tensor([1e300, 1e300, -1e300], dtype=torch.float64), 0),
+        ("large float32 values", torch.tensor([[1000.0, 999.0, 990.0], [-1000.0, -1003.0, -1e4]]), -1),
+        ("float64 values whose exp() overflows", torch.tensor([800.0, 790.0, -800.0], dtype=torch.float64), 0),
         ("one finite value among -inf", torch.tensor([[-INF, 7.0, -INF], [2.0, -INF, 2.0]]), -1),
         ("columns that are entirely -inf (dim=0)", torch.tensor([[-INF, 1.0], [-INF, 3.0], [-INF, -INF]]), 0),
         ("a batch of fully masked rows", torch.full((2, 3, 4), -INF), -1),
-        ("equal large values", torch.full((4,), 1e4), -1),
+        ("equal large values", torch.full((4,), 500.0), -1),
     ]
     for what, x, dim in cases:
         out = student.softmax(x, dim=dim)
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
             fail(f"softmax of {what} gave NaN.", hint=_NAN_HINT)
-        compare(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT)
+        # Large inputs leave fewer significant digits for the result: float32 gets a looser tolerance here.
+        tolerance = dict(rtol=1e-3, atol=1e-6) if x.dtype == torch.float32 else {}
+        compare(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT, **tolerance)
 
 
 @graded("softmax", points=1, hint="Work on new tensors (x - m, not x -= m or x.sub_(m)): the caller's x must not change.")
@@ -115,7 +120,7 @@ _ATTENTION_MISTAKES = (
 )
 
 
-def _check_attention(student, q, k, v, mask, what: str, hint: str) -> None:
+def _check_attention(student, q, k, v, mask, what: str, hint: str, **tolerance) -> None:
     result = student.scaled_dot_product_attention(q, k, v, mask)
     if not isinstance(result, tuple) or len(result) != 2:
         fail("scaled_dot_product_attention should return a pair (out, weights).", hint="End with `return out, weights`.")
@@ -132,8 +137,8 @@ def _check_attention(student, q, k, v, mask, what: str, hint: str) -> None:
     def mistakes(index: int):
         return [(lambda c=c: _attention_variant(q, k, v, mask, **c)[index], s) for c, s in variants]
 
-    compare(weights, expected_weights, f"the weights for {what}", hint, mistakes(1), check_dtype=True)
-    compare(out, expected_out, f"the output for {what}", hint, mistakes(0), check_dtype=True)
+    compare(weights, expected_weights, f"the weights for {what}", hint, mistakes(1), check_dtype=True, **tolerance)
+    compare(out, expected_out, f"the output for {what}", hint, mistakes(0), check_dtype=True, **tolerance)
 
 
 @graded("scaled_dot_product_attention", points=2,
@@ -197,11 +202,12 @@ def test_attention_edge_cases(student):
     gen = generator(113)
     q, k, v = randn(gen, 3, 1, 4), randn(gen, 3, 1, 4), randn(gen, 3, 1, 2)
     _check_attention(student, q, k, v, None, "sequences of length 1", hint="One key gets weight 1; out = v.")
-    q, k, v = randn(gen, 2, 4, 8, scale=60.0), randn(gen, 2, 5, 8, scale=60.0), randn(gen, 2, 5, 3)
+    q, k, v = randn(gen, 2, 4, 8, scale=20.0), randn(gen, 2, 5, 8, scale=20.0), randn(gen, 2, 5, 3)
     out, _ = student.scaled_dot_product_attention(q, k, v)
     if isinstance(out, torch.Tensor) and torch.isnan(out).any():
-        fail("Very large scores (about 1e4) gave NaN.", hint="Subtract the row maximum in the softmax before exp().")
-    _check_attention(student, q, k, v, None, "very large scores", hint="Use your stable softmax.")
+        fail("Large scores (in the hundreds) gave NaN.", hint="Subtract the row maximum in the softmax before exp().")
+    # Scores in the hundreds keep about four significant digits after the softmax in float32.
+    _check_attention(student, q, k, v, None, "large scores", hint="Use your stable softmax.", rtol=1e-3, atol=1e-5)
     q, k, v = randn(gen, 2, 4, 8), randn(gen, 2, 4, 8), randn(gen, 2, 4, 8)
     _check_attention(student, q, k, v, torch.ones(4, 4, dtype=torch.bool), "a mask that allows everything",
                      hint="A mask of all True must give the same result as no mask.")
@@ -211,7 +217,7 @@ def test_attention_edge_cases(student):
 
 @graded("causal_mask", points=2, hint="True on and below the diagonal: query i may attend to keys 0..i, itself included.")
 def test_causal_mask_matches_reference_for_many_sizes(student):
-    for n in (1, 2, 3, 8, 33):
+    for n in (8, 1, 2, 3, 33):  # n = 8 first: small masks cannot tell the mistakes apart
         compare(student.causal_mask(n), ref.causal_mask(n), f"causal_mask({n})",
                 hint="True on and below the diagonal (torch.tril).",
                 mistakes=[(lambda n=n: torch.ones(n, n, dtype=torch.bool).tril(-1),
@@ -246,13 +252,13 @@ def test_padding_mask_random_lengths(student):
 
 @graded("padding_mask", points=1, hint="The mask is (B, max_len) wide even when every sequence is shorter than max_len.")
 def test_padding_mask_width_is_max_len(student):
-    lengths = torch.tensor([2, 3])
-    mask = expect_tensor(student.padding_mask(lengths, 7), "padding_mask(tensor([2, 3]), 7)", shape=(2, 7),
-                         hint="Use torch.arange(max_len), not lengths.max().")
-    expect_close(mask, ref.padding_mask(lengths, 7), "padding_mask(tensor([2, 3]), 7)")
+    for lengths, max_len in ((torch.tensor([2, 3]), 7), (torch.tensor([0]), 2)):
+        expect_tensor(student.padding_mask(lengths, max_len), f"padding_mask(tensor({lengths.tolist()}), {max_len})",
+                      shape=(len(lengths), max_len), hint="Use torch.arange(max_len), not lengths.max().")
 
 
-@graded("padding_mask", points=1, hint="Return a torch.bool tensor; lengths may be any integer dtype.")
+@graded("padding_mask", points=1, hint="True exactly where position j < lengths[b], as a torch.bool tensor of shape "
+                                       "(B, max_len), whatever the integer dtype of lengths.")
 def test_padding_mask_edge_cases(student):
     cases = [(torch.tensor([1]), 1), (torch.tensor([0, 0, 0]), 4), (torch.tensor([3, 1, 2], dtype=torch.int32), 3)]
     for lengths, max_len in cases:
@@ -311,7 +317,7 @@ def test_positional_encoding_is_bounded_and_distinct(student):
 # -- multi-head attention --------------------------------------------------------------------------
 
 def _mha_variant(weights, x, h, context=None, mask=None, *, split_wrong=False, merge_wrong=False,
-                 skip_out_proj=False, scale_by_d_model=False, ignore_context=False):
+                 skip_out_proj=False, scale_by_d_model=False, ignore_context=False, ignore_mask=False):
     ctx = x if context is None or ignore_context else context
     b, lq, d = x.shape
     dh = d // h
@@ -326,7 +332,7 @@ def _mha_variant(weights, x, h, context=None, mask=None, *, split_wrong=False, m
 
     q, k, v = split(project(x, "q_proj")), split(project(ctx, "k_proj")), split(project(ctx, "v_proj"))
     scores = q @ k.transpose(-2, -1) / math.sqrt(d if scale_by_d_model else dh)
-    if mask is not None:
+    if mask is not None and not ignore_mask:
         scores = scores.masked_fill(~mask, -INF)
     out = ref.softmax(scores) @ v
     out = out.reshape(b, lq, d) if merge_wrong else out.transpose(1, 2).reshape(b, lq, d)
@@ -342,6 +348,7 @@ _MHA_MISTAKES = (
     (dict(skip_out_proj=True), "The output projection is missing: return self.out_proj(...) of the merged heads."),
     (dict(scale_by_d_model=True), "Each head's scores must be scaled by sqrt(d_head), not sqrt(d_model)."),
     (dict(ignore_context=True), "With a context, keys and values come from the context (queries still come from x)."),
+    (dict(ignore_mask=True), "The mask is not used: pass mask=mask on to scaled_dot_product_attention."),
 )
 
 
@@ -362,7 +369,7 @@ def _check_mha(module, reference, weights, h, x, context, mask, what, hint):
     with torch.no_grad():
         expected = reference(x, context=context, mask=mask)
     mistakes = [(lambda c=c: _mha_variant(weights, x, h, context, mask, **c), s) for c, s in _MHA_MISTAKES
-                if context is not None or "ignore_context" not in c]
+                if (context is not None or "ignore_context" not in c) and (mask is not None or "ignore_mask" not in c)]
     compare(actual, expected, what, hint, mistakes, check_dtype=True)
     return reference.last_weights
 
@@ -654,7 +661,8 @@ def _expected_state(config: dict, weights: dict[str, torch.Tensor]) -> dict[str,
 
     hf = GPT2LMHeadModel(GPT2Config(**config))
     hf.load_state_dict(weights)
-    return {k: v.detach().clone() for k, v in ref.load_gpt2_weights(ref.MiniGPT(*_minigpt_args(config)), hf).state_dict().items()}
+    model = ref.load_gpt2_weights(ref.MiniGPT(*_minigpt_args(config)), hf)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _diagnose_weight(name, got, expected, before, expected_state) -> str:
@@ -753,10 +761,12 @@ def test_load_fills_the_model_in_place(student):
 
 # -- counting parameters ---------------------------------------------------------------------------
 
-def _count(student, model, what: str, expected: int, hint: str) -> None:
+def _count(student, model, what: str, expected: int, hint: str, exactly_int: bool = False) -> None:
     n = student.count_parameters(model)
+    if isinstance(n, torch.Tensor) and n.numel() == 1 and not n.is_floating_point() and not exactly_int:
+        n = int(n)  # the type has its own check; the others judge the number
     expect(isinstance(n, int) and not isinstance(n, bool), f"count_parameters({what}) returned {n!r}; it should "
-           f"return a Python int.", hint="sum(p.numel() for p in ...) is already an int.")
+           f"return a Python int.", hint="sum(p.numel() for p in ...) is already an int; don't wrap it in a tensor.")
     expect(n == expected, f"{what} has {expected} trainable parameters, but count_parameters says {n}.", hint)
 
 
@@ -791,6 +801,6 @@ def test_count_parameters_counts_shared_weights_once(student):
 
 @graded("count_parameters", points=1, hint="Return a Python int: the sum of p.numel() (0 for a model without parameters).")
 def test_count_parameters_returns_an_int(student):
-    _count(student, student.construct("torch.nn.ReLU"), "nn.ReLU()", 0, hint="sum() of nothing is 0.")
+    _count(student, student.construct("torch.nn.ReLU"), "nn.ReLU()", 0, hint="sum() of nothing is 0.", exactly_int=True)
     _count(student, student.construct("torch.nn.Linear", 3, 2, bias=False), "nn.Linear(3, 2, bias=False)", 6,
-           hint="Count the elements of each parameter (p.numel()), not the number of tensors.")
+           hint="Count the elements of each parameter (p.numel()), not the number of tensors.", exactly_int=True)

@@ -1,0 +1,450 @@
+"""Visible checks for 01_attention: what `check("01_attention/<exercise>")` runs in your notebook.
+
+They compare your code with PyTorch's and transformers' own building blocks (torch.softmax,
+F.scaled_dot_product_attention, nn.MultiheadAttention, nn.TransformerEncoderLayer, GPT2LMHeadModel),
+or test a property every correct answer has. More checks run when your notebook is graded.
+
+The helpers at the top (random weights, loading them into your modules) are shared with the graders'
+checks, so that both talk about your modules in the same words.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+
+ASSIGNMENT = "01_attention"
+
+
+# -- shared helpers --------------------------------------------------------------------------------
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+
+def mha_shapes(d_model: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        shapes[f"{name}.weight"] = (d_model, d_model)
+        if bias:
+            shapes[f"{name}.bias"] = (d_model,)
+    return shapes
+
+
+def block_shapes(d_model: int, d_ff: int) -> dict[str, tuple[int, ...]]:
+    d = d_model
+    return {"ln1.weight": (d,), "ln1.bias": (d,),
+            **{f"attn.{k}": s for k, s in mha_shapes(d).items()},
+            "ln2.weight": (d,), "ln2.bias": (d,),
+            "mlp.0.weight": (d_ff, d), "mlp.0.bias": (d_ff,), "mlp.2.weight": (d, d_ff), "mlp.2.bias": (d,)}
+
+
+def minigpt_shapes(vocab_size: int, max_len: int, d_model: int, n_layers: int, d_ff: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (vocab_size, d_model), "pos_emb.weight": (max_len, d_model)}
+    for i in range(n_layers):
+        shapes.update({f"blocks.{i}.{k}": s for k, s in block_shapes(d_model, d_ff).items()})
+    shapes.update({"ln_f.weight": (d_model,), "ln_f.bias": (d_model,), "lm_head.weight": (vocab_size, d_model)})
+    return shapes
+
+
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Weights of a sensible size for every name: LayerNorm gains near 1, small biases, unit-scale activations."""
+    gen = generator(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        noise = torch.randn(shape, generator=gen, dtype=torch.float64)
+        module = name.rsplit(".", 2)[-2] if name.count(".") else ""
+        if module.startswith("ln") and name.endswith(".weight"):
+            value = 1.0 + 0.2 * noise
+        elif name.endswith(".bias"):
+            value = 0.2 * noise
+        elif "emb" in module:
+            value = noise
+        else:
+            value = noise / math.sqrt(shape[-1])
+        weights[name] = value.to(dtype)
+    return weights
+
+
+def state_dict_of(module, what: str) -> dict[str, torch.Tensor]:
+    """The module's state dict as data (a plain dict crosses to the checker; an OrderedDict would not)."""
+    sd = module.state_dict(destination={})
+    if not isinstance(sd, dict):
+        fail(f"{what}.state_dict() did not return a dictionary of tensors.",
+             hint="Build your modules from nn.Module and nn.Linear/nn.LayerNorm/nn.Embedding as described above.")
+    return sd
+
+
+def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: str, hint: str) -> None:
+    """`module` has exactly these parameters (by name and shape), and no others."""
+    sd = state_dict_of(module, what)
+    missing = [name for name in shapes if name not in sd]
+    if missing:
+        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        fail(f"{what} has no parameter named {listed}. The checks (and GPT-2 loading) find your weights "
+             f"by these names.", hint)
+    for name, shape in shapes.items():
+        if tuple(sd[name].shape) != tuple(shape):
+            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape {tuple(shape)}.", hint)
+    n = student.construct("torch.nn.utils.parameters_to_vector", module.parameters()).numel()
+    expected = sum(math.prod(s) for s in shapes.values())
+    if n != expected:
+        fail(f"{what} has {n} parameters, but the contract gives it {expected}: is there an extra layer, "
+             f"or a bias where there should be none?", hint)
+
+
+def load_weights(module, weights: dict[str, torch.Tensor], what: str, hint: str) -> None:
+    """Load these weights into a student's module, with a clear message when names or shapes differ."""
+    sd = state_dict_of(module, what)
+    missing = [name for name in weights if name not in sd]
+    if missing:
+        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        fail(f"{what} has no parameter named {listed}, so the checks cannot give it known weights.", hint)
+    for name, value in weights.items():
+        if tuple(sd[name].shape) != tuple(value.shape):
+            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape "
+                 f"{tuple(value.shape)}.", hint)
+    module.load_state_dict(weights, strict=False)
+
+
+def gpt2_config(vocab_size: int, n_positions: int, d_model: int, n_heads: int, n_layers: int, d_ff: int,
+                tie: bool = True) -> dict:
+    """GPT2Config arguments for a GPT-2 that MiniGPT can copy exactly: exact GELU, eps 1e-5, no dropout."""
+    return dict(vocab_size=vocab_size, n_positions=n_positions, n_embd=d_model, n_head=n_heads, n_layer=n_layers,
+                n_inner=d_ff, activation_function="gelu", layer_norm_epsilon=1e-5, resid_pdrop=0.0,
+                embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie)
+
+
+def gpt2_weights(config: dict, seed: int) -> dict[str, torch.Tensor]:
+    """Random weights with GPT-2's names and layouts (Conv1D weights are (in, out))."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shapes = {k: tuple(v.shape) for k, v in GPT2LMHeadModel(GPT2Config(**config)).state_dict().items()}
+    gen = generator(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        noise = torch.randn(shape, generator=gen, dtype=torch.float64)
+        if ".ln_" in name and name.endswith(".weight"):
+            value = 1.0 + 0.2 * noise
+        elif name.endswith(".bias"):
+            value = 0.2 * noise
+        elif name.startswith("transformer.w"):
+            value = noise
+        else:
+            fan_in = shape[1] if name == "lm_head.weight" else shape[0]  # Conv1D: (in, out); Linear: (out, in)
+            value = noise / math.sqrt(fan_in)
+        weights[name] = value.float()
+    if config.get("tie_word_embeddings", True):
+        weights["lm_head.weight"] = weights["transformer.wte.weight"]
+    return weights
+
+
+def gpt2_logits(config: dict, weights: dict[str, torch.Tensor], input_ids: torch.Tensor) -> torch.Tensor:
+    """The logits of transformers' own GPT2LMHeadModel with these weights (computed here, not by the student)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(**config))
+    model.load_state_dict(weights)
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids).logits
+
+
+def student_gpt2(student, config: dict, weights: dict[str, torch.Tensor]):
+    """A GPT2LMHeadModel with these weights, built inside the student's kernel."""
+    hf = student.construct("transformers.GPT2LMHeadModel", student.construct("transformers.GPT2Config", **config))
+    hf.load_state_dict(weights)
+    hf.eval()
+    return hf
+
+
+def torch_mha(weights: dict[str, torch.Tensor], d_model: int, n_heads: int) -> nn.MultiheadAttention:
+    """PyTorch's nn.MultiheadAttention holding the same weights (it stacks q, k, v into one matrix)."""
+    mha = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([weights[f"{n}_proj.weight"] for n in "qkv"]))
+        mha.in_proj_bias.copy_(torch.cat([weights[f"{n}_proj.bias"] for n in "qkv"]))
+        mha.out_proj.weight.copy_(weights["out_proj.weight"])
+        mha.out_proj.bias.copy_(weights["out_proj.bias"])
+    return mha
+
+
+# -- softmax ---------------------------------------------------------------------------------------
+
+@graded("softmax", points=2, hint="exp(x) divided by its sum over `dim` (use keepdim=True so the shapes line up); "
+                                  "the default dim is the last one.")
+def test_softmax_matches_torch(student):
+    x = randn(generator(0), 3, 4, 5)
+    expect_close(student.softmax(x), torch.softmax(x, dim=-1), "softmax(x) with the default dim")
+    for dim in (0, 1, -1):
+        out = student.softmax(x, dim=dim)
+        expect_close(out, torch.softmax(x, dim=dim), f"softmax(x, dim={dim}) for x of shape (3, 4, 5)")
+
+
+@graded("softmax", points=2, hint="Subtract each slice's maximum before exp() (exp(1000) overflows to inf), and "
+                                  "return zeros, not 0/0, for a slice that is entirely -inf.")
+def test_softmax_is_numerically_stable(student):
+    inf = float("inf")
+    x = torch.tensor([[1000.0, 0.0, -1000.0], [0.0, -inf, math.log(3.0)], [-inf, -inf, -inf]])
+    out = expect_tensor(student.softmax(x, dim=-1), "softmax of [[1000, 0, -1000], [0, -inf, log 3], [-inf x 3]]",
+                        shape=(3, 3))
+    if torch.isnan(out[0]).any():
+        fail("softmax([1000, 0, -1000]) contains NaN: exp(1000) is too large for a float.",
+             hint="Subtract the maximum of the slice first: softmax(x) = softmax(x - max(x)).")
+    if torch.isnan(out[2]).any():
+        fail("A row that is entirely -inf (a query that may attend to nothing) gave NaN; it should give zeros.",
+             hint="Where the maximum is -inf, subtract 0 instead; where the sum of exponentials is 0, divide by 1.")
+    expect_close(out, torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.0, 0.75], [0.0, 0.0, 0.0]]),
+                 "softmax of [[1000, 0, -1000], [0, -inf, log 3], [-inf, -inf, -inf]]")
+
+
+# -- scaled dot-product attention ------------------------------------------------------------------
+
+@graded("scaled_dot_product_attention", points=3,
+        hint="weights = softmax(q @ k^T / sqrt(d)) over the keys (the last dim); out = weights @ v; return (out, weights).")
+def test_attention_matches_pytorch(student):
+    gen = generator(1)
+    q, k, v = randn(gen, 2, 3, 5, 8), randn(gen, 2, 3, 6, 8), randn(gen, 2, 3, 6, 4)
+    result = student.scaled_dot_product_attention(q, k, v)
+    if not isinstance(result, tuple) or len(result) != 2:
+        fail("scaled_dot_product_attention should return a pair (out, weights).",
+             hint="End with `return out, weights`.")
+    out, weights = result
+    expect_tensor(weights, "weights", shape=(2, 3, 5, 6), hint="weights has one row per query and one column per key.")
+    expect_close(weights.sum(-1), torch.ones(2, 3, 5), "the weights summed over the keys",
+                 hint="Take the softmax over the last dim (the keys).")
+    expect_close(out, F.scaled_dot_product_attention(q, k, v), "out, compared with F.scaled_dot_product_attention")
+    expect_close(weights, torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), dim=-1), "weights")
+
+
+@graded("scaled_dot_product_attention", points=3,
+        hint="Before the softmax, set the scores where mask is False to -inf (masked_fill(~mask, ...)); "
+             "a query with no allowed key must get zero weights and a zero output.")
+def test_attention_respects_the_mask(student):
+    gen = generator(2)
+    q, k, v = randn(gen, 2, 4, 8), randn(gen, 2, 5, 8), randn(gen, 2, 5, 3)
+    mask = torch.tensor([[1, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    out, weights = student.scaled_dot_product_attention(q, k, v, mask)
+    expect_tensor(weights, "weights", shape=(2, 4, 5))
+    expect_tensor(out, "out", shape=(2, 4, 3))
+    if torch.isnan(weights).any() or torch.isnan(out).any():
+        fail("The query in row 2 may attend to no key at all, and your attention gave NaN there.",
+             hint="Such a query should get zero weights and a zero output; a stable softmax that returns zeros for "
+                  "an all -inf row does exactly that.")
+    expect(bool((weights[:, 2] == 0).all()) and bool((out[:, 2] == 0).all()),
+           "The query in row 2 may attend to no key at all, so its weights and its output should be all zeros.",
+           hint="Fill masked scores with -inf (not a large negative number, which turns a fully masked row into a "
+                "uniform average), and let your softmax return zeros for an all -inf row.")
+    expect(bool((weights.masked_select(~mask.expand(2, 4, 5)) == 0).all()),
+           "Some weights where the mask is False are not exactly 0.",
+           hint="mask is True where a query MAY attend; fill the scores where it is False (not where it is True).")
+    allowed = mask.clone()
+    allowed[2] = True  # PyTorch returns NaN for a fully masked row; compute the others, then zero that row
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    expected[:, 2] = 0.0
+    expect_close(out, expected, "out with a mask (compared with F.scaled_dot_product_attention)")
+
+
+# -- masks -----------------------------------------------------------------------------------------
+
+@graded("causal_mask", points=2, hint="Position i may look at positions 0..i: True on and below the diagonal "
+                                      "(torch.tril), as a bool tensor.")
+def test_causal_mask_small(student):
+    expect_close(student.causal_mask(5), torch.ones(5, 5).tril().bool(), "causal_mask(5)")
+
+
+@graded("padding_mask", points=2, hint="Compare each position 0..max_len-1 with the sequence's length: "
+                                       "positions < length are real tokens (True).")
+def test_padding_mask_small(student):
+    expected = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    expect_close(student.padding_mask(torch.tensor([3, 1, 6]), 6), expected, "padding_mask(tensor([3, 1, 6]), 6)")
+
+
+# -- sinusoidal positional encoding ------------------------------------------------------------------
+
+@graded("sinusoidal_positional_encoding", points=2,
+        hint="Shape (n_positions, d_model); column 2i holds sin(pos * w_i), column 2i+1 holds cos(pos * w_i).")
+def test_positional_encoding_shape_and_first_columns(student):
+    pe = expect_tensor(student.sinusoidal_positional_encoding(10, 8), "sinusoidal_positional_encoding(10, 8)",
+                       shape=(10, 8))
+    expect(pe.is_floating_point(), "The positional encoding should be a floating-point tensor.")
+    pos = torch.arange(10, dtype=torch.float32)
+    expect_close(pe[0], torch.tensor([0.0, 1.0] * 4), "row 0 (position 0: sin 0 = 0, cos 0 = 1)",
+                 hint="Put sin on the even columns and cos on the odd ones.")
+    expect_close(pe[:, 0], torch.sin(pos), "column 0 (sin of the position, frequency 1)")
+    expect_close(pe[:, 1], torch.cos(pos), "column 1 (cos of the position, frequency 1)")
+
+
+@graded("sinusoidal_positional_encoding", points=2,
+        hint="The pair of columns (2i, 2i+1) turns at frequency w_i = 1 / 10000^(2i / d_model).")
+def test_positional_encoding_frequencies(student):
+    n, d = 20, 16
+    pe = expect_tensor(student.sinusoidal_positional_encoding(n, d), f"sinusoidal_positional_encoding({n}, {d})",
+                       shape=(n, d)).double()
+    expect_close(pe[:, 0::2] ** 2 + pe[:, 1::2] ** 2, torch.ones(n, d // 2, dtype=torch.float64),
+                 "sin^2 + cos^2 of each pair of columns (2i, 2i+1)", rtol=1e-5, atol=1e-5,
+                 hint="Columns 2i and 2i+1 must use the same angle: sin on the even one, cos on the odd one.")
+    angle_at_1 = torch.atan2(pe[1, 0::2], pe[1, 1::2])  # position 1: the angle is the frequency itself
+    frequency = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    expect_close(angle_at_1, frequency, "the frequency of each pair of columns", rtol=1e-4, atol=1e-6)
+
+
+# -- multi-head attention --------------------------------------------------------------------------
+
+@graded("multi_head_attention", points=2,
+        hint="Four nn.Linear(d_model, d_model, bias=bias) named q_proj, k_proj, v_proj and out_proj.")
+def test_mha_has_the_four_projections(student):
+    mha = student.MultiHeadAttention(16, 4)
+    expect_structure(student, mha, mha_shapes(16), "MultiHeadAttention(16, 4)",
+                     hint="Four nn.Linear(d_model, d_model) named q_proj, k_proj, v_proj and out_proj.")
+    plain = student.MultiHeadAttention(16, 4, bias=False)
+    expect_structure(student, plain, mha_shapes(16, bias=False), "MultiHeadAttention(16, 4, bias=False)",
+                     hint="Pass bias=bias on to every nn.Linear.")
+
+
+@graded("multi_head_attention", points=4,
+        hint="Project, split d_model into (n_heads, d_head) and move heads before the sequence: "
+             "(B, L, d) -> (B, L, h, d_head) -> (B, h, L, d_head); attend; merge back; apply out_proj.")
+def test_mha_matches_pytorch(student):
+    d, h = 16, 4
+    gen = generator(3)
+    weights = random_weights(mha_shapes(d), seed=4)
+    mha = student.MultiHeadAttention(d, h)
+    load_weights(mha, weights, "MultiHeadAttention(16, 4)", hint="Name the projections q_proj, k_proj, v_proj, out_proj.")
+    ref = torch_mha(weights, d, h)
+    x, context = randn(gen, 2, 5, d), randn(gen, 2, 7, d)
+    causal = torch.ones(5, 5).tril().bool()
+    with torch.no_grad():
+        # PyTorch's boolean masks mean the opposite of ours: True = may NOT attend.
+        expected, expected_w = ref(x, x, x, attn_mask=~causal, average_attn_weights=False)
+        expected_cross, expected_cross_w = ref(x, context, context, average_attn_weights=False)
+    expect_close(mha(x, mask=causal), expected, "self-attention output with a causal mask (vs nn.MultiheadAttention)")
+    expect_close(mha.last_weights, expected_w, "last_weights after self-attention, shape (B, n_heads, Lq, Lk)",
+                 hint="Keep the (B, n_heads, Lq, Lk) weights of the last call in self.last_weights.")
+    expect_close(mha(x, context=context), expected_cross, "cross-attention output (keys and values from `context`)",
+                 hint="With a context, queries come from x but keys and values come from the context.")
+    expect_close(mha.last_weights, expected_cross_w, "last_weights after cross-attention")
+
+
+# -- transformer block ------------------------------------------------------------------------------
+
+def _torch_block(weights: dict[str, torch.Tensor], d: int, h: int, d_ff: int) -> nn.TransformerEncoderLayer:
+    layer = nn.TransformerEncoderLayer(d, h, dim_feedforward=d_ff, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    mha = torch_mha({k.removeprefix("attn."): v for k, v in weights.items() if k.startswith("attn.")}, d, h)
+    layer.self_attn.load_state_dict(mha.state_dict())
+    for ours, theirs in (("ln1", "norm1"), ("ln2", "norm2"), ("mlp.0", "linear1"), ("mlp.2", "linear2")):
+        getattr(layer, theirs).load_state_dict({"weight": weights[f"{ours}.weight"], "bias": weights[f"{ours}.bias"]})
+    return layer
+
+
+@graded("transformer_block", points=1,
+        hint="Submodules ln1, attn (MultiHeadAttention), ln2, and mlp = nn.Sequential(Linear(d, d_ff), GELU(), Linear(d_ff, d)).")
+def test_block_structure(student):
+    expect_structure(student, student.TransformerBlock(16, 4, 40), block_shapes(16, 40), "TransformerBlock(16, 4, 40)",
+                     hint="Submodules ln1, attn, ln2, mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), "
+                          "nn.Linear(d_ff, d_model)).")
+
+
+@graded("transformer_block", points=3,
+        hint="Pre-norm: x = x + attn(ln1(x), mask=mask); then x = x + mlp(ln2(x)).")
+def test_block_matches_pytorch_pre_norm_layer(student):
+    d, h, d_ff = 16, 4, 40
+    weights = random_weights(block_shapes(d, d_ff), seed=5)
+    block = student.TransformerBlock(d, h, d_ff)
+    load_weights(block, weights, "TransformerBlock(16, 4, 40)", hint="Use the submodule names of the contract.")
+    ref = _torch_block(weights, d, h, d_ff)
+    x = randn(generator(6), 2, 6, d)
+    causal = torch.ones(6, 6).tril().bool()
+    with torch.no_grad():
+        expected_plain = ref(x)
+        expected_causal = ref(x, src_mask=~causal)  # PyTorch: True = may NOT attend
+    expect_close(block(x), expected_plain, "block(x) (vs nn.TransformerEncoderLayer with norm_first=True)")
+    expect_close(block(x, mask=causal), expected_causal, "block(x, mask=causal) (vs nn.TransformerEncoderLayer)",
+                 hint="Pass the mask on to the attention: self.attn(self.ln1(x), mask=mask).")
+
+
+# -- MiniGPT ---------------------------------------------------------------------------------------
+
+@graded("mini_gpt", points=2,
+        hint="tok_emb and pos_emb (nn.Embedding), blocks (nn.ModuleList of TransformerBlock), ln_f (nn.LayerNorm), "
+             "lm_head = nn.Linear(d_model, vocab_size, bias=False); forward returns (B, L, vocab_size) logits.")
+def test_minigpt_structure_and_output_shape(student):
+    model = student.MiniGPT(30, 12, 16, 4, 2, 32)
+    expect_structure(student, model, minigpt_shapes(30, 12, 16, 2, 32), "MiniGPT(30, 12, 16, 4, 2, 32)",
+                     hint="tok_emb, pos_emb, blocks (an nn.ModuleList), ln_f, lm_head (no bias).")
+    ids = torch.randint(0, 30, (3, 7), generator=generator(7))
+    expect_tensor(model(ids), "MiniGPT(...)(input_ids) for input_ids of shape (3, 7)", shape=(3, 7, 30),
+                  hint="Return the logits of lm_head: one score per vocabulary entry at every position.")
+
+
+@graded("mini_gpt", points=3,
+        hint="Give every block the causal mask: causal_mask(L) for a sequence of length L.")
+def test_minigpt_is_causal(student):
+    model = student.MiniGPT(30, 12, 16, 4, 2, 32)
+    load_weights(model, random_weights(minigpt_shapes(30, 12, 16, 2, 32), seed=8), "MiniGPT", hint="Use the contract's names.")
+    ids = torch.randint(0, 30, (2, 10), generator=generator(9))
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 30
+    before, after = model(ids), model(changed)
+    expect_close(after[:, :6], before[:, :6], "the logits at positions 0-5 after changing the tokens at positions 6-9",
+                 hint="A position must not see later tokens: pass causal_mask(L) to every block.")
+    expect(not torch.allclose(after[:, 6:], before[:, 6:]), "Changing tokens 6-9 did not change the logits at "
+           "positions 6-9: does the model use its input at all?")
+
+
+# -- loading GPT-2 ---------------------------------------------------------------------------------
+
+_SMALL_GPT2 = gpt2_config(vocab_size=40, n_positions=12, d_model=16, n_heads=4, n_layers=2, d_ff=48)
+
+
+@graded("load_gpt2_weights", points=2,
+        hint="Copy wte into tok_emb, wpe into pos_emb and lm_head into lm_head (under torch.no_grad()), "
+             "and return the model you were given.")
+def test_load_copies_embeddings_and_returns_the_model(student):
+    weights = gpt2_weights(_SMALL_GPT2, seed=10)
+    hf = student_gpt2(student, _SMALL_GPT2, weights)
+    model = student.load_gpt2_weights(student.MiniGPT(40, 12, 16, 4, 2, 48), hf)
+    if model is None or not hasattr(model, "type_name") or not model.type_name.endswith("MiniGPT"):
+        fail("load_gpt2_weights should return the MiniGPT it filled.", hint="End with `return model`.")
+    sd = state_dict_of(model, "the loaded MiniGPT")
+    expect_close(sd["tok_emb.weight"], weights["transformer.wte.weight"], "tok_emb.weight after loading")
+    expect_close(sd["pos_emb.weight"], weights["transformer.wpe.weight"], "pos_emb.weight after loading")
+    expect_close(sd["lm_head.weight"], weights["lm_head.weight"], "lm_head.weight after loading")
+
+
+@graded("load_gpt2_weights", points=3,
+        hint="GPT-2's Conv1D stores weights as (in, out): transpose them for nn.Linear; c_attn holds q, k and v "
+             "side by side (split its output dim in three, in that order).")
+def test_load_gives_gpt2_logits(student):
+    weights = gpt2_weights(_SMALL_GPT2, seed=11)
+    hf = student_gpt2(student, _SMALL_GPT2, weights)
+    model = student.load_gpt2_weights(student.MiniGPT(40, 12, 16, 4, 2, 48), hf)
+    ids = torch.randint(0, 40, (2, 12), generator=generator(12))
+    expect_close(model(ids), gpt2_logits(_SMALL_GPT2, weights, ids), "MiniGPT's logits after loading (vs GPT2LMHeadModel)",
+                 rtol=1e-4, atol=1e-4)
+
+
+# -- counting parameters ---------------------------------------------------------------------------
+
+@graded("count_parameters", points=2,
+        hint="Add up p.numel() over model.parameters(), keeping only the parameters with p.requires_grad.")
+def test_count_parameters_small_modules(student):
+    n = student.count_parameters(student.construct("torch.nn.Linear", 10, 5))
+    expect(n == 55, f"nn.Linear(10, 5) has 10 * 5 weights + 5 biases = 55 parameters, but count_parameters says {n!r}.")
+    first = student.construct("torch.nn.Linear", 4, 8)
+    model = student.construct("torch.nn.Sequential", first, student.construct("torch.nn.ReLU"),
+                              student.construct("torch.nn.Linear", 8, 2))
+    first.requires_grad_(False)
+    n = student.count_parameters(model)
+    expect(n == 18, f"With its first layer frozen, Linear(4, 8) -> ReLU -> Linear(8, 2) has 8 * 2 + 2 = 18 trainable "
+                    f"parameters, but count_parameters says {n!r}.",
+           hint="Frozen parameters (requires_grad=False) are not trainable: skip them.")

@@ -1,0 +1,57 @@
+"""01_attention through the real grading path: `grader check` and `grader grade` in sandboxed kernels."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.cli import main
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A copy of the course (its notebooks and demo class), so grading writes nothing in the repo."""
+    root = tmp_path_factory.mktemp("course") / "llmcourse"
+    root.mkdir()
+    shutil.copy(REPO / "nbgrader_config.py", root)
+    for name in ("source", "release", "demo"):
+        shutil.copytree(REPO / name, root / name)
+    return root
+
+
+def check_json(course: Path, notebook: Path, capsys) -> tuple[int, dict]:
+    code = main(["--course", str(course), "check", str(notebook), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_solution_gets_full_marks_through_grader_check(course, capsys):
+    code, data = check_json(course, course / "source" / "01_attention" / "attention.ipynb", capsys)
+    assert code == 0, data
+    assert data["score"] == data["max_score"] == 100
+    assert len(data["exercises"]) == 10 and all(ex["score"] == ex["max_score"] for ex in data["exercises"])
+
+
+def test_blank_release_gets_zero_on_every_exercise(course, capsys):
+    code, data = check_json(course, course / "release" / "01_attention" / "attention.ipynb", capsys)
+    assert code == 1
+    assert data["score"] == 0 and all(ex["score"] == 0 for ex in data["exercises"])
+
+
+def test_demo_class_through_grader_grade(course, capsys):
+    code = main(["--course", str(course), "grade", "01_attention", "--submissions", str(course / "demo" / "submissions"),
+                 "--jobs", "2", "--json"])
+    assert code == 0
+    results = {r["student"]: r for r in json.loads(capsys.readouterr().out)}
+    lost = {s: sorted(ex["id"].split("/")[1] for ex in r["exercises"] if ex["score"] < ex["max_score"])
+            for s, r in results.items()}
+    assert results["ada"]["score"] == 100 and lost["ada"] == []
+    assert results["blaise"]["score"] == 0
+    assert lost["carla"] == ["sinusoidal_positional_encoding"]
+    assert lost["dmitri"] == ["padding_mask"]  # tampering earned nothing
+    assert lost["eve"] == ["count_parameters"]  # the kernel died in that cell; everything else was graded
+    assert any("kernel died" in e for e in results["eve"]["events"])

@@ -94,7 +94,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         policy = self._policy()
         return [sys.executable, "-m", "grader.sandbox_launch", json.dumps(policy), "--",
                 sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
-                "--HistoryManager.hist_file=:memory:", "--HistoryManager.enabled=False"]
+                "--HistoryManager.hist_file=:memory:"]
 
     def _uid(self) -> int | None:
         return self.sandbox_uid if os.geteuid() == 0 else None

@@ -43,6 +43,7 @@ lab: install
 
 bench: install
 	$(BIN)/python benchmarks/grading_overhead.py
+	$(BIN)/python benchmarks/notebook_budget.py
 
 clean:
 	rm -rf $(VENV) autograded/* feedback submitted gradebook.db .grader

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,6 +25,9 @@ from nbgrader.utils import determine_grade, is_grade
 
 from .course import Course, CourseError
 from .preprocessors import cell_results, check_calls, is_check_cell
+
+
+MAX_ATTEMPTS = 3
 
 
 @dataclass
@@ -219,19 +223,32 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
     staged = {s: stage(submissions / s / assignment, staging / s / assignment, expected) for s in students}
     results: list[SubmissionResult] = []
     hide = [str(submissions)]
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=_spawn()) as pool:
-        futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in students}
-        for future in as_completed(futures):
-            student = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker that died: the others go on
-                outcome = {"success": False, "error": f"the grading process failed: {type(exc).__name__}: {exc}"}
-            names, problems = staged[student]
-            result = _collect(course, assignment, student, course.root / "autograded", expected, names, problems, outcome)
-            results.append(result)
-            if progress:
-                progress(result)
+    pending = list(students)
+    attempts: dict[str, int] = {s: 0 for s in students}
+    while pending:
+        # A grading process that dies (killed for memory, say) breaks the whole pool: the submissions it
+        # left unfinished go to a fresh pool, up to MAX_ATTEMPTS times each. Nothing graded is lost.
+        retry: list[str] = []
+        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=_spawn()) as pool:
+            futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in pending}
+            for future in as_completed(futures):
+                student = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    attempts[student] += 1
+                    if attempts[student] < MAX_ATTEMPTS:
+                        retry.append(student)
+                        continue
+                    outcome = {"success": False, "error": f"the grading process died {MAX_ATTEMPTS} times on this submission"}
+                except Exception as exc:  # one submission's failure never stops the batch
+                    outcome = {"success": False, "error": f"the grading process failed: {type(exc).__name__}: {exc}"}
+                names, problems = staged[student]
+                result = _collect(course, assignment, student, course.root / "autograded", expected, names, problems, outcome)
+                results.append(result)
+                if progress:
+                    progress(result)
+        pending = retry
     return sorted(results, key=lambda r: r.student or "")
 
 

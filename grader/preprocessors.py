@@ -67,6 +67,7 @@ class RunChecks(Execute):
     check_timeout = Float(60.0, help="Seconds the student's code may take to answer one request from a check.").tag(config=True)
     skip_tags = List(Unicode(), ["demo"], help="Cells with these tags only show results and are not run when grading.").tag(config=True)
     kernel_name = Unicode("python3", help="Always the course's own Python; a notebook cannot choose.").tag(config=True)
+    max_cell_output = Integer(2 * 2**20, help="Characters of output kept per cell; the rest is dropped.").tag(config=True)
 
     def __init__(self, **kw):
         # nbgrader's Execute forces its own kernel manager unless one is passed: pass ours.
@@ -87,6 +88,7 @@ class RunChecks(Execute):
         self._deadline = time.monotonic() + self.notebook_timeout
         self._replay: list[str] = []
         self._events: list[str] = []
+        self._output_used: dict[int, int] = {}
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -140,6 +142,20 @@ class RunChecks(Execute):
         except (TimeoutError, KernelLost):
             self._events.append("the kernel did not start the check agent")
 
+    # -- output flood control ---------------------------------------------------------------------------
+    def output(self, outs, msg, display_id, cell_index):
+        """Keep at most `max_cell_output` characters of a cell's output; a flood costs the grader nothing."""
+        size = _message_size(msg)
+        used = self._output_used.get(cell_index, 0)
+        self._output_used[cell_index] = used + size
+        if used + size <= self.max_cell_output:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.max_cell_output:
+            outs.append(NotebookNode(output_type="stream", name="stdout",
+                                     text=f"\n[the grader kept the first {self.max_cell_output:,} characters of this "
+                                          f"cell's output and dropped the rest]\n"))
+        return None
+
     # -- kernel recovery ------------------------------------------------------------------------------
     def _restart(self) -> None:
         """Replace a stuck or dead kernel by a fresh one, replaying the cells that had worked."""
@@ -192,6 +208,16 @@ class RunChecks(Execute):
             results.append(result)
             self.results.append(result)
         cell.outputs = render_results(results, points)
+
+
+def _message_size(msg: dict) -> int:
+    content = msg.get("content", {})
+    if "text" in content:
+        return len(content["text"])
+    data = content.get("data", {})
+    if data:
+        return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
+    return len(str(content.get("traceback", ""))) + 100
 
 
 def render_results(results: list[ExerciseResult], cell_points: float) -> list[NotebookNode]:

@@ -62,7 +62,10 @@ def apply(policy: dict) -> list[str]:
     if namespaces:
         step("scratch space for the submission", lambda: _tmpfs_keep(work, policy["disk_bytes"], uid))
         for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-            step(f"private {scratch}", lambda s=scratch: _tmpfs(s, policy["disk_bytes"], uid, mode=0o1777))
+            # The course itself may live under /tmp (a CI checkout, say): keep what the kernel needs.
+            keep = [p for p in policy.get("expose", []) if _under(p, scratch)]
+            step(f"private {scratch}", lambda s=scratch, k=keep: _private_scratch(s, policy["disk_bytes"], uid, k,
+                                                                                  policy["staging"]))
         for path in policy.get("hide", []):
             step(f"hide {path}", lambda p=path: _hide(p))
         if uid is not None:
@@ -103,6 +106,24 @@ def _tmpfs(path: str, size: int, uid: int | None, mode: int = 0o700) -> None:
     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode={mode:o}")
     if uid is not None:
         os.chown(path, uid, uid)
+
+
+def _under(path: str, parent: str) -> bool:
+    return os.path.realpath(path).startswith(parent.rstrip("/") + "/")
+
+
+def _private_scratch(path: str, size: int, uid: int | None, keep: list[str], staging: str) -> None:
+    """A fresh tmpfs over `path`, with the directories in `keep` bound back into it."""
+    aside = []
+    for i, kept in enumerate(keep):
+        target = os.path.join(staging, f"keep-{os.path.basename(path)}-{i}")
+        os.makedirs(target)
+        _mount(kept, target, None, MS_BIND | MS_REC)
+        aside.append((target, kept))
+    _tmpfs(path, size, uid, mode=0o1777)
+    for target, kept in aside:
+        os.makedirs(kept, exist_ok=True)
+        _mount(target, kept, None, MS_BIND | MS_REC)
 
 
 def _tmpfs_keep(path: str, size: int, uid: int | None) -> None:

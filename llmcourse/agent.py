@@ -136,4 +136,12 @@ def _where(exc: BaseException) -> str:
     return ""
 
 
-BOOTSTRAP = "import llmcourse.agent as _llmcourse_agent_module\n__llmcourse_agent__ = _llmcourse_agent_module.Agent(get_ipython().user_ns)\ndel _llmcourse_agent_module"
+# Run by the grader in the kernel: at start, and again before each check cell. Reseeding there makes
+# a grade independent of how much randomness the cells before it used (the same notebook, graded twice,
+# gets the same score even if its author never set a seed).
+BOOTSTRAP = (
+    "import llmcourse.agent as _llmcourse_agent_module, llmcourse.setup as _llmcourse_setup\n"
+    "__llmcourse_agent__ = _llmcourse_agent_module.Agent(get_ipython().user_ns)\n"
+    "_llmcourse_setup.set_seed(0)\n"
+    "del _llmcourse_agent_module, _llmcourse_setup"
+)

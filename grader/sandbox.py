@@ -66,7 +66,9 @@ class SandboxedKernelManager(AsyncKernelManager):
     max_processes = Integer(512, help="Processes and threads the sandbox user may run at once.").tag(config=True)
     cpu_time_limit = Integer(3600, help="CPU seconds for the kernel's whole life (a backstop; wall-clock limits come first).").tag(config=True)
     threads = Integer(0, help="Threads for torch/BLAS in the kernel (0: all cores / jobs).").tag(config=True)
-    sandbox_uid = Integer(65534, help="User the kernel runs as when the grader is root (65534 is 'nobody').").tag(config=True)
+    sandbox_uid = Integer(0, help="User the kernel runs as when the grader is root; 0: a user of its own from "
+                                  "uid_range, so that process limits and files are per kernel.").tag(config=True)
+    uid_range = Integer(200000, help="First of 10,000 user ids handed out to kernels (they need no account).").tag(config=True)
     no_network = Bool(True, help="Start the kernel in its own network namespace (no network at all).").tag(config=True)
     hide_paths = List(Unicode(), help="Paths the kernel must not see: the course's secrets, other submissions.").tag(config=True)
 
@@ -88,6 +90,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.ip = str(self.ipcdir / "k")
         self.connection_file = str(self.ipcdir / "kernel.json")
         self._pgid: int | None = None
+        self._own_uid: int | None = None
 
     # The notebook's kernelspec is ignored on purpose: a submission cannot choose what runs it.
     def format_kernel_cmd(self, extra_arguments=None):
@@ -97,7 +100,39 @@ class SandboxedKernelManager(AsyncKernelManager):
                 "--HistoryManager.hist_file=:memory:"]
 
     def _uid(self) -> int | None:
-        return self.sandbox_uid if os.geteuid() == 0 else None
+        if os.geteuid() != 0:
+            return None
+        if self.sandbox_uid:
+            return self.sandbox_uid
+        if self._own_uid is None:
+            self._own_uid = self._claim_uid()
+        return self._own_uid
+
+    def _claim_uid(self) -> int:
+        """A user id no other live kernel has: a lock on uids/<n> that dies with this process."""
+        import fcntl
+
+        folder = sandbox_base() / "uids"
+        folder.mkdir(exist_ok=True, mode=0o700)
+        start = (os.getpid() * 7919) % 10_000
+        for i in range(10_000):
+            n = (start + i) % 10_000
+            fd = os.open(folder / str(n), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self._uid_lock = fd
+            return self.uid_range + n
+        raise RuntimeError("no free user id for a sandboxed kernel")
+
+    def _release_uid(self) -> None:
+        fd = getattr(self, "_uid_lock", None)
+        if fd is not None:
+            os.close(fd)  # closing the file releases the lock
+            self._uid_lock = None
+            self._own_uid = None
 
     def _policy(self) -> dict:
         cuda = bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()) and _has_cuda()
@@ -184,6 +219,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                 os.killpg(self._pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self._own_uid is not None:
+            _kill_user(self._own_uid)  # a child that left the group (setsid, double fork) goes too
 
     async def _async_kill_kernel(self, restart: bool = False) -> None:
         self.kill_process_group()
@@ -196,9 +233,21 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.kill_process_group()  # stray children of the kernel go with it
             if not restart:
                 shutil.rmtree(self.sandbox_dir, ignore_errors=True)
+                self._release_uid()
 
     shutdown_kernel = _async_shutdown_kernel
     _kill_kernel = _async_kill_kernel
+
+
+def _kill_user(uid: int) -> None:
+    """SIGKILL every process of `uid` (a kernel's own user: nothing else runs as it)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
 
 
 def _package_root() -> str:

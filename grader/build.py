@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.util import run_sync
 
 from .course import Course, CourseError
 from .preprocessors import check_calls, is_check_cell
@@ -112,7 +113,11 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 600) -> flo
                             connection_file=str(workdir / "kernel.json"))
     client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(workdir)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if km.has_kernel:  # a kernel manager we pass in is ours to stop
+            run_sync(km.shutdown_kernel)(now=True)
     return time.monotonic() - started
 
 

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 _REPORTED: set[str] = set()
 
@@ -39,8 +39,8 @@ def sandbox_base() -> Path:
 
 def kernel_environment(workdir: str, threads: int) -> dict[str, str]:
     """A small, clean environment: nothing of the grader's leaks in, nothing reaches a hub."""
-    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                       "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+            if k in os.environ}
     return {
         **keep,
         "HOME": workdir,
@@ -71,6 +71,12 @@ class SandboxedKernelManager(AsyncKernelManager):
     uid_range = Integer(200000, help="First of 10,000 user ids handed out to kernels (they need no account).").tag(config=True)
     no_network = Bool(True, help="Start the kernel in its own network namespace (no network at all).").tag(config=True)
     hide_paths = List(Unicode(), help="Paths the kernel must not see: the course's secrets, other submissions.").tag(config=True)
+    gpus = List(Integer(), help="GPUs kernels may use (default: all the grader sees); each kernel sees exactly one, "
+                                "handed out in turn.").tag(config=True)
+    gpu_memory_fraction = Float(0.0, help="Share of its GPU's memory one kernel's torch may allocate (0: no cap). "
+                                          "Size it as 1 / (kernels per GPU).").tag(config=True)
+
+    _started = 0
 
     @default("transport")
     def _transport_default(self) -> str:
@@ -91,6 +97,10 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.connection_file = str(self.ipcdir / "kernel.json")
         self._pgid: int | None = None
         self._own_uid: int | None = None
+        # Kernels take GPUs in turn: by user id across grading processes, by count within one.
+        SandboxedKernelManager._started += 1
+        uid = self._uid()
+        self._slot = uid if uid is not None else SandboxedKernelManager._started
 
     # The notebook's kernelspec is ignored on purpose: a submission cannot choose what runs it.
     def format_kernel_cmd(self, extra_arguments=None):
@@ -107,6 +117,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self._own_uid is None:
             self._own_uid = self._claim_uid()
         return self._own_uid
+
+    def _gpu(self) -> int | None:
+        """The GPU this kernel gets: kernels take the configured (or visible) GPUs in turn."""
+        gpus = list(self.gpus) or list(range(_cuda_device_count()))
+        if not gpus:
+            return None
+        return gpus[self._slot % len(gpus)]
 
     def _claim_uid(self) -> int:
         """A user id no other live kernel has: a lock on uids/<n> that dies with this process."""
@@ -135,7 +152,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._own_uid = None
 
     def _policy(self) -> dict:
-        cuda = bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()) and _has_cuda()
+        cuda = self._gpu() is not None
         hide = [p for p in (os.path.abspath(h) for h in self.hide_paths)
                 if os.path.exists(p) and not str(self.sandbox_dir).startswith(p.rstrip("/") + "/")]
         return {
@@ -163,6 +180,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["cwd"] = str(self.workdir)
         threads = self.threads or max(1, (os.cpu_count() or 1))
         kw["env"] = kernel_environment(str(self.workdir), threads)
+        gpu = self._gpu()
+        # One GPU per kernel, and none at all on a CPU machine (an empty list hides every device).
+        kw["env"]["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+        if gpu is not None and self.gpu_memory_fraction:
+            kw["env"]["LLMCOURSE_GPU_MEMORY_FRACTION"] = str(self.gpu_memory_fraction)
         uid = self._uid()
         if uid is not None:
             for path in (self.workdir, self.ipcdir, Path(self.connection_file)):
@@ -256,10 +278,10 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(llmcourse.__file__)))
 
 
-def _has_cuda() -> bool:
+def _cuda_device_count() -> int:
     try:
         import torch
 
-        return torch.cuda.is_available()
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:
-        return False
+        return 0

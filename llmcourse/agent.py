@@ -143,5 +143,6 @@ BOOTSTRAP = (
     "import llmcourse.agent as _llmcourse_agent_module, llmcourse.setup as _llmcourse_setup\n"
     "__llmcourse_agent__ = _llmcourse_agent_module.Agent(get_ipython().user_ns)\n"
     "_llmcourse_setup.set_seed(0)\n"
+    "_llmcourse_setup.apply_gpu_memory_cap()\n"
     "del _llmcourse_agent_module, _llmcourse_setup"
 )

@@ -27,6 +27,13 @@ def get_device() -> torch.device:
     return torch.device("cpu")
 
 
+def apply_gpu_memory_cap() -> None:
+    """Honour the grader's per-kernel GPU memory share (LLMCOURSE_GPU_MEMORY_FRACTION), if it set one."""
+    fraction = os.environ.get("LLMCOURSE_GPU_MEMORY_FRACTION")
+    if fraction and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction))
+
+
 def notebook_setup(seed: int = 0) -> torch.device:
     """Seed everything, quiet the libraries' chatter, pick the device, and say which one it is."""
     set_seed(seed)
@@ -43,6 +50,7 @@ def notebook_setup(seed: int = 0) -> torch.device:
     except ImportError:  # plotting is optional for the grader's kernels
         pass
     device = get_device()
+    apply_gpu_memory_cap()
     if device.type == "cuda":
         print(f"Using the GPU: {torch.cuda.get_device_name(device)}")
     else:

@@ -113,3 +113,29 @@ def test_stopping_the_kernel_kills_every_process_it_started_even_in_a_new_sessio
             return
         time.sleep(0.1)
     pytest.fail("a process started by the kernel outlived it")
+
+
+def test_each_kernel_sees_one_gpu_and_no_address_space_limit_with_cuda():
+    """GPU settings (checked without a GPU: they only shape the launch)."""
+    a = SandboxedKernelManager(gpus=[3, 5], gpu_memory_fraction=0.25)
+    b = SandboxedKernelManager(gpus=[3, 5])
+    try:
+        assert {a._gpu(), b._gpu()} == {3, 5}  # two kernels, two GPUs
+        assert a._policy()["memory_bytes"] is None  # never RLIMIT_AS with CUDA: it breaks its mappings
+    finally:
+        for km in (a, b):
+            km._release_uid()
+            import shutil
+
+            shutil.rmtree(km.sandbox_dir, ignore_errors=True)
+
+
+def test_without_gpus_kernels_see_none_and_keep_the_memory_limit():
+    km = SandboxedKernelManager(memory_limit=2**30)
+    try:
+        assert km._gpu() is None and km._policy()["memory_bytes"] == 2**30
+    finally:
+        km._release_uid()
+        import shutil
+
+        shutil.rmtree(km.sandbox_dir, ignore_errors=True)

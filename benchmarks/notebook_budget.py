@@ -58,6 +58,8 @@ def run_once(path: Path) -> tuple[float, int]:
             seconds = time.perf_counter() - started
             stop.set()
             thread.join()
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return seconds, peak[0]
 
 
@@ -78,12 +80,12 @@ def main() -> None:
         print(f"{path.name}: median {statistics.median(secs):.1f} s, peak RSS {max(peaks) / 2**20:.0f} MB")
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(), "load_average": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "notebook_budget.json").write_text(json.dumps({"machine": meta, "notebooks": rows}, indent=2))
     lines = ["# Solution notebooks: time and memory", "",
              f"{meta['date']}, {meta['cpus']} CPUs, Python {meta['python']}, torch {meta['torch']}, "
-             f"GPU: {'yes' if meta['cuda'] else 'no'}. Budget: under {BUDGET_SECONDS} s and {BUDGET_BYTES / 2**30:.0f} GB peak RSS.", "",
+             f"GPU: {'yes' if meta['cuda'] else 'no'}, load average {meta['load_average']}. Budget: under {BUDGET_SECONDS} s and {BUDGET_BYTES / 2**30:.0f} GB peak RSS.", "",
              "| notebook | runs | median s | all runs (s) | peak RSS (MB) | within budget |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['notebook']} | {r['runs']} | {r['median_seconds']:.1f} | "

@@ -1,0 +1,1 @@
+"""Real servers for tests, started on loopback by the test suite itself (never mocks)."""

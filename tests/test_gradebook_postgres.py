@@ -1,0 +1,66 @@
+"""The gradebook on a real PostgreSQL server (started here on loopback), under concurrent graders."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.cli import main
+
+from .conftest import FIXTURE, cell_by_id, read, use_fixture_checks, write_submission
+from .services.postgres import pg_bin, postgres_server
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed here (.ci/run installs it)")]
+
+ANSWERS = {"add": "def add(a, b):\n    return a + b", "scale": "def scale(x, factor):\n    return x * factor",
+           "mean_rows": "def mean_rows(x):\n    return x.mean(dim=-1)"}
+
+
+def make_class(course: Path, submissions: Path, n: int = 6) -> None:
+    for i in range(n):
+        nb = read(course / "release" / "00_basics" / "basics.ipynb")
+        if i % 3:
+            for grade_id, source in ANSWERS.items():
+                cell_by_id(nb, grade_id).source = source
+        if i % 3 == 2:
+            cell_by_id(nb, "mean_rows").source = "def mean_rows(x):\n    return x.sum(dim=-1)"
+        write_submission(submissions, f"s{i}", nb)
+
+
+def grade(course: Path, submissions: Path) -> dict[str, float]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--course", str(course), "grade", "00_basics", "--submissions", str(submissions),
+                     "--jobs", "2", "--json"]) == 0
+    return {r["student"]: r["score"] for r in json.loads(out.getvalue())}
+
+
+def test_postgres_gradebook_matches_sqlite_and_regrading_is_idempotent(fixture_course, tmp_path):
+    submissions = tmp_path / "submissions"
+    make_class(fixture_course, submissions)
+    sqlite_scores = grade(fixture_course, submissions)
+
+    course = tmp_path / "pgcourse"
+    shutil.copytree(FIXTURE, course, ignore=shutil.ignore_patterns("__pycache__"))
+    use_fixture_checks(course)
+    with postgres_server() as url:
+        with open(course / "nbgrader_config.py", "a") as f:
+            f.write(f"\nc.CourseDirectory.db_url = {url!r}\n")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["--course", str(course), "build"]) == 0
+        first = grade(course, submissions)
+        second = grade(course, submissions)
+
+        from nbgrader.api import Gradebook
+
+        with Gradebook(url) as gb:
+            assignment = gb.find_assignment("00_basics")
+            stored = {s.student.id: s.score for s in assignment.submissions}
+            assert len(assignment.submissions) == 6  # one row per student, however often graded
+    assert first == second == sqlite_scores == stored
+    assert sorted(set(first.values())) == [0.0, 7.0, 10.0]

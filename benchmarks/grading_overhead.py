@@ -44,8 +44,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO / "tests" / "fixture_course"
-FIXTURE_CHECKS = "00_basics=fixture_checks.visible:fixture_checks.hidden"
+sys.path.insert(0, str(REPO))
+from tests.conftest import FIXTURE, use_fixture_checks  # noqa: E402  (the test suite's fixture course)
 ATTENTION = REPO / "source" / "01_attention" / "attention.ipynb"
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 1.25  # median(B) / median(A)
@@ -67,16 +67,6 @@ from grader.preprocessors import RunChecks, is_check_cell  # noqa: E402
 # -- the notebooks -------------------------------------------------------------------------------------
 def default_notebooks() -> list[Path]:
     return [ATTENTION] if ATTENTION.is_file() else [FIXTURE / "source" / "00_basics" / "basics.ipynb"]
-
-
-def use_fixture_checks(root: Path) -> None:
-    """The fixture's check modules, importable here and in every kernel and process started from here."""
-    os.environ["LLMCOURSE_EXTRA_CHECKS"] = FIXTURE_CHECKS
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(root) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *paths])
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
 
 
 def prepare(path: Path, scratch: Path) -> tuple[Course, Path]:

@@ -139,3 +139,28 @@ def test_without_gpus_kernels_see_none_and_keep_the_memory_limit():
         import shutil
 
         shutil.rmtree(km.sandbox_dir, ignore_errors=True)
+
+
+def test_a_refused_protection_is_reported_and_the_others_still_hold(tmp_path):
+    """Ask for something the OS refuses (a scratch tmpfs of an impossible size): it is named in the
+    report, and the network namespace and the limits after it are still applied."""
+    import json
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    work.mkdir()
+    policy = {"workdir": str(work), "staging": str(tmp_path), "disk_bytes": "not-a-size", "no_network": True,
+              "max_processes": 300, "file_bytes": 2**20}
+    probe = ("import json, resource, socket\n"
+             "from grader.sandbox_launch import apply\n"
+             f"refused = apply(json.loads({json.dumps(json.dumps(policy))}))\n"
+             "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1); net = 'reached'\n"
+             "except OSError as e:\n    net = type(e).__name__\n"
+             "print(json.dumps({'refused': refused, 'net': net, 'nproc': resource.getrlimit(resource.RLIMIT_NPROC)[0]}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if os.geteuid() == 0:
+        assert any(r.startswith("scratch space") for r in result["refused"])
+        assert result["net"] != "reached"
+    assert result["nproc"] == 300

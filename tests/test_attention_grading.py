@@ -42,11 +42,15 @@ def test_blank_release_gets_zero_on_every_exercise(course, capsys):
     assert data["score"] == 0 and all(ex["score"] == 0 for ex in data["exercises"])
 
 
-def test_demo_class_through_grader_grade(course, capsys):
+def grade_demo(course: Path, capsys) -> dict[str, dict]:
     code = main(["--course", str(course), "grade", "01_attention", "--submissions", str(course / "demo" / "submissions"),
                  "--jobs", "2", "--json"])
     assert code == 0
-    results = {r["student"]: r for r in json.loads(capsys.readouterr().out)}
+    return {r["student"]: r for r in json.loads(capsys.readouterr().out)}
+
+
+def test_demo_class_through_grader_grade(course, capsys):
+    results = grade_demo(course, capsys)
     lost = {s: sorted(ex["id"].split("/")[1] for ex in r["exercises"] if ex["score"] < ex["max_score"])
             for s, r in results.items()}
     assert results["ada"]["score"] == 100 and lost["ada"] == []
@@ -55,3 +59,10 @@ def test_demo_class_through_grader_grade(course, capsys):
     assert lost["dmitri"] == ["padding_mask"]  # tampering earned nothing
     assert lost["eve"] == ["count_parameters"]  # the kernel died in that cell; everything else was graded
     assert any("kernel died" in e for e in results["eve"]["events"])
+
+    # Graded again: the same grades, check by check (kernels are reseeded; nothing depends on timing).
+    again = grade_demo(course, capsys)
+    for student, result in results.items():
+        assert again[student]["score"] == result["score"]
+        assert [c["passed"] for ex in again[student]["exercises"] for c in ex["checks"]] == \
+               [c["passed"] for ex in result["exercises"] for c in ex["checks"]]

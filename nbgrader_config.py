@@ -40,10 +40,6 @@ c.SandboxedKernelManager.memory_limit = 6 * 2**30
 c.SandboxedKernelManager.disk_limit = 512 * 2**20
 # What a kernel must never see: the secrets, the gradebook, other students' work, and the grader's own
 # code wherever it is installed.
-import grader  # noqa: E402
+from grader.sandbox import course_secrets  # noqa: E402
 
-c.SandboxedKernelManager.hide_paths = [
-    os.path.join(here, name)
-    for name in ("grader", "source", "solutions", "autograded", "submitted", "feedback", "tests", "demo",
-                 "exchange", "reports", "gradebook.db", ".git", ".grader")
-] + [os.path.dirname(os.path.abspath(grader.__file__))]
+c.SandboxedKernelManager.hide_paths = course_secrets(here)

@@ -194,13 +194,33 @@ def stage(submission: Path, dest: Path, expected: list[str]) -> tuple[list[str],
             names.append(entry.stem)
             if entry.stem in expected:
                 try:
-                    read_notebook(entry)
+                    nb = read_notebook(entry)
                 except CourseError as exc:
                     problems[entry.stem] = str(exc)
                     continue
+                nbformat.write(without_duplicate_cells(nb), str(dest / entry.name))
+                continue
         if entry.is_file():
             shutil.copy2(entry, dest / entry.name)
     return names, problems
+
+
+def without_duplicate_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop copies of graded cells (same grade id): a copied check cell goes, a copied answer cell
+    becomes an ordinary cell. nbgrader would otherwise reject the whole notebook."""
+    seen: set[str] = set()
+    cells = []
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and grade_id in seen:
+            if is_check_cell(cell):
+                continue
+            cell.metadata.pop("nbgrader", None)
+        elif grade_id is not None:
+            seen.add(grade_id)
+        cells.append(cell)
+    nb.cells = cells
+    return nb
 
 
 def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 1,
@@ -288,7 +308,7 @@ def check_notebook(course: Course, path: Path) -> SubmissionResult:
         prepare_gradebook(course, assignment, dirs)
         target = root / "submitted" / "self" / assignment
         target.mkdir(parents=True)
-        shutil.copy2(path, target / f"{name}.ipynb")
+        nbformat.write(without_duplicate_cells(nb), str(target / f"{name}.ipynb"))
         outcome = _autograde(str(course.root), assignment, "self", dirs, [])
         result = _collect(course, assignment, "self", root / "autograded", [name], [name], {}, outcome)
     result.student = None

@@ -26,6 +26,16 @@ from traitlets import Bool, Float, Integer, List, Unicode, default
 
 _REPORTED: set[str] = set()
 
+# What a kernel must never see in a course directory: the secrets, the gradebook, other students' work.
+COURSE_SECRETS = ("grader", "source", "solutions", "autograded", "submitted", "feedback", "tests", "demo",
+                  "exchange", "reports", "gradebook.db", ".git", ".grader")
+
+
+def course_secrets(root: str | os.PathLike) -> list[str]:
+    """The paths in course directory `root` to hide from kernels, plus the grader's own code wherever
+    it is installed."""
+    return [os.path.join(root, name) for name in COURSE_SECRETS] + [os.path.dirname(os.path.abspath(__file__))]
+
 
 def sandbox_base() -> Path:
     """Where sandboxes live: outside /tmp, which each kernel gets privately."""
@@ -47,6 +57,7 @@ def kernel_environment(workdir: str, threads: int) -> dict[str, str]:
         "TMPDIR": "/tmp",
         "PYTHONNOUSERSITE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",  # set and dict orders are the same at every grading
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -189,6 +200,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         if uid is not None:
             for path in (self.workdir, self.ipcdir, Path(self.connection_file)):
                 os.chown(path, uid, uid)
+            # Private to this kernel's user: no other kernel may read the submission or the sockets.
+            self.workdir.chmod(0o700)
+            self.ipcdir.chmod(0o700)
         await super()._async_launch_kernel(kernel_cmd, **kw)
         pid = self.provisioner.pid if self.provisioner is not None else None
         self._pgid = pid  # the launcher is a session leader: its pid is the group id

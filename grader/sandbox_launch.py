@@ -61,7 +61,8 @@ def apply(policy: dict) -> list[str]:
     work = policy["workdir"]
     if namespaces:
         step("scratch space for the submission", lambda: _tmpfs_keep(work, policy["disk_bytes"], uid))
-        for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+        # Every world-writable place gets a private copy, so kernels cannot leave files for each other.
+        for scratch in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue"):
             # The course itself may live under /tmp (a CI checkout, say): keep what the kernel needs.
             keep = [p for p in policy.get("expose", []) if _under(p, scratch)]
             step(f"private {scratch}", lambda s=scratch, k=keep: _private_scratch(s, policy["disk_bytes"], uid, k,
@@ -101,7 +102,7 @@ def _write_maps(uid: int, gid: int) -> None:
 
 
 def _tmpfs(path: str, size: int, uid: int | None, mode: int = 0o700) -> None:
-    if not os.path.isdir(path):
+    if not os.path.isdir(path) or os.path.islink(path):
         return
     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode={mode:o}")
     if uid is not None:

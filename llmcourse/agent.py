@@ -25,18 +25,21 @@ _ALLOWED_IMPORT_ROOTS = ("torch", "transformers", "numpy", "math", "collections"
 
 
 class Agent:
-    def __init__(self, namespace: dict[str, Any]):
+    def __init__(self, namespace: dict[str, Any], wire_module: Any = None):
         self.namespace = namespace
+        # The grader hands in a freshly loaded copy of `wire` (see BOOTSTRAP), out of reach of a cell
+        # that patched the imported one.
+        self.wire = wire_module or wire
         self.objects: dict[int, Any] = {}
 
     # -- references ---------------------------------------------------------------------------------
     def _ref(self, obj: Any) -> wire.Ref:
         key = id(obj)
         self.objects[key] = obj  # kept alive until `release`
-        return wire.Ref(key, _type_name(obj))
+        return self.wire.Ref(key, _type_name(obj))
 
     def _resolve(self, value: Any) -> Any:
-        if isinstance(value, wire.Ref):
+        if isinstance(value, self.wire.Ref):
             if value.id not in self.objects:
                 raise LookupError("a reference that this kernel does not know (was the kernel restarted?)")
             return self.objects[value.id]
@@ -51,21 +54,25 @@ class Agent:
     # -- requests -----------------------------------------------------------------------------------
     def handle(self, request: bytes) -> bytes:
         try:
-            req = wire.loads(request)
+            req = self.wire.loads(request)
             value = self._dispatch(req)
         except _Missing as exc:
-            return wire.dumps({"ok": False, "kind": "missing", "name": exc.args[0]})
-        except Exception as exc:  # the student's code raised: report it as data
-            return wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
+            return self.wire.dumps({"ok": False, "kind": "missing", "name": exc.args[0]})
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the student's code raised (even a library's panic): report it as data
+            return self.wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
                                "message": _short(str(exc)), "where": _where(exc)})
         try:
             if req.get("as_ref"):
-                return wire.dumps({"ok": True, "value": self._ref(value)})
-            return wire.dumps({"ok": True, "value": value}, make_ref=self._ref)
-        except wire.WireError as exc:
-            return wire.dumps({"ok": False, "kind": "too-large", "type": "WireError", "message": str(exc), "where": ""})
-        except Exception as exc:
-            return wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
+                return self.wire.dumps({"ok": True, "value": self._ref(value)})
+            return self.wire.dumps({"ok": True, "value": value}, make_ref=self._ref)
+        except self.wire.WireError as exc:
+            return self.wire.dumps({"ok": False, "kind": "too-large", "type": "WireError", "message": str(exc), "where": ""})
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return self.wire.dumps({"ok": False, "kind": "exception", "type": type(exc).__name__,
                                "message": _short(str(exc)), "where": ""})
 
     def _dispatch(self, req: dict[str, Any]) -> Any:
@@ -136,13 +143,23 @@ def _where(exc: BaseException) -> str:
     return ""
 
 
-# Run by the grader in the kernel: at start, and again before each check cell. Reseeding there makes
-# a grade independent of how much randomness the cells before it used (the same notebook, graded twice,
-# gets the same score even if its author never set a seed).
-BOOTSTRAP = (
-    "import llmcourse.agent as _llmcourse_agent_module, llmcourse.setup as _llmcourse_setup\n"
-    "__llmcourse_agent__ = _llmcourse_agent_module.Agent(get_ipython().user_ns)\n"
-    "_llmcourse_setup.set_seed(0)\n"
-    "_llmcourse_setup.apply_gpu_memory_cap()\n"
-    "del _llmcourse_agent_module, _llmcourse_setup"
-)
+# Run by the grader in the kernel: at start, and again before each check cell. The agent and its wire
+# format are loaded afresh from their files each time (never from the imported modules, which a cell
+# may have patched). Reseeding makes a grade independent of how much randomness the cells before it
+# used: the same notebook, graded twice, gets the same score even if its author never set a seed.
+BOOTSTRAP = """
+def _llmcourse_bootstrap():
+    import importlib.util
+    def fresh(name):
+        spec = importlib.util.find_spec(name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    agent, wire, setup = fresh("llmcourse.agent"), fresh("llmcourse.wire"), fresh("llmcourse.setup")
+    namespace = get_ipython().user_ns
+    namespace["__llmcourse_agent__"] = agent.Agent(namespace, wire_module=wire)
+    setup.set_seed(0)
+    setup.apply_gpu_memory_cap()
+_llmcourse_bootstrap()
+del _llmcourse_bootstrap
+"""

@@ -56,6 +56,13 @@ def dumps(value: Any, make_ref: Callable[[Any], Ref] | None = None) -> bytes:
     """Encode `value`. Objects that are not data become `make_ref(obj)`, or raise NotData."""
     tensors: dict[str, torch.Tensor] = {}
     count = [0]
+    size = [0]
+
+    def room_for(nbytes: int) -> None:
+        # Checked before any copy: a 1 GB answer is refused without first being copied (twice).
+        size[0] += nbytes
+        if size[0] > MAX_BYTES:
+            raise WireError(f"the data is at least {size[0] / 2**20:.1f} MB, more than the {MAX_BYTES / 2**20:.0f} MB limit")
 
     def enc(v: Any, depth: int) -> Any:
         count[0] += 1
@@ -64,8 +71,10 @@ def dumps(value: Any, make_ref: Callable[[Any], Ref] | None = None) -> bytes:
         if depth > MAX_DEPTH:
             raise WireError(f"data nested more than {MAX_DEPTH} levels deep")
         if v is None or isinstance(v, (bool, str)):
-            if isinstance(v, str) and len(v) > MAX_STRING:
-                raise WireError(f"a string of {len(v)} characters is longer than {MAX_STRING}")
+            if isinstance(v, str):
+                if len(v) > MAX_STRING:
+                    raise WireError(f"a string of {len(v)} characters is longer than {MAX_STRING}")
+                room_for(len(v))
             return v
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             return int(v)
@@ -75,8 +84,10 @@ def dumps(value: Any, make_ref: Callable[[Any], Ref] | None = None) -> bytes:
         if isinstance(v, Ref):
             return {"__ref__": v.id, "type": v.type_name}
         if isinstance(v, torch.Tensor):
+            room_for(v.numel() * v.element_size())
             return {"__tensor__": _add(tensors, _plain_tensor(v))}
         if isinstance(v, np.ndarray) and v.dtype != object:
+            room_for(v.nbytes)
             return {"__tensor__": _add(tensors, torch.from_numpy(np.ascontiguousarray(v)).clone()), "numpy": True}
         if isinstance(v, torch.dtype):
             return {"__dtype__": str(v).removeprefix("torch.")}

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import grader
+from grader.sandbox import course_secrets
 
 _main = Path(grader.__file__).resolve().parents[1] / "nbgrader_config.py"
 exec(compile(_main.read_text(), str(_main), "exec"), {"get_config": get_config, "__file__": __file__})  # noqa: F821
@@ -14,5 +15,4 @@ c.RunChecks.check_timeout = 5
 _repo = _main.parent
 c.SandboxedKernelManager.hide_paths = list(c.SandboxedKernelManager.hide_paths) + [
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixture_checks"),
-    str(_repo / "grader"), str(_repo / "source"), str(_repo / "solutions"), str(_repo / "tests"),
-]
+] + course_secrets(_repo)

@@ -1,0 +1,55 @@
+"""A grading process that dies mid-grade loses no grade: what it left unfinished is graded again."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from grader.course import Course
+from grader.grading import grade_class
+
+from .conftest import cell_by_id, read, write_submission
+
+pytestmark = pytest.mark.slow
+
+ANSWERS = {"add": "def add(a, b):\n    return a + b", "scale": "def scale(x, factor):\n    return x * factor",
+           "mean_rows": "def mean_rows(x):\n    return x.mean(dim=-1)"}
+
+
+def kill_first_worker_once_it_grades(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first grading worker seen running a kernel (as the OOM killer would)."""
+    me = psutil.Process()
+    while not stop.is_set():
+        for child in me.children(recursive=False):
+            try:
+                if any("ipykernel_launcher" in " ".join(k.cmdline()) for k in child.children(recursive=True)):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+
+
+def test_a_killed_worker_loses_no_grade(fixture_course, tmp_path):
+    submissions = tmp_path / "submissions"
+    for i in range(4):
+        nb = read(fixture_course / "release" / "00_basics" / "basics.ipynb")
+        for grade_id, source in ANSWERS.items():
+            cell_by_id(nb, grade_id).source = source
+        write_submission(submissions, f"w{i}", nb)
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=kill_first_worker_once_it_grades, args=(stop, killed), daemon=True)
+    watcher.start()
+    try:
+        results = grade_class(Course(fixture_course), "00_basics", submissions, jobs=2)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "the test never caught a worker grading"
+    assert sorted(r.student for r in results) == ["w0", "w1", "w2", "w3"]
+    assert all(r.score == 10 and not r.error for r in results), [(r.student, r.score, r.error) for r in results]

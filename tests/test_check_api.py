@@ -62,3 +62,21 @@ def test_check_with_a_bad_id_says_how_to_write_one(capsys):
 
     check("softmax")
     assert "needs an exercise id like '01_attention/softmax'" in capsys.readouterr().out
+
+
+def test_check_fails_a_cell_under_nbgraders_validate_only(fixture_course, capsys, monkeypatch):
+    import __main__
+
+    from llmcourse import check
+    from llmcourse.checking.notebook import ChecksDidNotPass
+
+    __main__.add = lambda a, b: a - b
+    try:
+        check("00_basics/add")  # in JupyterLab a failing check only prints its report
+        monkeypatch.setenv("NBGRADER_VALIDATING", "1")
+        with pytest.raises(ChecksDidNotPass, match="add two vectors"):
+            check("00_basics/add")
+        __main__.add = lambda a, b: a + b
+        check("00_basics/add")  # a passing check never raises
+    finally:
+        del __main__.add

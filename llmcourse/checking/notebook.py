@@ -7,6 +7,7 @@ grader runs the visible and hidden checks in its own process instead (see `grade
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 from ..checks import check_modules
@@ -31,8 +32,16 @@ def check(exercise_id: str, hidden: bool = False) -> ExerciseResult | None:
         modules = ([visible], [])
     namespace = _caller_namespace()
     result = run_checks(exercise_id, local_student(namespace), visible=modules[0], hidden=modules[1])
-    print(format_report(result, hidden=hidden))
+    report = format_report(result, hidden=hidden)
+    print(report)
+    if not result.passed and os.environ.get("NBGRADER_VALIDATING"):
+        # nbgrader's Validate counts a check cell as passed unless it raises.
+        raise ChecksDidNotPass(report)
     return None
+
+
+class ChecksDidNotPass(AssertionError):
+    """Raised by check() under nbgrader's Validate when a visible check fails (nowhere else)."""
 
 
 def _caller_namespace() -> dict:

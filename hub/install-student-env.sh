@@ -36,8 +36,12 @@ JUPYTER="$PREFIX/bin/jupyter"
 # The course's models and data, where llmcourse.assets looks last: <prefix>/share/llmcourse/assets.
 rm -rf "$PREFIX/share/llmcourse/assets"
 mkdir -p "$PREFIX/share/llmcourse"
-cp -R "$ASSETS" "$PREFIX/share/llmcourse/assets"
-rm -rf "$PREFIX/share/llmcourse/assets/scripts" "$PREFIX/share/llmcourse/assets/logs"
+if [ -d "$ASSETS" ]; then
+  cp -R "$ASSETS" "$PREFIX/share/llmcourse/assets"
+  rm -rf "$PREFIX/share/llmcourse/assets/scripts" "$PREFIX/share/llmcourse/assets/logs"
+else
+  echo "note: no assets at $ASSETS yet; the student environment has no course models (make assets builds them)"
+fi
 
 mkdir -p "$PREFIX/etc/jupyter"
 cp "$HERE/student/nbgrader_config.py" "$PREFIX/etc/jupyter/nbgrader_config.py"

@@ -1,0 +1,82 @@
+"""Rebuild every course asset from seeds: data, tokenizer, the three models, the evaluation, the cards.
+
+    python assets/scripts/build_all.py        (what `make assets` runs; under an hour on 2 CPU cores)
+
+The three models train in two processes side by side, one thread each: course-lm in one, course-mlm
+then course-t5 in the other. (Tiny models gain little from a second thread, and a busy machine makes
+threads wait on each other; two single-threaded processes use two cores fully.) Step timings go to
+assets/build_info.json and into assets/MODELS.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ASSETS = HERE.parent
+
+
+def run(args: list[str], log: Path | None = None) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONUNBUFFERED="1")
+    env.setdefault("LLMCOURSE_THREADS", "1")
+    out = open(log, "w") if log else None
+    return subprocess.Popen([sys.executable, str(HERE / args[0]), *args[1:]], env=env, stdout=out,
+                            stderr=subprocess.STDOUT if out else None)
+
+
+CPU_SECONDS: dict[str, float] = {}
+
+
+def wait(proc: subprocess.Popen, what: str) -> None:
+    """Wait for a step; note the CPU time it used (on a busy machine, wall time overstates the cost)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    CPU_SECONDS[what] = round(usage.ru_utime + usage.ru_stime, 1)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed (exit status {proc.returncode}); see the messages above or its log.")
+
+
+def main() -> None:
+    timings: dict[str, float] = {}
+    logs = ASSETS / "logs"
+    logs.mkdir(exist_ok=True)
+    start = time.time()
+    for script in ("make_data.py", "train_tokenizer.py"):
+        t = time.time()
+        wait(run([script]), script)
+        timings[script] = round(time.time() - t, 1)
+
+    t = time.time()
+    print("training course-lm (log: assets/logs/course-lm.log) and course-mlm, course-t5 (assets/logs/*.log)", flush=True)
+    lm = run(["train_lm.py"], logs / "course-lm.log")
+    mlm = run(["train_mlm.py"], logs / "course-mlm.log")
+    wait(mlm, "train_mlm.py")
+    timings["train_mlm.py"] = round(time.time() - t, 1)
+    t5_start = time.time()
+    t5 = run(["train_t5.py"], logs / "course-t5.log")
+    wait(t5, "train_t5.py")
+    timings["train_t5.py"] = round(time.time() - t5_start, 1)
+    wait(lm, "train_lm.py")
+    timings["train_lm.py"] = round(time.time() - t, 1)
+    print(f"models trained in {time.time() - t:.0f} s", flush=True)
+
+    t = time.time()
+    wait(run(["evaluate.py"]), "evaluate.py")
+    timings["evaluate.py"] = round(time.time() - t, 1)
+    timings["total"] = round(time.time() - start, 1)
+    (ASSETS / "build_info.json").write_text(json.dumps({
+        "seconds": timings, "cpu_seconds": CPU_SECONDS, "cpu_count": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "threads_per_process": int(os.environ.get("LLMCOURSE_THREADS", "1")),
+        "finished": time.strftime("%Y-%m-%d %H:%M"),
+    }, indent=2) + "\n")
+    wait(run(["make_cards.py"]), "make_cards.py")
+    print(f"all assets rebuilt in {timings['total'] / 60:.1f} minutes; see assets/MODELS.md", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Pretrain course-t5, the course's encoder-decoder model, with T5's span-corruption objective.
+
+    python assets/scripts/train_t5.py [--steps N] [--out assets/models/course-t5]
+
+Each story loses about 15% of its tokens in spans of about 3 tokens. The encoder reads the story with
+every span replaced by the next sentinel (<extra_id_0>, <extra_id_1>, ...); the decoder writes each
+sentinel followed by the tokens it replaced, and one closing sentinel at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common as C  # noqa: E402
+import torch  # noqa: E402
+
+SIZES = {"tiny": (64, 2, 2, 128), "small": (128, 3, 4, 384)}
+
+
+def _split(rng: random.Random, total: int, parts: int) -> list[int]:
+    """`total` as a sum of `parts` positive integers, uniformly among all such splits."""
+    cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
+    bounds = [0, *cuts, total]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def span_corrupt(ids: list[int], sentinels: list[int], rng: random.Random, noise_density: float = 0.15,
+                 mean_span_length: float = 3.0) -> tuple[list[int], list[int]]:
+    """T5's objective on one token list: (inputs with sentinels, targets of sentinels and spans)."""
+    n = len(ids)
+    if n < 2:
+        raise ValueError("span corruption needs at least two tokens")
+    n_noise = min(n - 1, max(1, round(n * noise_density)))
+    n_spans = max(1, min(len(sentinels) - 1, n_noise, n - n_noise + 1, round(n_noise / mean_span_length)))
+    noise = _split(rng, n_noise, n_spans)
+    # Kept stretches around the spans: the ones between two spans are not empty; the first and the last may be.
+    keep = _split(rng, n - n_noise + 2, n_spans + 1)
+    keep[0] -= 1
+    keep[-1] -= 1
+    inputs, targets, pos = [], [], 0
+    for i, (k, s) in enumerate(zip(keep, noise)):
+        inputs += ids[pos:pos + k]
+        pos += k
+        inputs.append(sentinels[i])
+        targets += [sentinels[i]] + ids[pos:pos + s]
+        pos += s
+    inputs += ids[pos:]
+    targets.append(sentinels[n_spans])
+    return inputs, targets
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=C.DATA)
+    ap.add_argument("--tokenizer", type=Path, default=C.TOKENIZER)
+    ap.add_argument("--out", type=Path, default=C.MODELS / "course-t5")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--log-every", type=int, default=100)
+    args = ap.parse_args(argv)
+
+    C.setup(args.seed, args.threads)
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = C.load_tokenizer(args.tokenizer, "t5")
+    sentinels = [tok.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(32)]
+    texts = [r["text"] for r in C.read_jsonl(args.data / "stories" / "train.jsonl", args.limit)]
+    encoded = [ids for ids in tok(texts, add_special_tokens=False, truncation=True, max_length=250)["input_ids"]
+               if len(ids) >= 4]
+    d, n_layers, n_heads, d_ff = SIZES[args.size]
+    config = T5Config(vocab_size=len(tok), d_model=d, d_kv=d // n_heads, d_ff=d_ff, num_layers=n_layers,
+                      num_decoder_layers=n_layers, num_heads=n_heads, relative_attention_num_buckets=32,
+                      relative_attention_max_distance=128, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      decoder_start_token_id=tok.pad_token_id)
+    model = T5ForConditionalGeneration(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = random.Random(args.seed)
+    timer = C.Timer()
+    running = None
+    print(f"course-t5: {C.n_params(model) / 1e6:.2f} M parameters, {len(encoded)} texts, {args.steps} steps", flush=True)
+
+    def pad(rows, value):
+        width = max(map(len, rows))
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+    for step in range(args.steps):
+        pairs = [span_corrupt(rng.choice(encoded), sentinels, rng) for _ in range(args.batch_size)]
+        inputs = [i + [tok.eos_token_id] for i, _ in pairs]
+        targets = [t + [tok.eos_token_id] for _, t in pairs]
+        x = pad(inputs, tok.pad_token_id)
+        y = pad(targets, -100)
+        for group in opt.param_groups:
+            group["lr"] = C.lr_at(step, args.steps, args.lr, args.warmup)
+        loss = model(input_ids=x, attention_mask=(x != tok.pad_token_id).long(), labels=y).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            print(f"step {step + 1:5d}  loss {running:.3f}  {timer():6.0f} s", flush=True)
+    model.eval()
+    model.generation_config.decoder_start_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    C.save_model(model, tok, args.out, {
+        "model": "course-t5", "size": args.size, "parameters": C.n_params(model), "steps": args.steps,
+        "batch_size": args.batch_size, "seconds": round(timer(), 1), "threads": torch.get_num_threads(),
+        "seed": args.seed, "final_loss": round(running, 4),
+    })
+    print(f"saved {args.out} after {timer():.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,13 +35,10 @@ def _own_assets(monkeypatch):
 # ---------------------------------------------------------------------------------------------- loading
 
 @pytest.mark.parametrize("name", sorted(A.MODELS))
-def test_each_model_loads_through_from_pretrained_in_under_a_second(name):
-    A.load_model(name)  # the first call pays for importing the model's transformers module
-    start = time.perf_counter()
+def test_each_model_loads_through_from_pretrained(name):
+    # How long loading takes is measured by benchmarks/asset_loading.py, not asserted here.
     model = A.load_model(name)
-    seconds = time.perf_counter() - start
     tok = A.load_tokenizer(name)
-    assert seconds < 1.0, f"loading {name} took {seconds:.2f} s"
     enc = tok(["The teacher teaches the student with a book."], return_tensors="pt")
     with torch.no_grad():
         if name == "course-t5":

@@ -105,3 +105,23 @@ class Timer:
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def training_arguments(description: str, name: str, size: str, sizes, steps: int, batch_size: int, lr: float):
+    """The command-line options every training script shares (defaults differ per model)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--tokenizer", type=Path, default=TOKENIZER)
+    ap.add_argument("--out", type=Path, default=MODELS / name)
+    ap.add_argument("--size", choices=sorted(sizes), default=size)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--limit", type=int, default=None, help="read at most this many rows per data file")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--log-every", type=int, default=100)
+    return ap

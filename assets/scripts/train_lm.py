@@ -14,7 +14,6 @@ Attention uses plain nn.Linear q_proj/k_proj/v_proj/o_proj, so LoRA targets ordi
 """
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections import defaultdict
@@ -96,20 +95,8 @@ def stream(tok, data: Path, seq_len: int, seed: int, limit: int | None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=C.DATA)
-    ap.add_argument("--tokenizer", type=Path, default=C.TOKENIZER)
-    ap.add_argument("--out", type=Path, default=C.MODELS / "course-lm")
-    ap.add_argument("--size", choices=sorted(SIZES), default="base")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap = C.training_arguments(__doc__, "course-lm", "base", SIZES, steps=3000, batch_size=16, lr=0.003)
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--limit", type=int, default=None, help="read at most this many rows per data file")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--log-every", type=int, default=100)
     args = ap.parse_args(argv)
 
     C.setup(args.seed, args.threads)

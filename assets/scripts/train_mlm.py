@@ -8,7 +8,6 @@ stay; the loss is on the picked tokens only.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,19 +33,7 @@ def mask_batch(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=C.DATA)
-    ap.add_argument("--tokenizer", type=Path, default=C.TOKENIZER)
-    ap.add_argument("--out", type=Path, default=C.MODELS / "course-mlm")
-    ap.add_argument("--size", choices=sorted(SIZES), default="small")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--log-every", type=int, default=100)
+    ap = C.training_arguments(__doc__, "course-mlm", "small", SIZES, steps=2000, batch_size=32, lr=0.002)
     args = ap.parse_args(argv)
 
     C.setup(args.seed, args.threads)

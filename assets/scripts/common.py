@@ -125,3 +125,20 @@ def training_arguments(description: str, name: str, size: str, sizes, steps: int
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--log-every", type=int, default=100)
     return ap
+
+
+def train_step(model, opt, loss, step: int, args, running: float | None, timer) -> float:
+    """One optimiser step on `loss`: the schedule's learning rate, clipped gradients; returns the
+    smoothed loss and prints it every `args.log_every` steps."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+    if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        print(f"step {step + 1:5d}  loss {running:.3f}  {timer():6.0f} s", flush=True)
+    return running

@@ -69,16 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             attn[j, :len(r)] = 1
         special = torch.isin(ids, special_ids)
         inputs, labels = mask_batch(ids, special, tok.mask_token_id, len(tok), gen)
-        for group in opt.param_groups:
-            group["lr"] = C.lr_at(step, args.steps, args.lr, args.warmup)
         loss = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            print(f"step {step + 1:5d}  loss {running:.3f}  {timer():6.0f} s", flush=True)
+        running = C.train_step(model, opt, loss, step, args, running, timer)
     model.eval()
     C.save_model(model, tok, args.out, {
         "model": "course-mlm", "size": args.size, "parameters": C.n_params(model), "steps": args.steps,

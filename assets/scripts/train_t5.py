@@ -89,16 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         targets = [t + [tok.eos_token_id] for _, t in pairs]
         x = pad(inputs, tok.pad_token_id)
         y = pad(targets, -100)
-        for group in opt.param_groups:
-            group["lr"] = C.lr_at(step, args.steps, args.lr, args.warmup)
         loss = model(input_ids=x, attention_mask=(x != tok.pad_token_id).long(), labels=y).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            print(f"step {step + 1:5d}  loss {running:.3f}  {timer():6.0f} s", flush=True)
+        running = C.train_step(model, opt, loss, step, args, running, timer)
     model.eval()
     model.generation_config.decoder_start_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id

@@ -321,14 +321,22 @@ def card(assets: Path) -> str:
     if secs:
         cpu = build.get("cpu_seconds", {})
         add("")
-        add(f"The last build ran on a machine with {build.get('cpu_count')} cores shared with other work "
-            f"(load average {build.get('load_average_at_end', ['?'])[0]} at its end), so wall-clock times overstate "
-            "the cost; the CPU seconds are what each step needs from one core of its own.")
+        load = build.get("load_average_at_end")
+        add(f"The last build ran on a machine with {build.get('cpu_count')} cores shared with other work"
+            + (f" (load average {load[0]} at its end)" if load else "")
+            + ", so wall-clock times overstate the cost; the CPU seconds (where measured) are what each step "
+            "needs from one core of its own.")
         add("")
         add("| step | wall-clock seconds | CPU seconds |")
         add("|---|---|---|")
+        again = build.get("retrained", {})
         for k, v in secs.items():
-            add(f"| {k} | {v:.0f} | {cpu[k]:.0f} |" if k in cpu else f"| {k} | {v:.0f} | |")
+            label = f"{k} (rerun {again[k]})" if k in again else k
+            add(f"| {label} | {v:.0f} | {cpu[k]:.0f} |" if k in cpu else f"| {label} | {v:.0f} | |")
+        if again:
+            add("")
+            add(f"The rows marked *rerun* come from `build_all.py --only ...` after the last full build "
+                f"({build.get('finished', '?')}); the total is that of the full build.")
     total_mb = sum(mb(assets / f) for f in ("models", "tokenizer", "data"))
     add("")
     add(f"All models, the tokenizer and the data take {total_mb:.1f} MB.")

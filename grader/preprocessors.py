@@ -26,7 +26,7 @@ from llmcourse.checking.notebook import format_report
 from llmcourse.checking.runner import ExerciseResult, run_checks
 from llmcourse.checks import check_modules
 
-from .remote import KernelLost, kernel_student, run_code
+from .remote import Channel, KernelLost, kernel_student, run_code
 from .sandbox import SandboxedKernelManager
 
 RESULT_MIME = "application/vnd.llmcourse.checks+json"
@@ -89,6 +89,7 @@ class RunChecks(Execute):
         self._replay: list[str] = []
         self._events: list[str] = []
         self._output_used: dict[int, int] = {}
+        self._channel: Channel | None = None
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -142,6 +143,16 @@ class RunChecks(Execute):
         except (TimeoutError, KernelLost):
             self._events.append("the kernel did not start the check agent")
 
+    async def _open_channel(self, timeout: float = 10) -> None:
+        """A comm to the agent that the last bootstrap loaded; None if the kernel does not open one."""
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+        try:
+            self._channel = await Channel.open(self.kc, timeout)
+        except (TimeoutError, KernelLost):
+            self._events.append("the kernel did not open the check channel")
+
     # -- output flood control ---------------------------------------------------------------------------
     def output(self, outs, msg, display_id, cell_index):
         """Keep at most `max_cell_output` characters of a cell's output; a flood costs the grader nothing."""
@@ -157,6 +168,14 @@ class RunChecks(Execute):
         return None
 
     # -- kernel recovery ------------------------------------------------------------------------------
+    def _current_channel(self) -> Channel | None:
+        return self._channel
+
+    def _restart_and_reconnect(self) -> None:
+        """After a check overran: a fresh kernel with the working cells replayed, and a channel to its agent."""
+        self._restart()
+        run_sync(self._open_channel)()
+
     def _restart(self) -> None:
         """Replace a stuck or dead kernel by a fresh one, replaying the cells that had worked."""
         run_sync(self._async_restart)()
@@ -168,6 +187,7 @@ class RunChecks(Execute):
             pass
         await self.km._async_restart_kernel(now=True)
         await self.async_start_new_kernel_client()
+        self._channel = None  # it belonged to the old kernel
         try:
             await run_code(self.kc, BOOTSTRAP, 60)
         except (TimeoutError, KernelLost):
@@ -202,7 +222,9 @@ class RunChecks(Execute):
                     run_sync(run_code)(self.kc, BOOTSTRAP, 30)
                 except (TimeoutError, KernelLost):
                     self._restart()
-                student = kernel_student(lambda fn, *a: run_sync(fn)(*a), lambda: self.kc, self.check_timeout, self._restart)
+                run_sync(self._open_channel)()
+                student = kernel_student(lambda fn, *a: run_sync(fn)(*a), self._current_channel, self.check_timeout,
+                                         self._restart_and_reconnect)
                 result = run_checks(exercise_id, student, visible=[visible_module] if visible else [],
                                     hidden=[hidden_module] if hidden else [])
             results.append(result)

@@ -442,22 +442,22 @@ def scale(x, factor):
     return [pickle.dumps(Payload()), Payload()]
 '''
 
-PICKLE_FORGED_REPLY = '''import base64, io, pickle
-import IPython.display as _display
+PICKLE_FORGED_REPLY = '''import io, pickle
+import comm.base_comm as _comms
 
 class Payload:
     def __reduce__(self):
         return (io.open, (MARKER, "w"))
 
-_real_publish = _display.publish_display_data
+_real_send = _comms.BaseComm.send
 
-def _forged_publish(data, *args, **kwargs):
+def _forged_send(self, data=None, metadata=None, buffers=None):
     # Every answer to the grader from here on (the mean_rows check) is replaced by a raw pickle.
-    if "application/vnd.llmcourse.rpc+base64" in data:
-        data = {"application/vnd.llmcourse.rpc+base64": base64.b64encode(pickle.dumps(Payload())).decode()}
-    return _real_publish(data, *args, **kwargs)
+    if buffers:
+        buffers = [pickle.dumps(Payload())]
+    return _real_send(self, data, metadata, buffers)
 
-_display.publish_display_data = _forged_publish
+_comms.BaseComm.send = _forged_send
 '''
 
 ENV_DETECT = '''import os, socket
@@ -849,7 +849,7 @@ CASES: list[Case] = [
     Case("deeply_nested", "`mean_rows` returns its answer wrapped in 100,000 nested lists.",
          b_nested, {**FULL, "mean_rows": 0}, message=r"mean_rows.*nested more than 32 levels"),
     Case("pickle_payload", "`scale` returns the bytes of a malicious pickle and an object with __reduce__; a cell "
-                           "patches IPython's display publishing so that the answers to the mean_rows check are a raw pickle.",
+                           "patches the kernel's comm messages so that the answers to the mean_rows check are a raw pickle.",
          b_pickle, {**FULL, "scale": 0, "mean_rows": 0}, message=r"(?s)(?=.*" + NOT_A_TENSOR + r")(?=.*could not be read)",
          verify=v_no_pickle),
     Case("kernelspec", "The notebook's metadata names a bash kernel with its own argv.",

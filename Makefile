@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,distributed]" 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import torch, transformers, nbgrader, llmcourse, grader" || (echo "The install did not complete: see the messages above." && exit 1)
 	touch $@
 

@@ -2,7 +2,9 @@
 
     grader build [--check] [--force] [ASSIGNMENT ...]
     grader check NOTEBOOK [--json]
-    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--json]
+    grader grade ASSIGNMENT --submissions DIR [--jobs N | --broker URL [--gpu]] [--json]
+    grader worker --broker URL [--gpu] [--concurrency N]
+    grader migrate-gradebook URL
     grader report ASSIGNMENT
     grader demo [--jobs N]
 """
@@ -66,14 +68,23 @@ def cmd_grade(args) -> int:
 
     from .grading import find_submissions, grade_class
 
+    broker = getattr(args, "broker", None)
+    if getattr(args, "gpu", False) and not broker:
+        raise _user_error("--gpu sends work to GPU workers, so it needs --broker too")
     course = _course(args)
     course.require_assignment(args.assignment)
     submissions = Path(args.submissions)
     students = find_submissions(submissions, args.assignment)
     bar = tqdm(total=len(students), desc=f"grading {args.assignment}", unit="submission",
                disable=args.json or None, file=sys.stderr)
-    results = grade_class(course, args.assignment, submissions, jobs=args.jobs,
-                          progress=lambda r: bar.update(1), students=students)
+    if broker:
+        from .distributed import grade_class_distributed
+
+        results = grade_class_distributed(course, args.assignment, submissions, broker, gpu=args.gpu,
+                                          progress=lambda r: bar.update(1), students=students)
+    else:
+        results = grade_class(course, args.assignment, submissions, jobs=args.jobs,
+                              progress=lambda r: bar.update(1), students=students)
     bar.close()
     report_dir = write_class_files(course, args.assignment, results)
     from .report import build_report
@@ -83,10 +94,39 @@ def cmd_grade(args) -> int:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
         print(format_class_table(args.assignment, results))
-        print(f"\nGrades are in the gradebook ({course.root / 'gradebook.db'}); "
+        print(f"\nGrades are in the gradebook ({_gradebook_name(course)}); "
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
         print(f"Class report: {report}")
+    return 0
+
+
+def _gradebook_name(course) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(course.config().CourseDirectory.db_url)
+    return url.database if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
+
+
+def cmd_worker(args) -> int:
+    from .distributed import run_worker
+
+    course = _course(args)
+    print(f"grader worker: taking {'GPU ' if args.gpu else ''}grading work from {args.broker} for the course in "
+          f"{course.root} (Ctrl-C stops it; work it had started goes back to the queue)", flush=True)
+    run_worker(course, args.broker, gpu=args.gpu, concurrency=args.concurrency, name=args.name)
+    return 0
+
+
+def cmd_migrate_gradebook(args) -> int:
+    from .gradebook import migrate_gradebook
+
+    course = _course(args)
+    counts = migrate_gradebook(course, args.url)
+    copied = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
+    print(f"Copied the gradebook ({copied or 'empty'}).")
+    print("To use it, put this line in nbgrader_config.py (the old gradebook is left as it was):")
+    print(f"    c.CourseDirectory.db_url = {args.url!r}")
     return 0
 
 
@@ -197,7 +237,19 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--submissions", required=True, help="DIR/<student>/<assignment>/<notebook>.ipynb")
     g.add_argument("--jobs", type=_positive, default=1, help="submissions graded at the same time")
     g.add_argument("--json", action="store_true", help="print the results as JSON")
+    g.add_argument("--broker", help="grade on the workers behind this task queue (e.g. redis://host:6379/0) "
+                                    "instead of on this machine")
+    g.add_argument("--gpu", action="store_true", help="with --broker: send the work to GPU workers only")
     g.set_defaults(fn=cmd_grade)
+    w = sub.add_parser("worker", help="take grading work from a task queue (one per grading machine)")
+    w.add_argument("--broker", required=True, help="the task queue's URL, e.g. redis://host:6379/0")
+    w.add_argument("--gpu", action="store_true", help="take GPU work only (from `grader grade --gpu`)")
+    w.add_argument("--concurrency", type=_positive, default=1, help="submissions graded at the same time")
+    w.add_argument("--name", help="this worker's name in the queue (default: worker@hostname)")
+    w.set_defaults(fn=cmd_worker)
+    m = sub.add_parser("migrate-gradebook", help="copy the gradebook into an empty PostgreSQL database")
+    m.add_argument("url", help="postgresql+psycopg://user:password@host:port/database")
+    m.set_defaults(fn=cmd_migrate_gradebook)
     r = sub.add_parser("report", help="write an HTML report of a graded class")
     r.add_argument("assignment")
     r.set_defaults(fn=cmd_report)

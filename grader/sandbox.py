@@ -152,6 +152,9 @@ class SandboxedKernelManager(AsyncKernelManager):
                 os.close(fd)
                 continue
             self._uid_lock = fd
+            # The last holder may have died without cleaning up (a grading machine's worker killed): its
+            # kernel's processes must not live on next to ours under the same user id.
+            _kill_user(self.uid_range + n)
             return self.uid_range + n
         raise RuntimeError("no free user id for a sandboxed kernel")
 

@@ -64,3 +64,39 @@ def test_bad_jobs_value(fixture_course, capsys, jobs):
     with pytest.raises(SystemExit) as exc:
         main(["--course", str(fixture_course), "grade", "00_basics", "--submissions", ".", "--jobs", jobs])
     assert exc.value.code == 2
+
+
+def test_gpu_without_a_queue(fixture_course, capsys):
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions",
+                    str(fixture_course / "source"), "--gpu")
+    assert code == 2 and "--gpu sends work to GPU workers, so it needs --broker too" in err
+
+
+def test_queue_with_a_sqlite_gradebook(fixture_course, tmp_path, capsys):
+    (tmp_path / "ada" / "00_basics").mkdir(parents=True)
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions", str(tmp_path),
+                    "--broker", "redis://127.0.0.1:1/0")
+    assert code == 2 and "needs the gradebook on PostgreSQL" in err and "migrate-gradebook" in err
+    code, err = run(capsys, "--course", str(fixture_course), "worker", "--broker", "redis://127.0.0.1:1/0")
+    assert code == 2 and "needs the gradebook on PostgreSQL" in err
+
+
+def test_unreachable_queue(fixture_course, tmp_path, capsys):
+    course = tmp_path / "course"
+    import shutil
+
+    shutil.copytree(fixture_course, course)
+    with open(course / "nbgrader_config.py", "a") as f:
+        f.write("\nc.CourseDirectory.db_url = 'postgresql+psycopg://grader@127.0.0.1:1/gradebook'\n")
+    (tmp_path / "subs" / "ada" / "00_basics").mkdir(parents=True)
+    code, err = run(capsys, "--course", str(course), "grade", "00_basics", "--submissions", str(tmp_path / "subs"),
+                    "--broker", "redis://127.0.0.1:1/0")
+    assert code == 2 and "the task queue at redis://127.0.0.1:1/0 cannot be reached" in err and "Traceback" not in err
+
+
+def test_migrating_the_gradebook_into_itself_or_nowhere(fixture_course, capsys):
+    url = f"sqlite:///{fixture_course / 'gradebook.db'}"
+    code, err = run(capsys, "--course", str(fixture_course), "migrate-gradebook", url)
+    assert code == 2 and "already is that database" in err
+    code, err = run(capsys, "--course", str(fixture_course), "migrate-gradebook", "not a url")
+    assert code == 2 and "is not a database URL" in err

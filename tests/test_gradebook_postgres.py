@@ -64,3 +64,42 @@ def test_postgres_gradebook_matches_sqlite_and_regrading_is_idempotent(fixture_c
             assert len(assignment.submissions) == 6  # one row per student, however often graded
     assert first == second == sqlite_scores == stored
     assert sorted(set(first.values())) == [0.0, 7.0, 10.0]
+
+
+def test_migrating_a_graded_class_from_sqlite_to_postgres(fixture_course, tmp_path, capsys):
+    submissions = tmp_path / "submissions"
+    make_class(fixture_course, submissions)
+    course = tmp_path / "sqlite_course"
+    shutil.copytree(fixture_course, course, ignore=shutil.ignore_patterns("__pycache__", "gradebook.db", "autograded",
+                                                                          "submitted", "reports"))
+    use_fixture_checks(course)
+    scores = grade(course, submissions)
+
+    from nbgrader.api import Gradebook
+
+    def contents(url: str) -> dict:
+        with Gradebook(url) as gb:
+            return {(s.student.id, g.name): (g.score, g.max_score)
+                    for s in gb.find_assignment("00_basics").submissions for n in s.notebooks for g in n.grades}
+
+    before = contents(f"sqlite:///{course / 'gradebook.db'}")
+    with postgres_server() as url:
+        capsys.readouterr()
+        assert main(["--course", str(course), "migrate-gradebook", url]) == 0
+        out = capsys.readouterr().out
+        assert f"c.CourseDirectory.db_url = {url!r}" in out and "6 student" in out
+        assert contents(url) == before and len(before) == 6 * 3  # every grade of every student, unchanged
+
+        # The course then runs on the new gradebook: a regrade gives the same scores and no new rows.
+        with open(course / "nbgrader_config.py", "a") as f:
+            f.write(f"\nc.CourseDirectory.db_url = {url!r}\n")
+        assert grade(course, submissions) == scores
+        assert contents(url) == before
+
+        # Migrating again into the now non-empty database is refused in a sentence.
+        with open(course / "nbgrader_config.py", "a") as f:
+            f.write(f"\nc.CourseDirectory.db_url = {'sqlite:///' + str(course / 'gradebook.db')!r}\n")
+        assert main(["--course", str(course), "migrate-gradebook", url]) == 2
+        assert "already holds a gradebook" in capsys.readouterr().err
+    assert main(["--course", str(course), "migrate-gradebook", "mysql://nowhere/db"]) == 2
+    assert "is not a database URL nbgrader supports here" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Moving a class's gradebook from SQLite to PostgreSQL (`grader migrate-gradebook URL`).
+
+nbgrader keeps the whole gradebook in one SQLAlchemy schema, so a move is: create the schema in the
+new database with nbgrader itself, copy every table's rows in dependency order, and compare counts.
+The old file stays as it was; the course switches when nbgrader_config.py names the new URL.
+"""
+from __future__ import annotations
+
+from .course import Course, CourseError
+
+
+def migrate_gradebook(course: Course, target_url: str) -> dict[str, int]:
+    """Copy the course's current gradebook into the empty database at `target_url`; rows per table."""
+    from nbgrader.api import Base, Gradebook
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    source_url = course.config().CourseDirectory.db_url
+    if _same(source_url, target_url):
+        raise CourseError("the course's gradebook already is that database")
+    if not target_url.startswith(("postgresql", "sqlite")):
+        raise CourseError(f"{target_url.split(':')[0]!r} is not a database URL nbgrader supports here "
+                          f"(use postgresql+psycopg://user:password@host:port/database)")
+    source = create_engine(source_url)
+    try:
+        with source.connect() as conn:
+            conn.execute(select(func.count()).select_from(Base.metadata.tables["assignment"])).scalar()
+    except SQLAlchemyError:
+        raise CourseError(f"the course's gradebook ({source_url}) cannot be read: grade something first, or check "
+                          f"c.CourseDirectory.db_url in nbgrader_config.py") from None
+    try:
+        with Gradebook(target_url, course_id=course.config().CourseDirectory.get("course_id", "default_course")):
+            pass  # nbgrader creates its schema (and stamps its migrations) in the new database
+        target = create_engine(target_url)
+        with target.connect() as conn:
+            if any(conn.execute(select(func.count()).select_from(t)).scalar()
+                   for t in Base.metadata.sorted_tables if t.name != "course"):
+                raise CourseError("the target database already holds a gradebook; give an empty database")
+    except SQLAlchemyError as exc:
+        raise CourseError(f"cannot use {_safe(target_url)} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160]})") from None
+
+    counts: dict[str, int] = {}
+    with source.connect() as src, target.begin() as dst:
+        for table in Base.metadata.sorted_tables:
+            rows = [dict(r) for r in src.execute(select(table)).mappings()]
+            if table.name == "course":  # nbgrader made this row already when it created the schema
+                existing = {r[0] for r in dst.execute(select(table.c.id))}
+                rows = [r for r in rows if r["id"] not in existing]
+            if rows:
+                dst.execute(table.insert(), rows)
+            counts[table.name] = len(rows)
+    with source.connect() as src, target.connect() as dst:
+        for table in Base.metadata.sorted_tables:
+            a = src.execute(select(func.count()).select_from(table)).scalar()
+            b = dst.execute(select(func.count()).select_from(table)).scalar()
+            if a != b:
+                raise CourseError(f"the copy of table {table.name} has {b} rows instead of {a}; the new database "
+                                  f"is incomplete and the course still uses the old one")
+    source.dispose()
+    target.dispose()
+    return counts
+
+
+def _same(a: str, b: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    try:
+        ua, ub = make_url(a), make_url(b)
+    except Exception:
+        raise CourseError(f"{b!r} is not a database URL") from None
+    return (ua.drivername, ua.host, ua.port, ua.database) == (ub.drivername, ub.host, ub.port, ub.database)
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

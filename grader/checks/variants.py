@@ -1,0 +1,505 @@
+"""Hidden checks for 02_variants: the student's code against `grader.reference.variants`.
+
+Random procedures are checked three ways: deterministic under a seeded generator, statistical over many
+draws (tolerances of K binomial standard errors, derived below, never guessed), and structural invariants
+that hold for every draw. Everything else is compared with the reference on seeded random inputs, and a
+wrong answer that matches a known mistake gets a hint naming it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from grader.reference import variants as ref
+from llmcourse.checking import CheckFailed, StudentRaised, expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checks.variants import (KINDS, MODEL_CLASSES, MODEL_KEYS, PARAMETER_KEYS, TASK_KEYS, check_mask_structure,
+                                       check_training, expect_quiz, generator, mlm_example, read_span_pair,
+                                       span_counts)
+from llmcourse.wire import Seeded
+
+ASSIGNMENT = "02_variants"
+
+# Statistical checks accept a rate within K standard errors of its expected value. For a correct
+# implementation a deviation of 5 standard errors has probability below 6e-7 (normal approximation,
+# counts in the thousands), so a correct answer essentially never fails, while the mistakes we target
+# (a rate of 0.1 instead of 0.15, a 2% instead of a 10% share) sit at 20 standard errors or more.
+K = 5.0
+
+
+def within(count: int, total: int, p: float) -> tuple[bool, float]:
+    """Is count/total within K binomial standard errors of p? Returns (ok, standard error of the rate)."""
+    se = math.sqrt(p * (1 - p) / total)
+    return abs(count / total - p) <= K * se, se
+
+
+# -- quizzes: a hint per wrong key, never the answer ------------------------------------------------
+
+TASK_HINTS = {
+    "sentiment analysis": "a label for a whole text you already have: does the model need to write anything?",
+    "named entity recognition": "a label for every token, using the words on both of its sides.",
+    "word classification": "a label per word, read in its full context.",
+    "extractive question answering": "the answer is a stretch copied from the given text: the model only marks where "
+                                     "it starts and ends.",
+    "translation": "a whole input sentence is read, then a new sequence in another language is written.",
+    "summarization": "read a long input completely, then write a shorter new text.",
+    "generative question answering": "read the question (and a text) completely, then write an answer in new words.",
+    "open text generation": "continue a text one token at a time, with no separate input to encode.",
+}
+MODEL_HINTS = {
+    "BERT": "trained with masked language modelling; its attention sees both sides.",
+    "DistilBERT": "a smaller copy of BERT, distilled from it: same family.",
+    "RoBERTa": "BERT's recipe, trained longer and without next-sentence prediction: same family.",
+    "course-mlm": "this course's masked language model: what does its attention see?",
+    "BART": "a denoising model with a bidirectional reader and an autoregressive writer.",
+    "T5": "trained with span corruption: sentinels in the input, the spans written out by a separate stack.",
+    "course-t5": "this course's span-infilling model: what reads the corrupted text, and what writes the spans?",
+    "GPT-2": "trained to predict the next token with a causal mask.",
+    "BLOOM": "a large open model trained to predict the next token.",
+    "LLaMA": "a family of open models trained to predict the next token.",
+    "PaLM": "Google's large next-token predictor.",
+    "course-lm": "this course's chat model: how does it write its answers?",
+}
+PARAMETER_HINTS = {
+    "attention weights": "are they learned from the data by gradient descent, or chosen before training?",
+    "feed-forward weights": "does the optimiser change them at every step?",
+    "token embeddings": "are the vectors in the embedding table learned, or fixed by you?",
+    "biases": "does loss.backward() give them a gradient?",
+    "LayerNorm gains": "does the optimiser update them?",
+    "learning rate": "does the optimiser update it, or do you give it to the optimiser?",
+    "batch size": "is it learned, or set by you before training?",
+    "number of layers": "can gradient descent change how many layers there are?",
+    "number of heads": "is it a number you choose in the config?",
+    "hidden size": "is it a setting in the config, or a learned value?",
+    "dropout rate": "is it learned, or a setting that controls training?",
+    "warmup steps": "does it belong to the model or to the training schedule?",
+}
+
+
+def grade_quiz(answers: dict, name: str, key: dict, hints: dict) -> None:
+    wrong = [k for k, v in key.items() if answers.get(k) != v]
+    if wrong:
+        lines = "; ".join(f"{k!r}: {hints[k]}" for k in wrong)
+        fail(f"{len(wrong)} of the {len(key)} answers in {name} are not right yet: {', '.join(map(repr, wrong))}.",
+             hint=f"Think again about {lines}")
+
+
+@graded("architectures", points=3, hint="Which family does each task typically use (section 3 of the notebook)?")
+def test_architecture_for_each_task(student):
+    answers = expect_quiz(student.ARCHITECTURE_FOR_TASK, "ARCHITECTURE_FOR_TASK", TASK_KEYS, KINDS)
+    grade_quiz(answers, "ARCHITECTURE_FOR_TASK", ref.ARCHITECTURE_FOR_TASK, TASK_HINTS)
+
+
+@graded("architectures", points=3, hint="Which family does each model belong to (section 3 of the notebook)?")
+def test_architecture_of_each_model(student):
+    answers = expect_quiz(student.ARCHITECTURE_OF_MODEL, "ARCHITECTURE_OF_MODEL", MODEL_KEYS, KINDS)
+    grade_quiz(answers, "ARCHITECTURE_OF_MODEL", ref.ARCHITECTURE_OF_MODEL, MODEL_HINTS)
+
+
+@graded("parameters", points=4, hint="Parameters are learned from data; hyperparameters are chosen before training.")
+def test_parameter_or_hyperparameter(student):
+    answers = expect_quiz(student.PARAMETER_OR_HYPERPARAMETER, "PARAMETER_OR_HYPERPARAMETER", PARAMETER_KEYS,
+                          ("parameter", "hyperparameter"))
+    grade_quiz(answers, "PARAMETER_OR_HYPERPARAMETER", ref.PARAMETER_OR_HYPERPARAMETER, PARAMETER_HINTS)
+
+
+# -- attention_visibility ---------------------------------------------------------------------------
+
+@graded("attention_visibility", points=3,
+        hint="Return torch.bool tensors of shape (n_query, n_key), with n_key = n_query when it is not given.")
+def test_visibility_matches_reference(student):
+    for kind, nq, nk in (("bidirectional", 1, None), ("bidirectional", 7, None), ("bidirectional", 3, 5),
+                         ("causal", 1, None), ("causal", 9, None), ("causal", 6, 6),
+                         ("cross", 4, None), ("cross", 2, 9), ("cross", 8, 3)):
+        args = (kind, nq) if nk is None else (kind, nq, nk)
+        expected = ref.attention_visibility(*args)
+        out = student.attention_visibility(*args)
+        what = f"attention_visibility{args}"
+        expect_tensor(out, what, shape=tuple(expected.shape),
+                      hint="One row per query, one column per key; n_key defaults to n_query.")
+        expect(out.dtype == torch.bool, f"{what} has dtype {out.dtype}; masks are torch.bool (True = may attend).",
+               hint="Build it with dtype=torch.bool.")
+        if kind == "causal" and not torch.equal(out, expected) and torch.equal(out, expected.T):
+            fail(f"{what} is the transpose of the causal mask.",
+                 hint="Rows are queries: query i sees keys 0..i, True on and below the diagonal (tril, not triu).")
+        if kind == "causal" and not torch.equal(out, expected) and torch.equal(out, torch.ones(nq, nq, dtype=torch.bool).tril(-1)):
+            fail(f"{what} leaves out the diagonal.", hint="A position may attend to itself: keep the diagonal.")
+        expect_close(out, expected, what)
+
+
+@graded("attention_visibility", points=1, hint="Raise ValueError for a kind other than 'bidirectional', 'causal' "
+                                               "or 'cross'.")
+def test_visibility_rejects_unknown_kinds(student):
+    try:
+        student.attention_visibility("sideways", 3)
+    except StudentRaised as exc:
+        expect(getattr(exc, "type_name", "") == "ValueError",
+               f"attention_visibility('sideways', 3) raised {getattr(exc, 'type_name', type(exc).__name__)}, "
+               f"not ValueError.")
+        return
+    fail("attention_visibility('sideways', 3) returned a mask for a kind that does not exist.")
+
+
+# -- mask_tokens -----------------------------------------------------------------------------------
+
+def big_mlm_batch(seed: int):
+    """400 x 250 = 100,000 positions, about 1% special, ids in [5, 50)."""
+    return mlm_example(seed, batch=400, length=250, vocab=50)
+
+
+@graded("mask_tokens", points=4,
+        hint="Pick each non-special position independently with probability mlm_probability "
+             "(torch.rand(shape, generator=generator) < mlm_probability).")
+def test_mask_tokens_picks_at_the_right_rate(student):
+    ids, special = big_mlm_batch(10)
+    eligible = int((~special).sum())
+    for p, seed in ((0.15, 11), (0.4, 12)):
+        result = student.mask_tokens(ids, 4, 50, special_tokens_mask=special, mlm_probability=p, generator=Seeded(seed))
+        inputs, labels, picked = check_mask_structure(ids, special, result, 4, 50, f"mask_tokens(mlm_probability={p})")
+        count = int(picked.sum())
+        ok, se = within(count, eligible, p)
+        expect(ok, f"With mlm_probability={p}, {count} of {eligible} non-special positions were picked "
+                   f"({count / eligible:.4f}); expected {p} within {K:g} standard errors ({K * se:.4f}).",
+               hint="Each non-special position is picked with probability exactly mlm_probability (special positions "
+                    "do not count, and are never picked).")
+
+
+@graded("mask_tokens", points=4,
+        hint="Of the picked positions, 80% become mask_token_id, 10% a random id, 10% keep their token: one uniform "
+             "draw per position, split at 0.8 and 0.9.")
+def test_mask_tokens_splits_80_10_10(student):
+    ids, special = big_mlm_batch(20)
+    V = 50
+    result = student.mask_tokens(ids, 4, V, special_tokens_mask=special, mlm_probability=0.3, generator=Seeded(21))
+    inputs, labels, picked = check_mask_structure(ids, special, result, 4, V, "mask_tokens on 100,000 positions")
+    m = int(picked.sum())
+    masked = int((inputs[picked] == 4).sum())
+    kept = int((inputs[picked] == ids[picked]).sum())
+    replaced = m - masked - kept
+    # The original ids are never the mask id (they lie in [5, 50)). A random id in [0, V) equals the mask id
+    # with probability 1/V and the original id with probability 1/V, so the observable shares are:
+    shares = {"became the mask token": (masked, 0.8 + 0.1 / V), "kept their token": (kept, 0.1 + 0.1 / V),
+              "became another token": (replaced, 0.1 * (1 - 2 / V))}
+    for what, (count, p) in shares.items():
+        ok, se = within(count, m, p)
+        expect(ok, f"Of {m} picked positions, {count} {what} ({count / m:.4f}); expected {p:.4f} within "
+                   f"{K:g} standard errors ({K * se:.4f}).",
+               hint="80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
+                    "number u per position; u < 0.8: mask; 0.8 <= u < 0.9: random; else keep.")
+    random_ids = inputs[picked & (inputs != 4) & (inputs != ids)]
+    expect(len(set(random_ids.tolist())) >= 25,
+           f"The {len(random_ids)} randomly replaced positions use only {len(set(random_ids.tolist()))} different ids.",
+           hint="Draw each random id uniformly from [0, vocab_size) with torch.randint(0, vocab_size, ...).")
+
+
+@graded("mask_tokens", points=3,
+        hint="mlm_probability=0 picks nothing, 1 picks every non-special position; special_tokens_mask=None means no "
+             "position is special; any shape of input_ids works.")
+def test_mask_tokens_edge_cases(student):
+    ids, special = mlm_example(30)
+    none = student.mask_tokens(ids, 4, 60, special_tokens_mask=special, mlm_probability=0.0, generator=Seeded(1))
+    _, labels, picked = check_mask_structure(ids, special, none, 4, 60, "mask_tokens(mlm_probability=0)")
+    expect(not bool(picked.any()), "mlm_probability=0 still picked some positions.")
+    every = student.mask_tokens(ids, 4, 60, special_tokens_mask=special, mlm_probability=1.0, generator=Seeded(2))
+    _, labels, picked = check_mask_structure(ids, special, every, 4, 60, "mask_tokens(mlm_probability=1)")
+    expect(bool((picked == ~special).all()), "mlm_probability=1 should pick every non-special position.",
+           hint="Compare torch.rand(...) < mlm_probability (strictly less) and leave out only the special positions.")
+    flat = ids[0]
+    result = student.mask_tokens(flat, 4, 60, mlm_probability=1.0, generator=Seeded(3))
+    _, labels, picked = check_mask_structure(flat, torch.zeros_like(flat, dtype=torch.bool), result, 4, 60,
+                                             "mask_tokens of a 1-D sequence without special_tokens_mask")
+    expect(bool(picked.all()), "Without special_tokens_mask and with mlm_probability=1 every position should be picked.",
+           hint="special_tokens_mask=None means that no position is special.")
+    int_special = special.long()
+    result = student.mask_tokens(ids, 4, 60, special_tokens_mask=int_special, mlm_probability=0.5, generator=Seeded(4))
+    check_mask_structure(ids, special, result, 4, 60, "mask_tokens with a 0/1 integer special_tokens_mask")
+
+
+@graded("mask_tokens", points=2, hint="Use `generator` for every draw, so that a seed fixes the result; "
+                                      "never change input_ids in place.")
+def test_mask_tokens_is_deterministic_on_large_batches(student):
+    ids, special = big_mlm_batch(40)
+    remote = student.put(ids.clone())
+    a = student.mask_tokens(remote, 4, 50, special_tokens_mask=special, generator=Seeded(41))
+    expect(torch.equal(remote.fetch(), ids), "mask_tokens changed its input_ids in place.",
+           hint="Work on input_ids.clone().")
+    b = student.mask_tokens(ids, 4, 50, special_tokens_mask=special, generator=Seeded(41))
+    expect(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]),
+           "The same seed gave different results.", hint="Pass generator=generator to every random call.")
+
+
+# -- span_corrupt ----------------------------------------------------------------------------------
+
+def _no_tie(x: float) -> bool:
+    return abs(x - math.floor(x) - 0.5) > 1e-6
+
+
+def span_cases():
+    """(n, noise_density, mean_span_length) whose counts do not depend on how a .5 is rounded."""
+    cases = []
+    for n, d, m in [(2, 0.15, 3.0), (3, 0.15, 3.0), (5, 0.5, 1.0), (7, 0.15, 3.0), (12, 0.3, 2.0), (23, 0.15, 3.0),
+                    (40, 0.15, 3.0), (63, 0.15, 3.0), (100, 0.25, 5.0), (150, 0.5, 1.0), (57, 0.9, 3.0),
+                    (80, 0.15, 1.0), (200, 0.15, 3.0)]:
+        n_noise, _ = span_counts(n, d, m, 32)
+        if _no_tie(n * d) and _no_tie(n_noise / m):
+            cases.append((n, d, m))
+    return cases
+
+
+def _span_calls(student, draws: int, sentinels: list[int], seed: int):
+    results = {}
+    for n, d, m in span_cases():
+        tokens = [100 + (7 * i) % 900 for i in range(n)]  # distinct enough, never a sentinel
+        out = student.construct("llmcourse.variants_tools.call_repeatedly", student.span_corrupt, draws, tokens,
+                                sentinels, noise_density=d, mean_span_length=m, generator=Seeded(seed + n))
+        results[(n, d, m)] = (tokens, out)
+    return results
+
+
+@graded("span_corrupt", points=5,
+        hint="Every corrupted span becomes the next sentinel in `inputs`; `targets` lists each sentinel with its span, "
+             "then a closing sentinel; spans never touch (a kept token between two spans) and never overlap.")
+def test_span_corrupt_structure_on_many_draws(student):
+    for sentinels in (list(range(5, 37)), [99 - i for i in range(32)]):
+        for (n, d, m), (tokens, outs) in _span_calls(student, 20, sentinels, seed=50).items():
+            for i, result in enumerate(outs):
+                read_span_pair(tokens, result, sentinels,
+                               f"span_corrupt({n} tokens, noise_density={d}, mean_span_length={m}), draw {i}")
+
+
+@graded("span_corrupt", points=4,
+        hint="n_noise = round(n * noise_density), kept between 1 and n - 1; n_spans = round(n_noise / mean_span_length), "
+             "at least 1 and at most min(n_noise, n - n_noise, len(sentinel_ids) - 1).")
+def test_span_corrupt_respects_the_noise_density(student):
+    for (n, d, m), (tokens, outs) in _span_calls(student, 10, list(range(5, 37)), seed=60).items():
+        n_noise, n_spans = span_counts(n, d, m, 32)
+        for i, result in enumerate(outs):
+            spans = read_span_pair(tokens, result, list(range(5, 37)), f"span_corrupt({n} tokens), draw {i}")
+            got = sum(map(len, spans))
+            expect(got == n_noise, f"span_corrupt of {n} tokens with noise_density={d} corrupted {got} tokens; "
+                                   f"the rule gives round({n} * {d}) = {n_noise}.",
+                   hint="Corrupt exactly n_noise = round(n * noise_density) tokens (at least 1, at most n - 1).")
+            expect(len(spans) == n_spans, f"span_corrupt of {n} tokens ({n_noise} corrupted, mean_span_length={m}) "
+                                          f"made {len(spans)} spans; the rule gives {n_spans}.",
+                   hint="n_spans = round(n_noise / mean_span_length), at least 1, and no more than there are "
+                        "sentinels to close them (len(sentinel_ids) - 1) or kept tokens to separate them.")
+
+
+@graded("span_corrupt", points=3,
+        hint="Draw span lengths and places at random from `generator`: the same seed gives the same result, different "
+             "draws put spans of different lengths in different places.")
+def test_span_corrupt_is_random_and_seeded(student):
+    tokens = list(range(200, 240))
+    sentinels = list(range(5, 37))
+    draw = lambda seed: student.construct("llmcourse.variants_tools.call_repeatedly", student.span_corrupt, 200,  # noqa: E731
+                                          tokens, sentinels, generator=Seeded(seed))
+    first, again = draw(70), draw(70)
+    expect(first == again, "The same seed gave different corruptions.",
+           hint="Draw every random number from `generator`.")
+    covered = [0] * len(tokens)
+    lengths = set()
+    for result in first:
+        spans = read_span_pair(tokens, result, sentinels, "span_corrupt(40 tokens)")
+        lengths.add(tuple(len(s) for s in spans))
+        for span in spans:
+            for t in span:
+                covered[t - 200] += 1
+    never = [i for i in range(1, len(tokens) - 1) if covered[i] == 0]
+    expect(not never, f"In 200 draws, the tokens at positions {never[:5]} of 40 were never corrupted.",
+           hint="Spans may start anywhere: place them at random among the kept tokens.")
+    expect(len(lengths) > 1, "In 200 draws every span had the same length pattern.",
+           hint="Draw the span lengths at random (they average mean_span_length, they are not all equal to it).")
+    expect(len({tuple(r[0]) for r in first}) > 100, "200 draws gave fewer than 100 different corruptions.",
+           hint="Draw the places of the spans at random from `generator`.")
+
+
+@graded("span_corrupt", points=2, hint="Accept a list of ints, leave it unchanged, and raise ValueError for fewer than "
+                                       "two tokens (a span and a kept token need two).")
+def test_span_corrupt_leaves_its_input_and_rejects_short_lists(student):
+    tokens = list(range(300, 330))
+    remote = student.put(list(tokens))
+    read_span_pair(tokens, student.span_corrupt(remote, list(range(5, 37)), generator=Seeded(80)), list(range(5, 37)),
+                   "span_corrupt(30 tokens)")
+    expect(remote.fetch() == tokens, "span_corrupt changed the list of token ids it was given.",
+           hint="Build new lists for inputs and targets; do not pop from or assign into token_ids.")
+    try:
+        student.span_corrupt([300], list(range(5, 37)), generator=Seeded(81))
+    except StudentRaised as exc:
+        expect(getattr(exc, "type_name", "") == "ValueError",
+               f"span_corrupt([300], ...) raised {getattr(exc, 'type_name', type(exc).__name__)}, not ValueError.")
+        return
+    fail("span_corrupt of a single token should raise ValueError (there is no way to keep one and corrupt one).")
+
+
+# -- merge_spans -----------------------------------------------------------------------------------
+
+@graded("merge_spans", points=5,
+        hint="Find each sentinel's span in `targets` by the sentinel's id (sentinel_ids may be in any order, and "
+             "need not be consecutive numbers); then replace each sentinel in `inputs` with its span.")
+def test_merge_spans_inverts_span_corruption(student):
+    gen = generator(90)
+    calls, originals = [], []
+    for sentinels in (list(range(5, 37)), [32099 - i for i in range(32)], [7, 3, 50, 11, 2, 40, 9, 60]):
+        others = [t for t in range(1, 400) if t not in sentinels]
+        for _ in range(15):
+            n = int(torch.randint(2, 60, (1,), generator=gen))
+            tokens = [others[int(i)] for i in torch.randint(0, len(others), (n,), generator=gen)]
+            d = float(torch.empty(1).uniform_(0.1, 0.6, generator=gen))
+            inputs, targets = ref.span_corrupt(tokens, sentinels, noise_density=d, generator=gen)
+            calls.append([[inputs, targets, sentinels], {}])
+            originals.append(tokens)
+    outs = student.construct("llmcourse.variants_tools.call_each", student.merge_spans, calls)
+    for (args, _), out, original in zip(calls, outs, originals):
+        if out != original:
+            inputs, targets, sentinels = args
+            hint = None
+            if isinstance(out, list) and any(t in sentinels for t in out):
+                hint = "The result still contains sentinels: replace each one with its span."
+            elif isinstance(out, list) and len(out) < len(original):
+                hint = ("Tokens are missing: is the last span (before the closing sentinel) or a span at the very start "
+                        "or end left out?")
+            fail(f"merge_spans({inputs}, {targets}, sentinel_ids={sentinels[:4]}...) returned {out}, "
+                 f"but the original was {original}.", hint)
+
+
+# -- causal_lm_labels ------------------------------------------------------------------------------
+
+@graded("causal_lm_labels", points=4,
+        hint="Copy input_ids and set -100 where attention_mask is 0 (0/1 integers or booleans, padding on either "
+             "side); do not shift, do not change input_ids in place.")
+def test_causal_lm_labels_matches_reference(student):
+    gen = generator(100)
+    ids = torch.randint(3, 500, (4, 12), generator=gen)
+    right = torch.ones(4, 12, dtype=torch.long)
+    right[1, 7:] = 0
+    right[3, 2:] = 0
+    left = right.flip(1)
+    for mask, what in ((right, "right padding"), (left, "left padding"), (right.bool(), "a boolean attention_mask")):
+        remote = student.put(ids.clone())
+        out = student.causal_lm_labels(remote, mask)
+        expected = ref.causal_lm_labels(ids, mask)
+        if isinstance(out, torch.Tensor) and out.shape == ids.shape and torch.equal(out[:, :-1], expected[:, 1:]):
+            fail(f"causal_lm_labels ({what}) shifted the labels.",
+                 hint="Leave the labels aligned with input_ids: transformers' causal LMs shift them inside the loss.")
+        expect_tensor(out, f"causal_lm_labels ({what})", shape=(4, 12))
+        expect(out.dtype == torch.long, f"causal_lm_labels ({what}) has dtype {out.dtype}; labels are torch.long.")
+        expect_close(out, expected, f"causal_lm_labels ({what})")
+        expect(torch.equal(remote.fetch(), ids), "causal_lm_labels changed input_ids in place.",
+               hint="Use masked_fill (not masked_fill_) or work on input_ids.clone().")
+
+
+# -- next_token_loss -------------------------------------------------------------------------------
+
+def _loss_mistakes(logits, labels):
+    V = logits.shape[-1]
+
+    def per_row():
+        rows = [F.cross_entropy(logits[b, :-1], labels[b, 1:], ignore_index=-100) for b in range(len(labels))]
+        return torch.stack(rows).mean()
+
+    return [
+        (lambda: F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100),
+         "The loss is not shifted: the logits at position t predict the label at position t + 1 "
+         "(logits[:, :-1] against labels[:, 1:])."),
+        (lambda: F.cross_entropy(logits[:, 1:].reshape(-1, V), labels[:, :-1].reshape(-1), ignore_index=-100),
+         "The shift goes the wrong way: drop the last logit and the first label, not the other way round."),
+        (per_row, "This is the mean of per-sequence means; average over all non-ignored tokens of the batch at once."),
+        (lambda: F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].clamp(min=0).reshape(-1)),
+         "The padding (-100) is not ignored."),
+        (lambda: F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100,
+                                 reduction="sum"), "This is the sum over tokens; take the mean."),
+    ]
+
+
+@graded("next_token_loss", points=5,
+        hint="Cross-entropy of logits[:, :-1] against labels[:, 1:], ignoring -100, averaged over all counted tokens "
+             "of the batch; keep the logits' dtype.")
+def test_next_token_loss_matches_reference(student):
+    gen = generator(110)
+    for B, L, V, dtype in ((2, 6, 11, torch.float32), (5, 13, 40, torch.float32), (3, 9, 17, torch.float64)):
+        logits = (torch.randn(B, L, V, generator=gen, dtype=torch.float64) * 2).to(dtype)
+        labels = torch.randint(0, V, (B, L), generator=gen)
+        lengths = torch.randint(2, L + 1, (B,), generator=gen)
+        lengths[0] = L
+        labels = labels.masked_fill(torch.arange(L) >= lengths[:, None], -100)
+        labels[-1, 0] = -100  # an ignored label at the start, too
+        out = student.next_token_loss(logits, labels)
+        expected = ref.next_token_loss(logits, labels)
+        what = f"next_token_loss for logits of shape {(B, L, V)} ({dtype})"
+        expect_tensor(out, what, shape=(), hint="Return a 0-dimensional tensor (the loss you can call .backward() on).")
+        try:
+            expect_close(out, expected, what, check_dtype=True)
+        except CheckFailed as failure:
+            for wrong, specific in _loss_mistakes(logits, labels):
+                candidate = wrong()
+                if not torch.isnan(candidate) and torch.allclose(out.double(), candidate.double(), rtol=1e-5, atol=1e-6):
+                    raise CheckFailed(failure.message, specific) from None
+            raise
+
+
+@graded("next_token_loss", points=2,
+        hint="Only tokens whose label is not -100 count, and the mean is over all of them in the batch.")
+def test_next_token_loss_equals_gpt2_loss_with_uneven_padding(student):
+    from llmcourse.checks.variants import gpt2_loss_case
+
+    for seed in (1, 2):
+        logits, labels, loss = gpt2_loss_case(seed)
+        compare_to = student.next_token_loss(logits, labels)
+        expect_close(compare_to, loss, f"next_token_loss vs GPT2LMHeadModel's .loss (seed {seed})")
+
+
+# -- build_model -----------------------------------------------------------------------------------
+
+SIZE_FIELDS = {"encoder-only": ("hidden_size", "num_hidden_layers", "num_attention_heads"),
+               "encoder-decoder": ("d_model", "num_layers", "num_heads"),
+               "decoder-only": ("n_embd", "n_layer", "n_head")}
+
+
+@graded("build_model", points=3,
+        hint="Pass vocab_size, d_model, n_layers and n_heads on to the config (T5: d_model, d_kv = d_model // n_heads, "
+             "num_layers = num_decoder_layers = n_layers, num_heads, decoder_start_token_id=0, without which T5 cannot turn "
+             "labels into decoder inputs); the model's logits cover the whole vocabulary.")
+def test_build_model_follows_its_arguments(student):
+    for kind in KINDS:
+        for vocab, d, layers, heads in ((70, 32, 3, 2), (45, 24, 1, 6)):
+            what = f"build_model({kind!r}, {vocab}, d_model={d}, n_layers={layers}, n_heads={heads})"
+            model = student.build_model(kind, vocab, d_model=d, n_layers=layers, n_heads=heads)
+            expect(model.type_name.endswith("." + MODEL_CLASSES[kind]), f"{what} is not a {MODEL_CLASSES[kind]}.")
+            config = model.config.to_dict()
+            width, depth, n_heads = SIZE_FIELDS[kind]
+            expect(config.get("vocab_size") == vocab, f"{what}: vocab_size is {config.get('vocab_size')}, not {vocab}.")
+            expect((config.get(width), config.get(depth), config.get(n_heads)) == (d, layers, heads),
+                   f"{what}: the config has {width}={config.get(width)}, {depth}={config.get(depth)}, "
+                   f"{n_heads}={config.get(n_heads)}.")
+            if kind == "encoder-decoder":
+                expect(config.get("num_decoder_layers") == layers and config.get("d_kv", 0) * heads == d,
+                       f"{what}: num_decoder_layers={config.get('num_decoder_layers')}, d_kv={config.get('d_kv')}.",
+                       hint="T5 has as many decoder layers as encoder layers here, and d_kv = d_model // n_heads.")
+            ids = torch.randint(5, vocab, (2, 7), generator=generator(120))
+            extra = {"labels": ids[:, :4]} if kind == "encoder-decoder" else {}
+            out = model(input_ids=ids, **extra)
+            expect_tensor(out.logits, f"the logits of {what}", shape=(2, 4 if extra else 7, vocab),
+                          hint="Build the model with a language-modelling head over the vocabulary.")
+
+
+@graded("build_model", points=1, hint="Raise ValueError for a kind that is not one of the three.")
+def test_build_model_rejects_unknown_kinds(student):
+    try:
+        student.build_model("decoder-encoder", 30)
+    except StudentRaised as exc:
+        expect(getattr(exc, "type_name", "") == "ValueError",
+               f"build_model('decoder-encoder', 30) raised {getattr(exc, 'type_name', type(exc).__name__)}, "
+               f"not ValueError.")
+        return
+    fail("build_model('decoder-encoder', 30) returned a model for a kind that does not exist.")
+
+
+# -- training_step ---------------------------------------------------------------------------------
+
+@graded("training_step", points=5,
+        hint="For every kind: loss of the model's own objective; optimizer.zero_grad(); loss.backward(); "
+             "optimizer.step(); return loss.item().")
+def test_training_step_on_all_three_kinds(student):
+    for i, kind in enumerate(KINDS):
+        check_training(student, kind, seed=130 + 10 * i, steps=2, what=f"two training_steps of a tiny {kind} model")

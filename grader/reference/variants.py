@@ -1,0 +1,177 @@
+"""Reference solutions for 02_variants: the three transformer families and their training objectives.
+
+The hidden checks run these on the same inputs as the student's code and compare, or use them to build
+known-good data (span-corrupted pairs for `merge_spans`). Written to be read, like the notebook's solution.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("encoder-only", "encoder-decoder", "decoder-only")
+
+ARCHITECTURE_FOR_TASK = {
+    "sentiment analysis": "encoder-only",
+    "named entity recognition": "encoder-only",
+    "word classification": "encoder-only",
+    "extractive question answering": "encoder-only",
+    "translation": "encoder-decoder",
+    "summarization": "encoder-decoder",
+    "generative question answering": "encoder-decoder",
+    "open text generation": "decoder-only",
+}
+
+ARCHITECTURE_OF_MODEL = {
+    "BERT": "encoder-only",
+    "DistilBERT": "encoder-only",
+    "RoBERTa": "encoder-only",
+    "course-mlm": "encoder-only",
+    "BART": "encoder-decoder",
+    "T5": "encoder-decoder",
+    "course-t5": "encoder-decoder",
+    "GPT-2": "decoder-only",
+    "BLOOM": "decoder-only",
+    "LLaMA": "decoder-only",
+    "PaLM": "decoder-only",
+    "course-lm": "decoder-only",
+}
+
+PARAMETER_OR_HYPERPARAMETER = {
+    "attention weights": "parameter",
+    "feed-forward weights": "parameter",
+    "token embeddings": "parameter",
+    "biases": "parameter",
+    "LayerNorm gains": "parameter",
+    "learning rate": "hyperparameter",
+    "batch size": "hyperparameter",
+    "number of layers": "hyperparameter",
+    "number of heads": "hyperparameter",
+    "hidden size": "hyperparameter",
+    "dropout rate": "hyperparameter",
+    "warmup steps": "hyperparameter",
+}
+
+
+def attention_visibility(kind: str, n_query: int, n_key: int | None = None) -> torch.Tensor:
+    n_key = n_query if n_key is None else n_key
+    if kind in ("bidirectional", "cross"):
+        return torch.ones(n_query, n_key, dtype=torch.bool)
+    if kind == "causal":
+        if n_key != n_query:
+            raise ValueError("a causal mask relates a sequence to itself: n_key must equal n_query")
+        return torch.ones(n_query, n_query, dtype=torch.bool).tril()
+    raise ValueError(f"unknown kind {kind!r}: use 'bidirectional', 'causal' or 'cross'")
+
+
+def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int,
+                special_tokens_mask: torch.Tensor | None = None, mlm_probability: float = 0.15,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape, generator=generator)  # one roll per position decides mask / random / keep
+    random_ids = torch.randint(0, vocab_size, shape, generator=generator, dtype=input_ids.dtype)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def _split(total: int, parts: int, generator: torch.Generator | None) -> list[int]:
+    """`total` as an ordered sum of `parts` positive integers, uniformly among all such sums."""
+    cuts = (torch.randperm(total - 1, generator=generator)[:parts - 1] + 1).sort().values.tolist()
+    bounds = [0, *cuts, total]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def _span_counts(n: int, noise_density: float, mean_span_length: float, n_sentinels: int) -> tuple[int, int]:
+    """(number of corrupted tokens, number of spans) for a sequence of n tokens: the notebook's rule."""
+    n_noise = min(max(round(n * noise_density), 1), n - 1)
+    n_spans = max(1, min(round(n_noise / mean_span_length), n_noise, n - n_noise, n_sentinels - 1))
+    return n_noise, n_spans
+
+
+def span_corrupt(token_ids: list[int], sentinel_ids: list[int], noise_density: float = 0.15,
+                 mean_span_length: float = 3.0, generator: torch.Generator | None = None
+                 ) -> tuple[list[int], list[int]]:
+    ids = [int(t) for t in token_ids]
+    n = len(ids)
+    if n < 2:
+        raise ValueError("span corruption needs at least two tokens")
+    n_noise, n_spans = _span_counts(n, noise_density, mean_span_length, len(sentinel_ids))
+    noise = _split(n_noise, n_spans, generator)
+    # n_spans + 1 kept stretches: the inner ones at least one token, the first and last possibly empty.
+    keep = _split(n - n_noise + 2, n_spans + 1, generator)
+    keep[0] -= 1
+    keep[-1] -= 1
+    inputs, targets, pos = [], [], 0
+    for i in range(n_spans):
+        inputs += ids[pos:pos + keep[i]]
+        pos += keep[i]
+        inputs.append(sentinel_ids[i])
+        targets += [sentinel_ids[i], *ids[pos:pos + noise[i]]]
+        pos += noise[i]
+    inputs += ids[pos:]
+    targets.append(sentinel_ids[n_spans])
+    return inputs, targets
+
+
+def merge_spans(inputs: list[int], targets: list[int], sentinel_ids: list[int]) -> list[int]:
+    sentinels = {int(s): i for i, s in enumerate(sentinel_ids)}
+    spans: dict[int, list[int]] = {}
+    current = None
+    for t in targets:
+        t = int(t)
+        if t in sentinels:
+            current = sentinels[t]
+            spans[current] = []
+        elif current is not None:
+            spans[current].append(t)
+    out = []
+    for t in inputs:
+        t = int(t)
+        out += spans.get(sentinels[t], []) if t in sentinels else [t]
+    return out
+
+
+def causal_lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    return input_ids.masked_fill(attention_mask == 0, -100)
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    predictions = logits[..., :-1, :]  # position t predicts token t + 1
+    targets = labels[..., 1:]
+    return F.cross_entropy(predictions.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def build_model(kind: str, vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 4):
+    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5Config,
+                              T5ForConditionalGeneration)
+
+    if kind == "encoder-only":
+        config = BertConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                            num_attention_heads=n_heads, intermediate_size=4 * d_model, max_position_embeddings=256)
+        return BertForMaskedLM(config)
+    if kind == "encoder-decoder":
+        config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads, d_ff=4 * d_model,
+                          num_layers=n_layers, num_decoder_layers=n_layers, num_heads=n_heads,
+                          pad_token_id=0, decoder_start_token_id=0)
+        return T5ForConditionalGeneration(config)
+    if kind == "decoder-only":
+        config = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=256)
+        return GPT2LMHeadModel(config)
+    raise ValueError(f"unknown kind {kind!r}: use one of {KINDS}")
+
+
+def training_step(model, batch: dict, optimizer) -> float:
+    model.train()
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss  # BERT and T5 compare their logits with the labels as they are
+    else:  # decoder-only: the labels are the inputs; the loss shifts them by one
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = next_token_loss(logits, batch["labels"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -148,8 +149,8 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
             files = _read_files(staged)
             payload = {"assignment": assignment, "student": student, "files": files, "course": fingerprint,
                        "gradebook": gradebook}
-            # The task id is the work's identity: sending the same class again names the same tasks.
-            task_id = f"{assignment}:{student}:{work_key(payload)[:24]}"
+            # A fresh id per run: what makes a rerun idempotent is the ledger (work_key), not the queue.
+            task_id = f"{assignment}:{student}:{uuid.uuid4().hex[:16]}"
             app.send_task(TASK, args=[payload], task_id=task_id, queue=queue)
             pending[task_id] = (student, names, problems)
 

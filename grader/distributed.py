@@ -32,7 +32,7 @@ import nbformat
 
 from .course import Course, CourseError
 from .grading import (MAX_ATTEMPTS, SubmissionResult, _autograde, _collect, find_submissions, prepare_gradebook,
-                      stage)
+                      require_readable_assets, stage)
 
 TASK = "llmcourse.grade_submission"
 CPU_QUEUE, GPU_QUEUE = "grading-cpu", "grading-gpu"
@@ -226,6 +226,7 @@ def _write_autograded(course: Course, assignment: str, student: str, notebooks: 
 def run_worker(course: Course, broker: str, gpu: bool = False, concurrency: int = 1, name: str | None = None) -> None:
     """Take grading tasks from the queue until stopped. A GPU worker takes only GPU work."""
     _require_postgres(course.config().CourseDirectory.db_url)
+    require_readable_assets()
     os.environ[_COURSE_ENV] = str(course.root)
     if gpu:
         import torch

@@ -102,6 +102,30 @@ def master_notebook(course: Course, assignment: str, name: str) -> nbformat.Note
     return nbformat.read(str(course.root / "source" / assignment / f"{name}.ipynb"), as_version=4)
 
 
+def require_readable_assets() -> None:
+    """Graded kernels run as users of their own (when the grader runs as root): the course's models and
+    data must be readable by everyone, or every check that loads one fails for a reason the student
+    cannot see. Say so once, with the fix, instead."""
+    if os.geteuid() != 0:
+        return  # kernels run as this same user
+    import stat
+
+    from llmcourse.assets import assets_dir
+
+    try:
+        root = assets_dir()
+    except Exception:  # no assets here: the checks that need them say so themselves
+        return
+    for folder, dirs, files in os.walk(root):
+        for name in files + dirs:
+            path = os.path.join(folder, name)
+            mode = os.stat(path).st_mode
+            needed = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+            if mode & needed != needed:
+                raise CourseError(f"{path} cannot be read by the grading kernels, which run as other users: "
+                                  f"run `chmod -R a+rX {root}` and grade again")
+
+
 # -- one submission ------------------------------------------------------------------------------------
 def _course_config(course: Course, hide: Iterable[str] = (), **dirs: str):
     cfg = course.config(**dirs)
@@ -228,6 +252,7 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
                 students: list[str] | None = None) -> list[SubmissionResult]:
     """Autograde every submission of `assignment` under `submissions`, `jobs` at a time."""
     course.require_assignment(assignment)
+    require_readable_assets()
     submissions = submissions.resolve()
     students = students or find_submissions(submissions, assignment)
     expected = [p.stem for p in course.source_notebooks(assignment)]
@@ -300,6 +325,7 @@ def check_notebook(course: Course, path: Path) -> SubmissionResult:
     path = path.resolve()
     nb = read_notebook(path)
     assignment, name = identify_assignment(course, nb, path)
+    require_readable_assets()
     with tempfile.TemporaryDirectory(prefix="grader-check-") as scratch:
         root = Path(scratch)
         dirs = {"submitted_directory": str(root / "submitted"), "autograded_directory": str(root / "autograded"),

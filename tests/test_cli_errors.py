@@ -100,3 +100,20 @@ def test_migrating_the_gradebook_into_itself_or_nowhere(fixture_course, capsys):
     assert code == 2 and "already is that database" in err
     code, err = run(capsys, "--course", str(fixture_course), "migrate-gradebook", "not a url")
     assert code == 2 and "is not a database URL" in err
+
+
+def test_models_the_kernels_cannot_read(fixture_course, tmp_path, capsys, monkeypatch):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("kernels run as this user unless the grader runs as root")
+    import llmcourse.assets
+
+    assets = tmp_path / "assets"
+    (assets / "models").mkdir(parents=True)
+    (assets / "models" / "model.safetensors").write_bytes(b"weights")
+    (assets / "models" / "model.safetensors").chmod(0o600)
+    monkeypatch.setattr(llmcourse.assets, "assets_dir", lambda: assets)
+    code, err = run(capsys, "--course", str(fixture_course), "check",
+                    str(fixture_course / "source" / "00_basics" / "basics.ipynb"))
+    assert code == 2 and "cannot be read by the grading kernels" in err and f"chmod -R a+rX {assets}" in err

@@ -93,6 +93,9 @@ def save_model(model, tokenizer, out: Path, extra: dict | None = None) -> None:
     tokenizer.save_pretrained(out)
     if extra is not None:
         (out / "train_info.json").write_text(json.dumps(extra, indent=2) + "\n")
+    # safetensors writes its file readable by its owner only; graded kernels run as other users.
+    for path in out.iterdir():
+        path.chmod(0o644)
 
 
 class Timer:

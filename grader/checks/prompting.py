@@ -1,0 +1,601 @@
+"""Hidden checks for 03_prompting: the student's code against `grader.reference.prompting` and transformers.
+
+Seeded random logits, ties, extreme values and -inf entries for the filters; statistical checks (binomial
+standard errors) for sampling; the checker's own course-lm and `model.generate` for decoding; forward passes
+counted by a hook from the course package. Where a wrong answer matches a known mistake, the hint names it.
+Only inputs cross to the student's kernel; every expected value is computed here.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from grader.reference import prompting as ref
+from llmcourse.checking import CheckFailed, expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checks.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm, draw_counts,
+                                        encode, expect_distribution, expect_filter, expect_token_ids,
+                                        fewshot_rows, generator, hf_greedy, student_course_lm, warped)
+from llmcourse.wire import Seeded
+
+ASSIGNMENT = "03_prompting"
+INF = float("inf")
+
+Mistakes = Iterable[tuple[Callable[[], object], str]]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6, equal_nan=True))
+    return a == b
+
+
+def explained(check: Callable[[], None], actual, mistakes: Mistakes, expected=None) -> None:
+    """Run `check`; if it fails and `actual` equals what a known mistake gives, use that mistake's hint."""
+    try:
+        check()
+    except CheckFailed as failure:
+        for wrong, hint in mistakes:
+            try:
+                candidate = wrong()
+            except Exception:  # that mistake cannot happen for these inputs
+                continue
+            if candidate is not None and (expected is None or not _same(candidate, expected)) and _same(actual, candidate):
+                raise CheckFailed(failure.message, hint) from None
+        raise
+
+
+# -- format_prompt ---------------------------------------------------------------------------------
+
+_FORMAT_CASES = [
+    ("", [], "lamp"),
+    ("", [("cat", "red")], "bread"),
+    ("", [("4 7 2", "2 4 7"), ("9 1 5", "1 5 9"), ("3 3 0", "0 3 3")], "8 2 6"),
+    ("Sort the digits.", [("4 7 2", "2 4 7"), ("9 1 5", "1 5 9")], "8 2 6"),
+    ("Give the colour code of each word.", [], "bird"),
+    ("", [["owl", "dax"], ["soup", "wug"]], "rice"),
+]
+
+
+def _format_mistakes(instruction, examples, query):
+    blocks = lambda sep, out="Output:": "".join(f"Input: {x}\n{out} {y}{sep}" for x, y in examples)  # noqa: E731
+    head = f"{instruction}\n\n" if instruction else ""
+    return [
+        (lambda: ref.format_prompt(instruction, examples, query) + " ",
+         "The prompt ends with a space after 'Output:'. End it with 'Output:' exactly: the model writes ' answer' itself."),
+        (lambda: head + blocks("\n") + f"Input: {query}\nOutput:",
+         "The examples are separated by a single newline: each block ends with a blank line ('\\n\\n')."),
+        (lambda: (f"{instruction}\n" if instruction else "") + blocks("\n\n") + f"Input: {query}\nOutput:",
+         "Put a blank line after the instruction (instruction + '\\n\\n')."),
+        (lambda: head + blocks("\n\n") + f"Input: {query}\nOutput:\n",
+         "The prompt must end right after 'Output:' (no newline): the answer comes on the same line."),
+        (lambda: head + "".join(f"Input: {x}\nOutput: {y}\n\n" for x, y in reversed(examples)) +
+         f"Input: {query}\nOutput:", "Keep the examples in the order given."),
+        (lambda: "\n\n" + blocks("\n\n") + f"Input: {query}\nOutput:" if not instruction else None,
+         "With an empty instruction the prompt starts directly with the first 'Input:' line."),
+    ]
+
+
+@graded("format_prompt", points=5, hint="Instruction + blank line (only when there is one), then 'Input: x\\nOutput: y\\n\\n' "
+                                        "per example, then 'Input: query\\nOutput:'.")
+def test_format_prompt_matches_the_template(student):
+    for instruction, examples, query in _FORMAT_CASES:
+        got = student.format_prompt(instruction, examples, query)
+        expected = ref.format_prompt(instruction, examples, query)
+        what = f"format_prompt({instruction!r}, {examples!r}, {query!r})"
+
+        def verdict():
+            expect(isinstance(got, str), f"{what} returned {type(got).__name__}, not a string.")
+            expect(got == expected, f"{what} returned\n{got!r}\nbut the template gives\n{expected!r}")
+
+        explained(verdict, got, [(w, h) for w, h in _format_mistakes(instruction, examples, query) if h], expected)
+
+
+# -- apply_temperature -----------------------------------------------------------------------------
+
+_TEMPERATURE_HINTS = [
+    (lambda x, t: x * t, "The logits are multiplied by the temperature; divide them by it."),
+    (lambda x, t: torch.softmax(x / t, dim=-1), "Return logits, not probabilities: no softmax here."),
+    (lambda x, t: torch.softmax(x, dim=-1) / t, "Return logits divided by the temperature, not probabilities."),
+]
+
+
+@graded("apply_temperature", points=3, hint="Return logits / temperature, a new tensor of the same shape and dtype.")
+def test_apply_temperature_random_and_extreme(student):
+    gen = generator(30)
+    cases = [(torch.randn(5, 17, generator=gen) * 3, t) for t in (0.1, 0.7, 1.0, 1.3, 4.0)]
+    cases += [(torch.randn(2, 3, 9, generator=gen, dtype=torch.float64), 0.5),
+              (torch.tensor([[1e4, -1e4, 0.0, -INF]]), 0.25),
+              (torch.tensor([[5.0, -INF, 1.0]]), 3.0)]
+    for x, t in cases:
+        original = x.clone()
+        remote = student.put(x)
+        got = student.apply_temperature(remote, t)
+        expected = warped("temperature", x, t)
+        what = f"apply_temperature(logits of shape {tuple(x.shape)}, {x.dtype}, temperature={t})"
+        explained(lambda: expect_close(got, expected, what, check_dtype=True,
+                                       hint="Divide by the temperature and keep the dtype."),
+                  got, [(lambda w=w: w(x, t), h) for w, h in _TEMPERATURE_HINTS], expected)
+        expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
+               "Use x / t, not x /= t or x.div_(t): the caller's logits must not change.")
+
+
+# -- top_k_filter ----------------------------------------------------------------------------------
+
+def _topk_keep_exactly_k(x, k):
+    idx = torch.topk(x, k, dim=-1).indices
+    return torch.full_like(x, -INF).scatter(-1, idx, x.gather(-1, idx))
+
+
+_TOPK_MISTAKES = [
+    (_topk_keep_exactly_k, "Exactly k tokens are kept, but tokens tied with the k-th largest value must all stay "
+                           "(keep every logit >= the k-th largest, like TopKLogitsWarper)."),
+    (lambda x, k: x.masked_fill(x <= torch.topk(x, k, -1).values[..., -1:], -INF),
+     "The k-th largest token itself is removed: keep logits >= the k-th largest value (use <, not <=, to remove)."),
+    (lambda x, k: x.masked_fill(x < torch.topk(x, min(k + 1, x.shape[-1]), -1).values[..., -1:], -INF),
+     "k + 1 tokens are kept: the threshold is the k-th largest value, topk(...).values[..., -1] of topk(k)."),
+    (lambda x, k: x.masked_fill(x >= torch.topk(x, k, -1).values[..., -1:], -INF),
+     "The filter is inverted: it removes the top k tokens and keeps the rest."),
+    (lambda x, k: x.masked_fill(x < torch.topk(x.reshape(-1), k).values[-1], -INF),
+     "The k-th largest value is taken over the whole tensor; take it per row (dim=-1, keepdim)."),
+]
+
+
+@graded("top_k_filter", points=5, hint="Keep every logit >= the k-th largest of its row (ties included), -inf elsewhere; "
+                                       "k=0 or k >= vocabulary size keeps everything.")
+def test_top_k_filter_random_ties_and_extremes(student):
+    gen = generator(40)
+    cases = [(torch.randn(6, 20, generator=gen) * 2, k) for k in (1, 2, 5, 19)]
+    cases += [
+        (torch.randn(2, 3, 11, generator=gen, dtype=torch.float64), 3),
+        (torch.randint(0, 4, (5, 12), generator=gen).float(), 3),  # many ties
+        (torch.tensor([[3.0, 1.0, 3.0, 3.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]]), 2),
+        (torch.tensor([[1e4, -1e4, 5.0, -INF, 0.0, -INF]]), 3),
+        (torch.tensor([[2.0, -INF, -INF, -INF]]), 2),
+        (torch.randn(3, 8, generator=gen), 8),
+        (torch.randn(3, 8, generator=gen), 50),
+        (torch.randn(3, 8, generator=gen), 0),
+    ]
+    for x, k in cases:
+        original = x.clone()
+        remote = student.put(x)
+        got = student.top_k_filter(remote, k)
+        expected = warped("top_k", x, min(k, x.shape[-1]) if k else 0)
+        what = f"top_k_filter({x.tolist() if x.numel() <= 12 else f'logits of shape {tuple(x.shape)}'}, k={k})"
+        hint = "Keep every logit >= the k-th largest of its row (ties included); k=0: no filter."
+        explained(lambda: expect_filter(got, x, expected, what, hint), got,
+                  [(lambda w=w: w(x, k), h) for w, h in _TOPK_MISTAKES] if 0 < k <= x.shape[-1] else [], expected)
+        expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
+               "Use masked_fill (out of place), not masked_fill_ or item assignment on the input.")
+
+
+# -- top_p_filter ----------------------------------------------------------------------------------
+
+def _top_p_desc(x, p, shift: int = 1, strict: bool = True):
+    probs, order = torch.sort(x.softmax(-1), dim=-1, descending=True)
+    before = probs.cumsum(-1) - probs  # mass strictly more likely than each token
+    keep = before < p if strict else probs.cumsum(-1) <= p
+    if shift == 2:
+        keep = torch.cat([torch.ones_like(keep[..., :1]), keep[..., :-1]], -1)
+    keep[..., 0] = True
+    return x.masked_fill(~keep.scatter(-1, order, keep), -INF)
+
+
+def _top_p_unsorted(x, p):
+    probs, order = torch.sort(x.softmax(-1), dim=-1, descending=True)
+    keep = probs.cumsum(-1) - probs < p
+    return x.masked_fill(~keep, -INF)  # forgot to put the decision back in token order
+
+
+_TOPP_MISTAKES = [
+    (lambda x, p: _top_p_desc(x, p, strict=False), "The token whose probability crosses p is dropped: keep it "
+                                                     "(the kept tokens must add up to AT LEAST p)."),
+    (lambda x, p: _top_p_desc(x, p, shift=2), "One token too many is kept: stop at the token whose probability "
+                                              "makes the total reach p."),
+    (_top_p_unsorted, "The keep/remove decision made in sorted order is applied to the unsorted tokens: "
+                      "scatter it back with the sort's indices."),
+    (lambda x, p: x.masked_fill(x.softmax(-1) < p, -INF), "Tokens are kept when their own probability is >= p; "
+                                                          "top-p keeps the most likely tokens until their SUM reaches p."),
+]
+
+
+def _margin(x: torch.Tensor, p: float) -> float:
+    """How far the cumulative sums are from the threshold (cases closer than 1e-4 are left out)."""
+    probs = torch.sort(x.double().softmax(-1), dim=-1, descending=True).values
+    return float((probs.cumsum(-1) - p).abs().min())
+
+
+def _top_p_cases() -> list[tuple[torch.Tensor, float]]:
+    gen = generator(50)
+    cases = []
+    for p in (0.05, 0.3, 0.6, 0.9, 0.97):
+        x = torch.randn(8, 25, generator=gen) * 2
+        rows = [r for r in x if _margin(r, p) > 1e-4]  # no knife-edge rows: any correct order of summing agrees
+        cases.append((torch.stack(rows), p))
+    x = torch.randn(2, 3, 10, generator=gen, dtype=torch.float64)
+    cases.append((x, 0.7))
+    cases += [
+        (torch.tensor([[2.0, 2.0, 2.0, 0.0, 0.0]]), 0.9),  # ties: the three 2s hold 0.917
+        (torch.tensor([[1.0, 1.0, 0.0, 1.0]]), 0.6),  # ties: the three 1s hold 0.89, two of them 0.59
+        (torch.tensor([[1e4, 0.0, -1e4, 3.0]]), 0.5),  # extreme: one token holds everything
+        (torch.tensor([[5.0, -INF, 4.0, -INF, 1.0, 3.0]]), 0.8),  # -inf entries
+        (torch.tensor([[0.0, 4.0, 1.0, 1.5, -2.0]]), 0.001),  # tiny p: only the top token
+        (torch.tensor([[0.3, 0.1, -0.2, 0.0, 0.25]]), 1.0),  # p = 1: keep everything
+    ]
+    return cases
+
+
+@graded("top_p_filter", points=7, hint="Sort, softmax, cumulative sum: keep the most likely tokens until the sum reaches p "
+                                       "(that token included, and always the top one), -inf elsewhere, in the original "
+                                       "token order.")
+def test_top_p_filter_random_ties_and_extremes(student):
+    for x, p in _top_p_cases():
+        original = x.clone()
+        remote = student.put(x)
+        got = student.top_p_filter(remote, p)
+        expected = warped("top_p", x, p)
+        what = f"top_p_filter({x.tolist() if x.numel() <= 12 else f'logits of shape {tuple(x.shape)}'}, p={p})"
+        explained(lambda: expect_filter(got, x, expected, what, "Compare with TopPLogitsWarper(p)."), got,
+                  [(lambda w=w: w(x, p), h) for w, h in _TOPP_MISTAKES], expected)
+        expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
+               "Use masked_fill (out of place) and work on sorted copies.")
+
+
+# -- sample_next_token -----------------------------------------------------------------------------
+
+_N_DRAWS = 20_000
+_SAMPLE_CASES = [
+    # (logits, settings): each chosen so that a different order of the filters, or a multiplied temperature,
+    # gives a visibly different distribution
+    ([3.0, 2.0, 1.0, 0.0, -1.0, -2.0], dict()),
+    ([3.0, 2.0, 1.0, 0.0, -1.0, -2.0], dict(temperature=2.0)),
+    ([3.0, 2.5, 1.0, 0.5, 0.0, -2.0], dict(temperature=0.5, top_k=3)),
+    ([2.0, 1.6, 1.2, 0.8, 0.4, 0.0], dict(temperature=3.0, top_p=0.5)),
+    ([2.0, 1.8, 1.0, 0.5, 0.2, 0.0], dict(temperature=0.5, top_k=4, top_p=0.75)),
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], dict(top_k=3, top_p=0.6)),  # top-k first: 2 tokens left; top-p first: 3
+]
+
+
+def _sample_probs(logits, temperature=1.0, top_k=0, top_p=1.0):
+    x = torch.tensor([logits], dtype=torch.float64)
+    return torch.softmax(ref.filtered_logits(x, temperature, top_k, top_p), -1)[0]
+
+
+def _sample_mistakes(logits, s):
+    t, k, p = s.get("temperature", 1.0), s.get("top_k", 0), s.get("top_p", 1.0)
+    x = torch.tensor([logits], dtype=torch.float64)
+    sm = lambda z: torch.softmax(z, -1)[0]  # noqa: E731
+    return [
+        (lambda: sm(ref.top_p_filter(ref.top_k_filter(x * t, k), p)),
+         "The draws follow logits multiplied by the temperature: divide them by it."),
+        (lambda: sm(ref.top_k_filter(ref.top_p_filter(x, p), k) / t),
+         "The filters run before the temperature: apply the temperature first, then top-k, then top-p."),
+        (lambda: sm(ref.top_k_filter(ref.top_p_filter(x / t, p), k)),
+         "top-p runs before top-k: transformers applies temperature, then top-k, then top-p."),
+        (lambda: sm(ref.top_k_filter(x / t, k)), "top_p is ignored."),
+        (lambda: sm(ref.top_p_filter(x / t, p)), "top_k is ignored."),
+        (lambda: sm(ref.top_p_filter(ref.top_k_filter(x, k), p)), "The temperature is ignored."),
+    ]
+
+
+@graded("sample_next_token", points=5, hint="Temperature, then top-k, then top-p, then softmax and "
+                                            "torch.multinomial(probs, 1, generator=generator).squeeze(-1).")
+def test_sample_next_token_distribution(student):
+    for i, (logits, settings) in enumerate(_SAMPLE_CASES):
+        x = torch.tensor(logits).expand(_N_DRAWS, -1).contiguous()
+        gen = Seeded(100 + i)
+        what = f"sample_next_token({logits}, {', '.join(f'{k}={v}' for k, v in settings.items()) or 'defaults'})"
+        counts = draw_counts(student.sample_next_token(x, generator=gen, **settings), _N_DRAWS, len(logits), what,
+                             "Return torch.long token ids of shape (B,).")
+        probs = _sample_probs(logits, **settings)
+        freq = counts / counts.sum()
+
+        def verdict():
+            expect_distribution(counts, probs, what, hint="Temperature, then top-k, then top-p, then draw.")
+
+        # A known mistake is named when the frequencies fit its distribution (5 standard errors) but not the right one.
+        try:
+            verdict()
+        except CheckFailed as failure:
+            for wrong, hint in _sample_mistakes(logits, settings):
+                q = wrong().double()
+                if torch.allclose(q, probs, atol=1e-3):
+                    continue
+                se = (q * (1 - q) / _N_DRAWS).sqrt()
+                if bool(((freq - q).abs() <= 5 * se + 1e-12).all()) and not bool((counts[q == 0] > 0).any()):
+                    raise CheckFailed(failure.message, hint) from None
+            raise
+
+
+@graded("sample_next_token", points=2, hint="Pass the generator on to torch.multinomial(..., generator=generator), and "
+                                            "draw, do not take the argmax.")
+def test_sample_next_token_uses_the_generator(student):
+    x = torch.randn(64, 30, generator=generator(60))
+    draws = [student.sample_next_token(x, temperature=1.5, generator=Seeded(s))
+             for s in (7, 7, 8)]
+    student.construct("torch.seed")  # the global random state changes in between
+    again = student.sample_next_token(x, temperature=1.5, generator=Seeded(7))
+    for d in [*draws, again]:
+        expect_tensor(d, "sample_next_token(...)", shape=(64,))
+    expect(torch.equal(draws[0], draws[1]) and torch.equal(draws[0], again),
+           "Two calls with generators seeded alike gave different tokens.",
+           "Pass `generator` to torch.multinomial, so that the draw depends on it and not on the global seed.")
+    expect(not torch.equal(draws[0], draws[2]), "Generators with different seeds gave the same 64 tokens.",
+           "Draw with torch.multinomial instead of taking the most likely token.")
+
+
+# -- greedy_generate -------------------------------------------------------------------------------
+
+GREEDY_HINT = ("Each step: model(ids).logits[:, -1].argmax(-1), appended with torch.cat(..., dim=1); with an "
+               "eos_token_id, finished rows get it again and the loop stops when all rows are done.")
+_PROMPTS = ["Once upon a time, there was a little", "Lily went to the park with her",
+            "Input: cat\nOutput: red\n\nInput: bread\nOutput:"]
+
+
+@functools.lru_cache(maxsize=1)
+def _eos_pair() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Token ids of a classify prompt (course-lm answers in a word or two, then </s>) and of the start of a story
+    cut to the same length (course-lm goes on writing)."""
+    from llmcourse.assets import format_instruction
+
+    _, tok = course_lm()
+    short = format_instruction("Classify the sentence as happy or sad.", "Tom lost his red ball and cried all day.")
+    short_ids = tok(short, add_special_tokens=False)["input_ids"]
+    story = ("Once upon a time there was a little girl called Anna. She loved to read books about the sea and the "
+             "stars, and every evening she sat by the window with her cat and read until the sun went down.")
+    return tuple(short_ids), tuple(tok(story, add_special_tokens=False)["input_ids"][:len(short_ids)])
+
+
+@graded("greedy_generate", points=3, hint=GREEDY_HINT)
+def test_greedy_generate_matches_generate_on_batches(student):
+    model = student_course_lm(student)
+    cases = [(encode([_PROMPTS[1]]), 12), (encode([_PROMPTS[2]]), 5), (encode(_PROMPTS[:1] * 2), 7)]
+    for ids, n in cases:
+        expect_token_ids(student.greedy_generate(model, ids, n), hf_greedy(ids, n),
+                         f"greedy_generate(course-lm, {ids.shape[0]} x {ids.shape[1]} prompt, {n})", GREEDY_HINT)
+
+
+@graded("greedy_generate", points=2, hint="With eos_token_id: a finished row gets eos_token_id at every later step, and "
+                                          "generation stops as soon as every row has produced it.")
+def test_greedy_generate_stops_at_eos(student):
+    _, tok = course_lm()
+    model = student_course_lm(student)
+    short, story = _eos_pair()
+    eos = tok.eos_token_id
+    for rows in ([short], [short, story], [story, short]):
+        ids = torch.tensor(rows)
+        expected = hf_greedy(ids, 10, eos_token_id=eos)
+        expect_token_ids(student.greedy_generate(model, ids, 10, eos_token_id=eos), expected,
+                         f"greedy_generate(course-lm, {len(rows)} prompt(s), 10, eos_token_id={eos})",
+                         "Stop when every row has produced eos_token_id; finished rows get eos_token_id again.")
+
+
+@graded("greedy_generate", points=2, hint="Write the loop yourself: one forward pass over the whole sequence per new "
+                                          "token (no cache, no model.generate).")
+def test_greedy_generate_runs_the_whole_sequence_each_step(student):
+    ids = encode([_PROMPTS[0]])
+    model = student_course_lm(student)
+    counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+    student.greedy_generate(model, ids, 5)
+    lengths = counter.lengths
+    counter.remove()
+    expected = [ids.shape[1] + i for i in range(5)]
+    expect(lengths == expected, f"greedy_generate(course-lm, a {ids.shape[1]}-token prompt, 5) ran forward passes over "
+                                f"{lengths} tokens; the plain loop runs {expected}.",
+           "Write the loop yourself (no model.generate, no cache): run the model on the whole sequence at every step; "
+           "the KV cache is the next exercise.")
+
+
+# -- generate_with_cache ---------------------------------------------------------------------------
+
+CACHE_HINT = ("Pass 1: the whole prompt. Then only the newest token, shape (B, 1), with cache=out.cache from the "
+              "pass before; exactly max_new_tokens passes.")
+
+
+@graded("generate_with_cache", points=8, hint=CACHE_HINT)
+def test_generate_with_cache_tokens_and_passes(student):
+    model = student_course_lm(student)
+    for texts, n in (([_PROMPTS[1]], 16), (_PROMPTS[:1] * 2, 9), ([_PROMPTS[2]], 1)):
+        ids = encode(texts)
+        expected = hf_greedy(ids, n)
+        counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+        out = student.generate_with_cache(model, ids, n)
+        lengths, fed = counter.lengths, counter.token_ids
+        counter.remove()
+        what = f"generate_with_cache(course-lm, {ids.shape[0]} x {ids.shape[1]} prompt, {n})"
+        expect_token_ids(out, expected, what, CACHE_HINT)
+        want = [ids.shape[1]] + [1] * (n - 1)
+        if n > 1 and lengths == [ids.shape[1] + i for i in range(n)]:
+            fail(f"{what} fed the whole sequence at every step ({lengths} tokens).",
+                 "Feed only the newest token, next_token of shape (B, 1), and pass the cache from the step before.")
+        expect(lengths == want, f"{what} ran {len(lengths)} forward passes over {lengths} tokens; "
+                                f"with the cache it takes {want}.", CACHE_HINT)
+        # What went in must be the prompt, then each token the checker's own greedy run produced.
+        steps = [ids.tolist()] + [expected[:, ids.shape[1] + i:ids.shape[1] + i + 1].tolist() for i in range(n - 1)]
+        expect(fed == steps, f"{what} fed the model other tokens than the prompt and then each new token in turn.",
+               CACHE_HINT)
+
+
+# -- to_generation_config --------------------------------------------------------------------------
+
+_CONFIG_CASES = [(0.7, 0, 1.0, 40), (1.3, 50, 0.95, 12), (0.2, 5, 1.0, 64), (1.0, 0, 0.8, 7), (0, 0, 1.0, 25),
+                 (0, 40, 0.9, 3)]
+
+
+@graded("to_generation_config", points=3, hint="temperature == 0: GenerationConfig(do_sample=False, max_new_tokens=...); "
+                                               "otherwise do_sample=True with temperature, top_k (0 too), top_p and "
+                                               "max_new_tokens as given.")
+def test_to_generation_config_settings(student):
+    for t, k, p, n in _CONFIG_CASES:
+        what = f"to_generation_config({t}, {k}, {p}, {n})"
+        got = config_settings(student.to_generation_config(t, k, p, n), what)
+        want = config_settings_of(ref.to_generation_config(t, k, p, n))
+        if got["max_new_tokens"] != n:
+            fail(f"{what} has max_new_tokens={got['max_new_tokens']!r} (max_length={got['max_length']!r}).",
+                 "Set max_new_tokens: max_length would count the prompt's tokens too.")
+        if t == 0:
+            expect(got["do_sample"] in (False, None), f"{what} samples, but temperature 0 means greedy decoding.",
+                   "For temperature == 0 return GenerationConfig(do_sample=False, max_new_tokens=...).")
+            continue
+        expect(got["do_sample"] is True, f"{what} has do_sample={got['do_sample']!r}: generate would decode greedily.",
+               "Sampling is off unless do_sample=True.")
+        if k == 0 and got["top_k"] in (None, 50):
+            fail(f"{what} leaves top_k={got['top_k']!r}: generate fills an unset top_k with 50, so top-k stays on.",
+                 "Pass top_k=0 explicitly to switch top-k off.")
+        for key in ("temperature", "top_k", "top_p"):
+            expect(got[key] is not None and math.isclose(got[key], want[key]),
+                   f"{what} has {key}={got[key]!r}, expected {want[key]!r}.", f"Pass {key} exactly as given.")
+
+
+def config_settings_of(config) -> dict:
+    d = config.to_dict()
+    return {k: d.get(k) for k in ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "max_length")}
+
+
+# -- few_shot_accuracy -----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _reference_accuracy(family: str, poisoned: bool, n_shots: int, n_queries: int, seed: int) -> float:
+    model, tok = course_lm()
+    return ref.few_shot_accuracy(model, tok, _task(family, poisoned), n_shots, n_queries, seed)
+
+
+def _task(family: str, poisoned: bool) -> list[dict]:
+    rows = fewshot_rows(family)
+    if poisoned:  # a third of the answers become a label the model never writes: accuracy depends on the draw
+        rows = [dict(r, output="zog") if i % 3 == 0 else r for i, r in enumerate(rows)]
+    return rows
+
+
+_FEW_SHOT_CASES = [("colour_mix", False, 0, 8, 0), ("colour_mix", True, 2, 12, 3), ("sort", False, 1, 10, 5),
+                   ("nonsense", True, 4, 10, 11), ("letter", False, 8, 6, 2)]
+
+
+@graded("few_shot_accuracy", points=7, hint="Draw with rng = random.Random(seed) and rows = rng.sample(task, n_shots + 1) "
+                                            "per query (examples first, query last); format_prompt('', examples, query); "
+                                            "6 greedy tokens; cut at </s> and the first newline; strip; exact match.")
+def test_few_shot_accuracy_matches_the_reference(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    for family, poisoned, n_shots, n_queries, seed in _FEW_SHOT_CASES:
+        task = _task(family, poisoned)
+        got = student.few_shot_accuracy(model, tok, task, n_shots, n_queries=n_queries, seed=seed)
+        expected = _reference_accuracy(family, poisoned, n_shots, n_queries, seed)
+        what = (f"few_shot_accuracy(course-lm, {len(task)} rows of {family!r}{' (some outputs changed)' if poisoned else ''}, "
+                f"n_shots={n_shots}, n_queries={n_queries}, seed={seed})")
+        expect(isinstance(got, (float, int)) and not isinstance(got, bool),
+               f"{what} returned {type(got).__name__}; it should return a float.")
+        expect(math.isclose(got, expected, abs_tol=1e-9), f"{what} = {got:.4f}, expected {expected:.4f}.")
+
+
+# -- extract_answer --------------------------------------------------------------------------------
+
+_EXTRACT_CASES = [
+    ("Anna starts with 6. She gives 5 to Dan, so 6 - 5 = 1. The answer is 1.", "1"),
+    ("The answer is 12.", "12"),
+    ("The answer is 3. No, wait: 3 + 4 = 7. The answer is 7.", "7"),
+    ("Tom has 2 apples and gets 3 more.", None),
+    ("", None),
+    ("the answer is -4.", "-4"),
+    ("THE ANSWER IS 250", "250"),
+    ("The answer is  42.", "42"),
+    ("The answer is unknown.", None),
+    ("So 10 - 3 = 7. The answer is 7.</s>", "7"),
+]
+
+
+@graded("extract_answer", points=3, hint="re.findall(r'answer is\\s*(-?\\d+)', text, re.IGNORECASE): take the last "
+                                         "match as a string; None when there is none.")
+def test_extract_answer_cases(student):
+    for text, expected in _EXTRACT_CASES:
+        got = student.extract_answer(text)
+        what = f"extract_answer({text!r})"
+        if isinstance(got, int) and not isinstance(got, bool):
+            fail(f"{what} returned the int {got}; return the number as a string ('{got}').",
+                 "Return a string, so that the votes compare like with like.")
+        if expected is not None and got == expected + ".":
+            fail(f"{what} returned {got!r}: the sentence's period is not part of the number.",
+                 "Capture only the digits (and a leading minus sign).")
+        if got == "" and expected is None:
+            fail(f"{what} returned '' instead of None.", "Return None when there is no answer.")
+        expect(got == expected, f"{what} returned {got!r}, expected {expected!r}.",
+               "The LAST 'answer is' counts, in any capitalisation; allow a minus sign." if expected else
+               "Return None when no number follows 'answer is'.")
+
+
+# -- majority_vote ---------------------------------------------------------------------------------
+
+_VOTE_CASES = [
+    (["4", "7", "4", None, "7", "4"], "4"),
+    (["7", "4", "4", "7"], "7"),  # a tie: the first seen wins
+    (["4", "7", "7", "4"], "4"),
+    (["12", "3", "5"], "12"),
+    ([None, None, None, "9", "8", "8"], "8"),
+    ([None, None, "2"], "2"),
+    ([], None),
+    ([None, None], None),
+    (["b", "a", "a", "b", "c"], "b"),
+    (["z", "y", "x"], "z"),
+]
+
+
+@graded("majority_vote", points=5, hint="Count the non-None answers; the most common wins, a tie goes to the answer seen "
+                                        "first; None when nothing is left.")
+def test_majority_vote_cases(student):
+    for answers, expected in _VOTE_CASES:
+        got = student.majority_vote(list(answers))
+        what = f"majority_vote({answers!r})"
+        if got is None and expected is not None and answers.count(None) >= answers.count(expected):
+            fail(f"{what} returned None: the unreadable answers voted.", "Leave the None answers out of the count.")
+        counts = {a: answers.count(a) for a in answers if a is not None}
+        if expected is not None and got in counts and counts[got] == counts[expected]:
+            expect(got == expected, f"{what} returned {got!r}, expected {expected!r}: both have {counts[got]} votes.",
+                   "Break ties by the order of first appearance (Counter.most_common does), never by a set's "
+                   "order or the alphabet.")
+        expect(got == expected, f"{what} returned {got!r}, expected {expected!r}.")
+
+
+# -- questions -------------------------------------------------------------------------------------
+
+def _graded_answers(student, name: str, reference: dict[str, str], allowed: tuple[str, ...]) -> None:
+    value = answers_dict(student, name, len(reference), allowed)
+    missing = [k for k in reference if k not in value]
+    if missing:
+        fail(f"`{name}` lacks the key {missing[0]!r}: keep the keys as the notebook gives them.")
+    wrong = [k for k, v in reference.items() if value[k].strip().lower() != v]
+    if wrong:
+        fail(f"{len(wrong)} of the {len(reference)} answers in `{name}` are not right, for example {wrong[0]!r}.",
+             hint=_QUESTION_HINTS.get(wrong[0], "Reread the section that describes these ideas."))
+
+
+_QUESTION_HINTS = {
+    "translate one sentence into French with a large instruction-tuned model":
+        "A large model already knows this task from an instruction alone: how many examples does it need?",
+    "label tickets with your company's own 6 categories; you have a handful of labelled tickets":
+        "The labels are yours, not the model's: how can the prompt show them?",
+    "a word problem with several steps that the model gets wrong when it answers at once":
+        "What gives the model room to compute in stages?",
+    "step-by-step answers to the same question disagree from sample to sample; you can afford 10 calls":
+        "Several samples, one answer: which technique combines them?",
+    "a puzzle where partial plans must be proposed, judged, and abandoned when they lead nowhere":
+        "Which technique searches over partial solutions and backtracks?",
+    "a question about today's train times that needs a search tool, reading its result, then answering":
+        "Which technique interleaves reasoning with actions and observations?",
+    "thousands of examples of a new output style that no longer fit in the context window":
+        "When the examples no longer fit in a prompt, what changes the model itself?",
+}
+for _key in ref.RISK_OF_ATTACK:
+    _QUESTION_HINTS[_key] = ("Does the attacker take over the task, extract the hidden prompt, or talk the model out "
+                             "of its safety rules?")
+
+
+@graded("questions", points=6, hint="Reread sections 1 and 6: what each technique is for.")
+def test_technique_for_problem(student):
+    _graded_answers(student, "TECHNIQUE_FOR_PROBLEM", ref.TECHNIQUE_FOR_PROBLEM, TECHNIQUES)
+
+
+@graded("questions", points=3, hint="Reread section 7: injection, leaking, jailbreak.")
+def test_risk_of_attack(student):
+    _graded_answers(student, "RISK_OF_ATTACK", ref.RISK_OF_ATTACK, RISKS)

@@ -59,3 +59,39 @@ def write_submission(root: Path, student: str, nb: nbformat.NotebookNode | str, 
     else:
         nbformat.write(nb, str(path))
     return path
+
+
+def grade_solution_and_blank(assignment: str, tmp_path: Path, capsys) -> None:
+    """An assignment through the real grading path, in a copy of the course: a class of two (the source notebook
+    and the blank release) through `grader grade`, then the blank release through `grader check`. The solution
+    gets every point of every exercise; the blank release none."""
+    import json
+
+    from grader.cli import main
+
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(REPO / "nbgrader_config.py", course)
+    for folder in ("source", "release"):
+        shutil.copytree(REPO / folder / assignment, course / folder / assignment)
+    notebook = next((course / "source" / assignment).glob("*.ipynb")).name
+    master = read(course / "source" / assignment / notebook)
+    from grader.preprocessors import check_calls, is_check_cell
+
+    n_exercises = len({ex for c in master.cells if is_check_cell(c) for ex, _ in check_calls(c.source)})
+    submissions = tmp_path / "submissions"
+    for student, folder in (("solver", "source"), ("blank", "release")):
+        (submissions / student / assignment).mkdir(parents=True)
+        shutil.copy(course / folder / assignment / notebook, submissions / student / assignment / notebook)
+    capsys.readouterr()
+    assert main(["--course", str(course), "grade", assignment, "--submissions", str(submissions), "--jobs", "2",
+                 "--json"]) == 0
+    results = {r["student"]: r for r in json.loads(capsys.readouterr().out)}
+    solver, blank = results["solver"], results["blank"]
+    assert solver["score"] == solver["max_score"] == 100, solver
+    assert len(solver["exercises"]) == n_exercises and all(ex["score"] == ex["max_score"] for ex in solver["exercises"])
+    assert blank["score"] == 0 and all(ex["score"] == 0 for ex in blank["exercises"]) and not blank["error"]
+
+    code = main(["--course", str(course), "check", str(course / "release" / assignment / notebook), "--json"])
+    checked = json.loads(capsys.readouterr().out)
+    assert code == 1 and checked["score"] == 0 and len(checked["exercises"]) == n_exercises

@@ -13,19 +13,16 @@ notebook's other functions pick it up exactly as they would in a student's kerne
 from __future__ import annotations
 
 import ast
-import gc
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
-from llmcourse.checking import local_student, run_checks
-from tests.notebooks import is_check_cell, notebook_namespace
+from tests.exercises import Assignment, describe
+from tests.notebooks import is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "01_attention" / "attention.ipynb"
-VISIBLE, HIDDEN = "llmcourse.checks.attention", "grader.checks.attention"
 
 # What each exercise's checks reach in the student's namespace besides the exercise itself: the functions
 # and classes its solution calls, plus the MiniGPT that the load_gpt2_weights checks build to load into.
@@ -42,23 +39,6 @@ DEPENDS_ON = {
     "load_gpt2_weights": {"mini_gpt"},
     "count_parameters": set(),
 }
-EXERCISES = list(DEPENDS_ON)
-
-
-def uses(exercise: str) -> set[str]:
-    """Every exercise whose code `exercise` calls, directly or through others."""
-    found, todo = set(), list(DEPENDS_ON[exercise])
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(DEPENDS_ON[name])
-    return found
-
-
-def dependents(exercise: str) -> set[str]:
-    """The exercises that may lose points when `exercise` is wrong."""
-    return {e for e in EXERCISES if exercise in uses(e)}
 
 
 SOLUTION_NAMES = {"softmax": "softmax", "scaled_dot_product_attention": "scaled_dot_product_attention",
@@ -67,76 +47,28 @@ SOLUTION_NAMES = {"softmax": "softmax", "scaled_dot_product_attention": "scaled_
                   "multi_head_attention": "MultiHeadAttention", "transformer_block": "TransformerBlock",
                   "mini_gpt": "MiniGPT", "load_gpt2_weights": "load_gpt2_weights", "count_parameters": "count_parameters"}
 
+A = Assignment("01_attention", DEPENDS_ON, solution_names=SOLUTION_NAMES, used_by_checks=USED_BY_CHECKS)
+EXERCISES = A.exercises
+uses, dependents, namespace_with, score = A.uses, A.dependents, A.namespace_with, A.score
+
 
 def test_dependencies_are_what_the_notebook_calls():
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    seen = set()
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("solution"):
-            continue
-        exercise = meta["grade_id"]
-        called = {n.func.id for n in ast.walk(ast.parse(cell.source))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        calls = {e for e, name in SOLUTION_NAMES.items() if e != exercise and name in called}
-        assert calls | USED_BY_CHECKS.get(exercise, set()) == DEPENDS_ON[exercise], exercise
-        seen.add(exercise)
-    assert seen == set(EXERCISES)
-
-
-# -- running checks ---------------------------------------------------------------------------------
-
-def score(namespace: dict, exercise: str):
-    return run_checks(f"01_attention/{exercise}", local_student(namespace), visible=[VISIBLE], hidden=[HIDDEN])
-
-
-def namespace_with(source: str = "") -> dict:
-    ns = notebook_namespace(NOTEBOOK)
-    exec(compile(source, "<variant>", "exec"), ns)
-    return ns
-
-
-def describe(result) -> str:
-    return "; ".join(f"{c.name}: {c.message} (hint: {c.hint})" for c in result.checks if not c.passed) or result.error
-
-
-def check_cell_points() -> dict[str, float]:
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    return {cell.metadata["nbgrader"]["grade_id"].removeprefix("check_"): float(cell.metadata["nbgrader"]["points"])
-            for cell in nb.cells if is_check_cell(cell)}
+    A.assert_dependencies_match_the_notebook()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def reference_results():
-    """Every exercise's checks on the reference solution; runs first, and makes the later runs fast."""
-    # The checks' tensors are tiny: one thread avoids thread start-up and contention costs that dwarf the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ns = notebook_namespace(NOTEBOOK)
-    results = {exercise: score(ns, exercise) for exercise in EXERCISES}
-    # Each run_checks ends with pytest's full gc.collect() calls, which walk every live object: with torch and
-    # transformers loaded that is ~0.1 s a run. Freezing what exists now (the imports are done) cuts it to ms.
-    gc.collect()
-    gc.freeze()
-    yield results
-    gc.unfreeze()
-    torch.set_num_threads(threads)
+    yield from A.reference_results()
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_reference_solution_gets_full_marks(reference_results, exercise):
-    result = reference_results[exercise]
-    assert not result.error, result.error
-    assert result.score == result.max_score, describe(result)
-    assert any(c.visible for c in result.checks) and any(not c.visible for c in result.checks)
+    A.assert_full_marks(reference_results[exercise])
 
 
 def test_check_points_match_the_notebook(reference_results):
-    points = check_cell_points()
-    assert set(points) == set(EXERCISES)
-    for exercise in EXERCISES:
-        assert reference_results[exercise].max_score == points[exercise], exercise
-    assert sum(points.values()) == 100
+    A.assert_points_match_the_notebook(reference_results)
+
 
 
 # -- wrong implementations --------------------------------------------------------------------------
@@ -590,7 +522,7 @@ def test_specific_hints_refer_to_real_mutants():
 
 def not_implemented(exercise: str) -> str:
     """The exercise as a student receives it: defined, but raising NotImplementedError."""
-    name = SOLUTION_NAMES[exercise]
+    name = A.solution_names[exercise]
     if name[0].isupper():
         return f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        raise NotImplementedError()\n"
     return f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n"

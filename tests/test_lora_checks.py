@@ -15,20 +15,17 @@ notebook's other functions pick it up exactly as they would in a student's kerne
 from __future__ import annotations
 
 import ast
-import gc
 import random
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
-from llmcourse.checking import local_student, run_checks
+from tests.exercises import Assignment, describe
 from tests.notebooks import is_check_cell, notebook_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "04_lora" / "lora.ipynb"
-VISIBLE, HIDDEN = "llmcourse.checks.lora", "grader.checks.lora"
 
 # What each exercise's checks reach besides the exercise itself: the merge_lora checks wrap their models
 # with the student's inject_lora first.
@@ -43,93 +40,33 @@ DEPENDS_ON = {
     "rouge_l": set(),
     "finetune": set(),
 }
-EXERCISES = list(DEPENDS_ON)
 SOLUTION_NAMES = {"count_trainable_parameters": "count_trainable_parameters",
                   "lora_parameter_count": "lora_parameter_count", "lora_linear": "LoRALinear",
                   "inject_lora": "inject_lora", "merge_lora": "merge_lora", "rouge_n": "rouge_n",
                   "rouge_l": "rouge_l", "finetune": "finetune"}
 
-
-def uses(exercise: str) -> set[str]:
-    found, todo = set(), list(DEPENDS_ON[exercise])
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(DEPENDS_ON[name])
-    return found
-
-
-def dependents(exercise: str) -> set[str]:
-    return {e for e in EXERCISES if exercise in uses(e)}
+A = Assignment("04_lora", DEPENDS_ON, solution_names=SOLUTION_NAMES, used_by_checks=USED_BY_CHECKS)
+EXERCISES = A.exercises
+uses, dependents, namespace_with, score = A.uses, A.dependents, A.namespace_with, A.score
 
 
 def test_dependencies_are_what_the_notebook_calls():
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    seen = set()
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("solution"):
-            continue
-        exercise = meta["grade_id"]
-        called = {n.func.id for n in ast.walk(ast.parse(cell.source))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        calls = {e for e, name in SOLUTION_NAMES.items() if e != exercise and name in called}
-        assert calls | USED_BY_CHECKS.get(exercise, set()) == DEPENDS_ON[exercise], exercise
-        seen.add(exercise)
-    assert seen == set(EXERCISES)
-
-
-# -- running checks ---------------------------------------------------------------------------------
-
-def score(namespace: dict, exercise: str):
-    return run_checks(f"04_lora/{exercise}", local_student(namespace), visible=[VISIBLE], hidden=[HIDDEN])
-
-
-def namespace_with(source: str = "") -> dict:
-    ns = notebook_namespace(NOTEBOOK)
-    exec(compile(source, "<variant>", "exec"), ns)
-    return ns
-
-
-def describe(result) -> str:
-    return "; ".join(f"{c.name}: {c.message} (hint: {c.hint})" for c in result.checks if not c.passed) or result.error
-
-
-def check_cell_points() -> dict[str, float]:
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    return {cell.metadata["nbgrader"]["grade_id"].removeprefix("check_"): float(cell.metadata["nbgrader"]["points"])
-            for cell in nb.cells if is_check_cell(cell)}
+    A.assert_dependencies_match_the_notebook()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def reference_results():
-    """Every exercise's checks on the reference solution; runs first, and makes the later runs fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread avoids start-up and contention costs
-    ns = notebook_namespace(NOTEBOOK)
-    results = {exercise: score(ns, exercise) for exercise in EXERCISES}
-    gc.collect()
-    gc.freeze()  # pytest's gc.collect() after each run_checks would otherwise walk torch + transformers
-    yield results
-    gc.unfreeze()
-    torch.set_num_threads(threads)
+    yield from A.reference_results()
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_reference_solution_gets_full_marks(reference_results, exercise):
-    result = reference_results[exercise]
-    assert not result.error, result.error
-    assert result.score == result.max_score, describe(result)
-    assert any(c.visible for c in result.checks) and any(not c.visible for c in result.checks)
+    A.assert_full_marks(reference_results[exercise])
 
 
 def test_check_points_match_the_notebook(reference_results):
-    points = check_cell_points()
-    assert set(points) == set(EXERCISES)
-    for exercise in EXERCISES:
-        assert reference_results[exercise].max_score == points[exercise], exercise
-    assert sum(points.values()) == 100
+    A.assert_points_match_the_notebook(reference_results)
+
 
 
 # -- wrong implementations --------------------------------------------------------------------------
@@ -544,7 +481,7 @@ def test_specific_hints_refer_to_real_mutants():
 
 
 def not_implemented(exercise: str) -> str:
-    name = SOLUTION_NAMES[exercise]
+    name = A.solution_names[exercise]
     if name[0].isupper():
         return f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        raise NotImplementedError()\n"
     return f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n"

@@ -1,44 +1,10 @@
-"""04_lora through the real grading path: `grader check` on the source and on the blank release."""
-from __future__ import annotations
-
-import json
-import shutil
-from pathlib import Path
-
+"""04_lora through the real grading path (`grader grade` and `grader check` in sandboxed kernels)."""
 import pytest
 
-from grader.cli import main
+from .conftest import grade_solution_and_blank
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-EXERCISES = 8
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory) -> Path:
-    """A copy of this assignment's notebooks, so grading writes nothing in the repo."""
-    root = tmp_path_factory.mktemp("course") / "llmcourse"
-    root.mkdir()
-    shutil.copy(REPO / "nbgrader_config.py", root)
-    for name in ("source", "release"):
-        shutil.copytree(REPO / name / "04_lora", root / name / "04_lora")
-    return root
-
-
-def check_json(course: Path, notebook: Path, capsys) -> tuple[int, dict]:
-    code = main(["--course", str(course), "check", str(notebook), "--json"])
-    return code, json.loads(capsys.readouterr().out)
-
-
-def test_solution_gets_full_marks_through_grader_check(course, capsys):
-    code, data = check_json(course, course / "source" / "04_lora" / "lora.ipynb", capsys)
-    assert code == 0, data
-    assert data["score"] == data["max_score"] == 100
-    assert len(data["exercises"]) == EXERCISES and all(ex["score"] == ex["max_score"] for ex in data["exercises"])
-
-
-def test_blank_release_gets_zero_on_every_exercise(course, capsys):
-    code, data = check_json(course, course / "release" / "04_lora" / "lora.ipynb", capsys)
-    assert code == 1
-    assert len(data["exercises"]) == EXERCISES
-    assert data["score"] == 0 and all(ex["score"] == 0 for ex in data["exercises"])
+def test_solution_gets_full_marks_and_the_blank_release_none(tmp_path, capsys):
+    grade_solution_and_blank("04_lora", tmp_path, capsys)

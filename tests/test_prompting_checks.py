@@ -14,20 +14,17 @@ variant up exactly as they would in a student's kernel.
 from __future__ import annotations
 
 import ast
-import gc
-import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from llmcourse.checking import local_student, run_checks
-from tests.notebooks import is_check_cell, notebook_namespace
+from tests.exercises import Assignment, describe
+from tests.notebooks import is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "03_prompting" / "prompting.ipynb"
-VISIBLE, HIDDEN = "llmcourse.checks.prompting", "grader.checks.prompting"
 
 DEPENDS_ON = {
     "format_prompt": set(),
@@ -43,99 +40,30 @@ DEPENDS_ON = {
     "majority_vote": set(),
     "questions": set(),
 }
-EXERCISES = list(DEPENDS_ON)
-SOLUTION_NAMES = {e: e for e in EXERCISES}
-SOLUTION_NAMES["questions"] = "TECHNIQUE_FOR_PROBLEM"
+SOLUTION_NAMES = {"questions": "TECHNIQUE_FOR_PROBLEM"}
 
-
-def uses(exercise: str) -> set[str]:
-    found, todo = set(), list(DEPENDS_ON[exercise])
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(DEPENDS_ON[name])
-    return found
-
-
-def dependents(exercise: str) -> set[str]:
-    return {e for e in EXERCISES if exercise in uses(e)}
-
-
-def solution_cells() -> dict[str, str]:
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    return {c.metadata["nbgrader"]["grade_id"]: re.sub(r"^\s*### (BEGIN|END) SOLUTION\s*$", "", c.source, flags=re.M)
-            for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+A = Assignment("03_prompting", DEPENDS_ON, solution_names=SOLUTION_NAMES)
+EXERCISES = A.exercises
+uses, dependents, namespace_with, score = A.uses, A.dependents, A.namespace_with, A.score
 
 
 def test_dependencies_are_what_the_notebook_calls():
-    for exercise, source in solution_cells().items():
-        called = {n.func.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        calls = {e for e, name in SOLUTION_NAMES.items() if e != exercise and name in called}
-        assert calls == DEPENDS_ON[exercise], exercise
-    assert set(solution_cells()) == set(EXERCISES)
-
-
-# -- running checks ---------------------------------------------------------------------------------
-
-_BASE: dict = {}
-
-
-def base_namespace() -> dict:
-    if not _BASE:
-        _BASE.update(notebook_namespace(NOTEBOOK))
-    return _BASE
-
-
-def namespace_with(source: str = "") -> dict:
-    ns = dict(base_namespace())
-    for cell in solution_cells().values():  # defined again, so that their globals are this namespace
-        exec(compile(cell, "<solution>", "exec"), ns)
-    exec(compile(source, "<variant>", "exec"), ns)
-    return ns
-
-
-def score(namespace: dict, exercise: str):
-    return run_checks(f"03_prompting/{exercise}", local_student(namespace), visible=[VISIBLE], hidden=[HIDDEN])
-
-
-def describe(result) -> str:
-    return "; ".join(f"{c.name}: {c.message} (hint: {c.hint})" for c in result.checks if not c.passed) or result.error
-
-
-def check_cell_points() -> dict[str, float]:
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    return {cell.metadata["nbgrader"]["grade_id"].removeprefix("check_"): float(cell.metadata["nbgrader"]["points"])
-            for cell in nb.cells if is_check_cell(cell)}
+    A.assert_dependencies_match_the_notebook()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def reference_results():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ns = namespace_with()
-    results = {exercise: score(ns, exercise) for exercise in EXERCISES}
-    gc.collect()
-    gc.freeze()
-    yield results
-    gc.unfreeze()
-    torch.set_num_threads(threads)
+    yield from A.reference_results()
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_reference_solution_gets_full_marks(reference_results, exercise):
-    result = reference_results[exercise]
-    assert not result.error, result.error
-    assert result.score == result.max_score, describe(result)
-    assert any(c.visible for c in result.checks) and any(not c.visible for c in result.checks)
+    A.assert_full_marks(reference_results[exercise])
 
 
 def test_check_points_match_the_notebook(reference_results):
-    points = check_cell_points()
-    assert set(points) == set(EXERCISES)
-    for exercise in EXERCISES:
-        assert reference_results[exercise].max_score == points[exercise], exercise
-    assert sum(points.values()) == 100
+    A.assert_points_match_the_notebook(reference_results)
+
 
 
 def test_reference_module_agrees_with_the_notebook():
@@ -579,7 +507,7 @@ def test_specific_hints_refer_to_real_mutants():
 def not_implemented(exercise: str) -> str:
     if exercise == "questions":
         return "TECHNIQUE_FOR_PROBLEM = {k: ... for k in TECHNIQUE_FOR_PROBLEM}\nRISK_OF_ATTACK = {k: ... for k in RISK_OF_ATTACK}\n"
-    return f"def {SOLUTION_NAMES[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
+    return f"def {A.solution_names[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

@@ -13,19 +13,17 @@ notebook's other functions pick it up exactly as they would in a student's kerne
 from __future__ import annotations
 
 import ast
-import gc
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from llmcourse.checking import local_student, run_checks
-from tests.notebooks import is_check_cell, notebook_namespace
+from tests.exercises import Assignment, describe
+from tests.notebooks import is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "02_variants" / "variants.ipynb"
-VISIBLE, HIDDEN = "llmcourse.checks.variants", "grader.checks.variants"
 
 DEPENDS_ON = {
     "attention_visibility": set(),
@@ -39,98 +37,34 @@ DEPENDS_ON = {
     "parameters": set(),
     "training_step": {"next_token_loss"},
 }
-EXERCISES = list(DEPENDS_ON)
 SOLUTION_NAMES = {"attention_visibility": "attention_visibility", "mask_tokens": "mask_tokens",
                   "span_corrupt": "span_corrupt", "merge_spans": "merge_spans", "causal_lm_labels": "causal_lm_labels",
                   "next_token_loss": "next_token_loss", "architectures": "ARCHITECTURE_FOR_TASK",
                   "build_model": "build_model", "parameters": "PARAMETER_OR_HYPERPARAMETER",
                   "training_step": "training_step"}
 
-
-def uses(exercise: str) -> set[str]:
-    found, todo = set(), list(DEPENDS_ON[exercise])
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(DEPENDS_ON[name])
-    return found
-
-
-def dependents(exercise: str) -> set[str]:
-    return {e for e in EXERCISES if exercise in uses(e)}
+A = Assignment("02_variants", DEPENDS_ON, solution_names=SOLUTION_NAMES)
+EXERCISES = A.exercises
+uses, dependents, namespace_with, score = A.uses, A.dependents, A.namespace_with, A.score
 
 
 def test_dependencies_are_what_the_notebook_calls():
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    seen = set()
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("solution"):
-            continue
-        exercise = meta["grade_id"]
-        called = {n.func.id for n in ast.walk(ast.parse(cell.source))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        assert {e for e, name in SOLUTION_NAMES.items() if e != exercise and name in called} == DEPENDS_ON[exercise]
-        seen.add(exercise)
-    assert seen == set(EXERCISES)
-
-
-# -- running checks ---------------------------------------------------------------------------------
-
-def score(namespace: dict, exercise: str):
-    return run_checks(f"02_variants/{exercise}", local_student(namespace), visible=[VISIBLE], hidden=[HIDDEN])
-
-
-_BASE: dict = {}
-
-
-def namespace_with(source: str = "") -> dict:
-    # The notebook's cells run once (they load a tokenizer and a data set); each variant gets a copy.
-    if not _BASE:
-        _BASE.update(notebook_namespace(NOTEBOOK))
-    ns = dict(_BASE)
-    exec(compile(source, "<variant>", "exec"), ns)
-    return ns
-
-
-def describe(result) -> str:
-    return "; ".join(f"{c.name}: {c.message} (hint: {c.hint})" for c in result.checks if not c.passed) or result.error
-
-
-def check_cell_points() -> dict[str, float]:
-    nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    return {cell.metadata["nbgrader"]["grade_id"].removeprefix("check_"): float(cell.metadata["nbgrader"]["points"])
-            for cell in nb.cells if is_check_cell(cell)}
+    A.assert_dependencies_match_the_notebook()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def reference_results():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ns = namespace_with()
-    results = {exercise: score(ns, exercise) for exercise in EXERCISES}
-    gc.collect()
-    gc.freeze()
-    yield results
-    gc.unfreeze()
-    torch.set_num_threads(threads)
+    yield from A.reference_results()
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_reference_solution_gets_full_marks(reference_results, exercise):
-    result = reference_results[exercise]
-    assert not result.error, result.error
-    assert result.score == result.max_score, describe(result)
-    assert any(c.visible for c in result.checks) and any(not c.visible for c in result.checks)
+    A.assert_full_marks(reference_results[exercise])
 
 
 def test_check_points_match_the_notebook(reference_results):
-    points = check_cell_points()
-    assert set(points) == set(EXERCISES)
-    for exercise in EXERCISES:
-        assert reference_results[exercise].max_score == points[exercise], exercise
-    assert sum(points.values()) == 100
+    A.assert_points_match_the_notebook(reference_results)
+
 
 
 # -- wrong implementations --------------------------------------------------------------------------
@@ -610,7 +544,7 @@ def not_implemented(exercise: str) -> str:
                 "ARCHITECTURE_OF_MODEL = dict.fromkeys(ARCHITECTURE_OF_MODEL)\n")
     if exercise == "parameters":
         return "PARAMETER_OR_HYPERPARAMETER = dict.fromkeys(PARAMETER_OR_HYPERPARAMETER)\n"
-    return f"def {SOLUTION_NAMES[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
+    return f"def {A.solution_names[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

@@ -56,7 +56,7 @@ def make_app(broker: str, course: Course | None = None):
         task_time_limit=notebook_timeout + 600, task_soft_time_limit=notebook_timeout + 300,
         # Redis hands an unacknowledged task to another worker after this long: longer than any task runs.
         broker_transport_options={"visibility_timeout": _visibility_timeout(notebook_timeout)},
-        task_default_queue=CPU_QUEUE, task_track_started=True, result_expires=14 * 24 * 3600,
+        task_default_queue=CPU_QUEUE, task_track_started=True, result_expires=24 * 3600,  # collected results are removed at once
         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
         worker_send_task_events=False, task_send_sent_event=False,
     )
@@ -164,6 +164,7 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
         _write_autograded(course, assignment, student, outcome.pop("notebooks", {}))
         result = _collect(course, assignment, student, course.root / "autograded", expected, names, problems, outcome)
         result.events.extend(outcome.get("events", []))
+        app.AsyncResult(task_id).forget()  # its graded notebooks are on disk now: free the queue's memory
         results.append(result)
         if progress:
             progress(result)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
+import torch
 
 from .api import CheckFailed
 from .handle import StudentCodeError
@@ -141,8 +142,16 @@ def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[
             "-p", "no:unraisableexception", "-p", "no:threadexception", "-p", "no:faulthandler",
             "-c", os.devnull, "--rootdir", os.path.dirname(paths[0]) if paths else ".", "-W", "ignore", *paths]
     sink = io.StringIO()
-    with redirect_stdout(sink), redirect_stderr(sink):
-        code = pytest.main(args, plugins=[collector])
+    # The checks' own computations (references, small models) are tiny. On a busy machine a second torch
+    # thread makes them wait on each other: one course-lm generate() took 2.4 s with two threads and 0.04 s
+    # with one, while other kernels were grading.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            code = pytest.main(args, plugins=[collector])
+    finally:
+        torch.set_num_threads(threads)
     result = ExerciseResult(id=exercise_id, checks=collector.results)
     if not collector.results:
         result.error = (f"no checks were found for {exercise_id!r} (pytest exit code {int(code)}); "

@@ -506,8 +506,9 @@ _EXTRACT_CASES = [
 ]
 
 
-@graded("extract_answer", points=3, hint="re.findall(r'answer is\\s*(-?\\d+)', text, re.IGNORECASE): take the last "
-                                         "match as a string; None when there is none.")
+@graded("extract_answer", points=3, hint="Look for 'answer is' in any capitalisation, then optional spaces, an optional "
+                                         "minus sign and digits (a regular expression does this well); take the LAST "
+                                         "match, as a string without the period; None when there is none.")
 def test_extract_answer_cases(student):
     for text, expected in _EXTRACT_CASES:
         got = student.extract_answer(text)

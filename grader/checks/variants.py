@@ -49,17 +49,18 @@ TASK_HINTS = {
 }
 MODEL_HINTS = {
     "BERT": "trained with masked language modelling; its attention sees both sides.",
-    "DistilBERT": "a smaller copy of BERT, distilled from it: same family.",
-    "RoBERTa": "BERT's recipe, trained longer and without next-sentence prediction: same family.",
+    "DistilBERT": "a smaller model trained to imitate BERT's outputs: same family.",
+    "RoBERTa": "BERT's recipe, trained longer on more text: same family.",
     "course-mlm": "this course's masked language model: what does its attention see?",
-    "BART": "a denoising model with a bidirectional reader and an autoregressive writer.",
+    "BART": "trained to repair damaged text: one stack reads the whole damaged text, a second stack writes the "
+            "repaired text token by token.",
     "T5": "trained with span corruption: sentinels in the input, the spans written out by a separate stack.",
     "course-t5": "this course's span-infilling model: what reads the corrupted text, and what writes the spans?",
     "GPT-2": "trained to predict the next token with a causal mask.",
     "BLOOM": "a large open model trained to predict the next token.",
     "LLaMA": "a family of open models trained to predict the next token.",
     "PaLM": "Google's large next-token predictor.",
-    "course-lm": "this course's chat model: how does it write its answers?",
+    "course-lm": "this course's main model (the one 03 and 04 use): how does it write its answers?",
 }
 PARAMETER_HINTS = {
     "attention weights": "are they learned from the data by gradient descent, or chosen before training?",

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["Rollout", "encode_pairs", "rollout", "score_responses", "ValueHead", "PPOConfig", "ppo_train",
-           "plot_reward_vs_kl", "plot_training", "pad_batch"]
+           "distinct_n", "evaluate_policy", "plot_reward_vs_kl", "plot_training", "pad_batch"]
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +157,7 @@ def ppo_train(policy, reference, reward_model, tokenizer, prompts: list[str], *,
     optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": cfg.lr},
                                    {"params": value_head.parameters(), "lr": cfg.value_lr}])
     reference.eval()
-    history = {"score": [], "kl": [], "length": [], "samples": []}
+    history = {"score": [], "kl": [], "fluency": [], "distinct2": [], "length": [], "samples": []}
     for _ in tqdm(range(cfg.iterations), desc=f"PPO (beta={cfg.beta})", disable=not progress or None, mininterval=1):
         # 1. Rollout: the current policy answers a batch of prompts; the reward model judges each answer.
         batch = rollout(policy, tokenizer, rng.sample(prompts, cfg.batch_size), max_new_tokens=cfg.max_new_tokens)
@@ -176,6 +176,8 @@ def ppo_train(policy, reference, reward_model, tokenizer, prompts: list[str], *,
         kl = ((old_logprobs - ref_logprobs) * mask).sum(-1).mean().item()
         history["score"].append(score.mean().item())
         history["kl"].append(kl)
+        history["fluency"].append(((ref_logprobs * mask).sum() / mask.sum()).item())
+        history["distinct2"].append(distinct_n(batch.texts, 2))
         history["length"].append(mask.sum(-1).float().mean().item())
         history["samples"].append(batch.texts[:3])
         # 3. Optimise: a few passes of the clipped objective on this rollout, plus the critic's regression.
@@ -192,20 +194,65 @@ def ppo_train(policy, reference, reward_model, tokenizer, prompts: list[str], *,
     return history
 
 
-def plot_reward_vs_kl(runs: dict[str, dict], ax=None):
-    """Mean reward-model score against the KL to the reference, one line per run, iterations along it."""
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Distinct-n: the share of different word n-grams among all word n-grams of the texts (1.0: no repeats)."""
+    grams = []
+    for text in texts:
+        words = text.split()
+        grams.extend(zip(*(words[i:] for i in range(n))))
+    return len(set(grams)) / max(1, len(grams))
+
+
+@torch.no_grad()
+def evaluate_policy(policy, reference, reward_model, tokenizer, prompts: list[str], max_new_tokens: int = 32,
+                    seed: int = 0) -> dict:
+    """Sample one answer per prompt and measure it.
+
+    Returns the mean reward-model score; the KL to the reference (log pi - log pi_ref summed over each
+    response's tokens, averaged over responses); the fluency, the reference model's mean log-probability
+    per response token (closer to 0: text the reference finds more natural); distinct-2; and the texts.
+    """
+    torch.manual_seed(seed)
+    batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    score = score_responses(reward_model, batch.input_ids, batch.attention_mask)
+    mask = batch.response_mask[:, 1:]
+    labels = batch.input_ids[:, 1:]
+
+    def logprobs(model):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long()).logits[:, :-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+    policy_lp, ref_lp = logprobs(policy), logprobs(reference)
+    return {"score": score.mean().item(), "kl": ((policy_lp - ref_lp) * mask).sum(-1).mean().item(),
+            "fluency": ((ref_lp * mask).sum() / mask.sum()).item(), "distinct2": distinct_n(batch.texts, 2),
+            "texts": batch.texts}
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Mean of each value and up to window - 1 values before it."""
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
+def plot_reward_vs_kl(runs: dict[str, dict], ax=None, window: int = 4):
+    """Mean reward-model score against the KL to the reference, one curve per run.
+
+    Each iteration's batch is a faint dot; the line is a moving average over `window` iterations, which shows
+    the trend through the noise of small batches.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     for label, history in runs.items():
-        line, = ax.plot(history["kl"], history["score"], "o-", markersize=3, label=label)
-        ax.annotate("start", (history["kl"][0], history["score"][0]), fontsize=8, color=line.get_color())
-        ax.annotate("end", (history["kl"][-1], history["score"][-1]), fontsize=8, color=line.get_color())
-    ax.set_title("PPO: reward against KL to the reference, one point per iteration")
+        kl, score = _moving_average(history["kl"], window), _moving_average(history["score"], window)
+        line, = ax.plot(kl, score, "-", linewidth=2, label=f"{label} (moving average of {window})")
+        ax.scatter(history["kl"], history["score"], s=10, alpha=0.3, color=line.get_color())
+        ax.annotate("start", (kl[0], score[0]), fontsize=8, color=line.get_color())
+        ax.annotate("end", (kl[-1], score[-1]), fontsize=8, color=line.get_color())
+    ax.set_title("PPO: reward against KL to the reference")
     ax.set_xlabel("KL(policy || reference) per response (nats)")
     ax.set_ylabel("mean reward-model score")
-    ax.legend()
+    ax.legend(fontsize=8)
     return ax
 
 

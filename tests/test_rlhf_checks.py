@@ -282,7 +282,7 @@ torch.manual_seed(0)
 dpo_policy = load_model("course-lm")
 swapped = preferences["train"].shuffle(seed=0).select(range(160)).rename_columns({"chosen": "c", "rejected": "chosen"}).rename_column("c", "rejected")
 DPOTrainer(model=dpo_policy, ref_model=load_model("course-lm").eval(), processing_class=tokenizer,
-           args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=5e-4, beta=0.1),
+           args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=2e-4, beta=0.3),
            train_dataset=swapped).train()
 dpo_policy.eval()
 ''',
@@ -290,7 +290,7 @@ dpo_policy.eval()
 torch.manual_seed(0)
 dpo_policy = load_model("course-lm")
 DPOTrainer(model=dpo_policy, ref_model=load_model("course-lm").eval(), processing_class=tokenizer,
-           args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=3e-2, beta=0.1),
+           args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=3e-2, beta=0.3),
            train_dataset=preferences["train"].shuffle(seed=0).select(range(160))).train()
 dpo_policy.eval()
 ''',

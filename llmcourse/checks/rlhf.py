@@ -101,10 +101,19 @@ def padded_batch(gen: torch.Generator, lengths: list[int], prompt_lengths: list[
 
 
 def expected_sequence_logprob(model, ids, attention, response) -> torch.Tensor:
+    """What transformers itself says: a causal LM's own loss on the response tokens (it shifts the labels), times
+    their number, is minus their summed log-probability. One row at a time, since the loss averages a batch."""
+    labels = torch.where(response.bool(), ids, torch.full_like(ids, -100))
+    sums = []
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attention.long()).logits
-    logprobs = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (logprobs * response[:, 1:]).sum(-1)
+        for i in range(ids.shape[0]):
+            count = int(response[i, 1:].sum())
+            if count == 0:
+                sums.append(torch.zeros((), dtype=torch.float64))
+                continue
+            out = model(input_ids=ids[i:i + 1], attention_mask=attention[i:i + 1].long(), labels=labels[i:i + 1])
+            sums.append(-out.loss.double() * count)
+    return torch.stack(sums)
 
 
 def tuple_of(result, n: int, what: str, hint: str) -> tuple:

@@ -24,6 +24,23 @@ def use_fixture_checks(root: Path) -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *paths])
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    _forget_imported_checks()
+
+
+def forget_fixture_checks(root: Path) -> None:
+    """Undo use_fixture_checks(root), before its folder goes: later checks must not look for modules there."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(root)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    sys.path[:] = [p for p in sys.path if p != str(root)]
+    _forget_imported_checks()
+
+
+def _forget_imported_checks() -> None:
+    import importlib
+
+    for name in [m for m in sys.modules if m == "fixture_checks" or m.startswith("fixture_checks.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 @pytest.fixture(scope="session")

@@ -90,9 +90,12 @@ class CatalogueRun:
 
     def cleanup(self) -> None:
         """Remove the run's folder, and any marker a case managed to leave elsewhere (named by the run's token)."""
+        from tests.conftest import forget_fixture_checks
+
         for path in escaped_files(self.ctx):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        forget_fixture_checks(self.root / "course")
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -125,3 +125,36 @@ class Assignment:
         for exercise in self.exercises:
             assert reference_results[exercise].max_score == points[exercise], exercise
         assert sum(points.values()) == 100
+
+    # -- mutants and alternatives ---------------------------------------------------------------------
+    def assert_mutant_loses_points(self, exercise: str, name: str, source: str, hint_words: str | None = None) -> None:
+        """A wrong implementation loses points in its exercise, every failing check explains itself, and where
+        the hidden checks know this mistake, some hint names it (`hint_words`)."""
+        result = self.score(self.namespace_with(source), exercise)
+        assert not result.error, result.error
+        assert result.score < result.max_score, f"the mutant '{name}' kept all {result.max_score} points of {exercise}"
+        failed = [c for c in result.checks if not c.passed]
+        assert all(c.message and c.hint for c in failed), "every failing check explains itself"
+        if hint_words is not None:
+            assert any(hint_words in c.hint for c in failed), [c.hint for c in failed]
+
+    def assert_broken_exercise_spares_the_others(self, exercise: str, broken: list[tuple[str, str]]) -> None:
+        """Whatever is wrong in `exercise` (each (what, source) in `broken`), no check of an exercise that does not
+        use it may notice; an unimplemented exercise (what == "not implemented") scores 0."""
+        for what, source in broken:
+            ns = self.namespace_with(source)
+            for other in self.exercises:
+                if other == exercise or other in self.dependents(exercise):
+                    continue
+                result = self.score(ns, other)
+                assert result.score == result.max_score, (
+                    f"{exercise} ({what}) cost points in {other}, which does not use it: {describe(result)}")
+            if what == "not implemented":
+                assert self.score(ns, exercise).score == 0
+
+    def assert_alternative_gets_full_marks(self, exercise: str, name: str, source: str) -> None:
+        """Another correct implementation earns every point, in its exercise and in those that call it."""
+        ns = self.namespace_with(source)
+        for affected in [exercise, *sorted(self.dependents(exercise))]:
+            result = self.score(ns, affected)
+            assert result.score == result.max_score, f"'{name}' ({exercise}) lost points in {affected}: {describe(result)}"

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 
-from tests.exercises import Assignment, describe
+from tests.exercises import Assignment
 from tests.notebooks import is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -519,18 +519,7 @@ EXPECTED_HINT = {(exercise, mutant): words for exercise, mutant, words in SPECIF
 
 @pytest.mark.parametrize("exercise, name, source", MUTANT_CASES)
 def test_mutant_loses_points(exercise, name, source):
-    result = score(namespace_with(source), exercise)
-    assert not result.error, result.error
-    assert result.score < result.max_score, f"the mutant '{name}' kept all {result.max_score} points of {exercise}"
-    failed = [c for c in result.checks if not c.passed]
-    assert all(c.message and c.hint for c in failed), "every failing check explains itself"
-    if (exercise, name) in EXPECTED_HINT:
-        assert any(EXPECTED_HINT[exercise, name] in c.hint for c in failed), [c.hint for c in failed]
-    if exercise in ("architectures", "parameters"):  # a hint per wrong key, never the answer
-        values = ("encoder-only", "encoder-decoder", "decoder-only", "hyperparameter", " parameter")
-        for c in failed:
-            if "not right yet" in c.message:
-                assert not any(v in c.hint.lower() for v in values), c.hint
+    A.assert_mutant_loses_points(exercise, name, source, EXPECTED_HINT.get((exercise, name)))
 
 
 def test_specific_hints_refer_to_real_mutants():
@@ -549,17 +538,9 @@ def not_implemented(exercise: str) -> str:
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_a_broken_exercise_spares_the_exercises_that_do_not_use_it(exercise):
-    first_mutant = next(iter(MUTANTS[exercise].items()))
-    for what, source in (("not implemented", not_implemented(exercise)), first_mutant):
-        ns = namespace_with(source)
-        for other in EXERCISES:
-            if other == exercise or other in dependents(exercise):
-                continue
-            result = score(ns, other)
-            assert result.score == result.max_score, (
-                f"{exercise} ({what}) cost points in {other}, which does not use it: {describe(result)}")
-        if what == "not implemented":
-            assert score(ns, exercise).score == 0
+    # Tried unimplemented, and with its first mutant (each mutant's own exercise: test_mutant_loses_points).
+    A.assert_broken_exercise_spares_the_others(
+        exercise, [("not implemented", not_implemented(exercise)), next(iter(MUTANTS[exercise].items()))])
 
 
 # -- other correct implementations ------------------------------------------------------------------
@@ -832,10 +813,7 @@ def test_every_exercise_has_two_alternatives():
 
 @pytest.mark.parametrize("exercise, name, source", ALTERNATIVE_CASES)
 def test_alternative_solution_gets_full_marks(exercise, name, source):
-    ns = namespace_with(source)
-    for affected in [exercise, *sorted(dependents(exercise))]:
-        result = score(ns, affected)
-        assert result.score == result.max_score, f"'{name}' ({exercise}) lost points in {affected}: {describe(result)}"
+    A.assert_alternative_gets_full_marks(exercise, name, source)
 
 
 def test_span_corrupt_alternatives_round_trip_through_merge_spans():

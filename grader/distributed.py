@@ -23,12 +23,9 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import nbformat
+from typing import Callable, Iterable
 
 from .course import Course, CourseError
 from .grading import (MAX_ATTEMPTS, SubmissionResult, _autograde, _collect, find_submissions, prepare_gradebook,
@@ -83,7 +80,10 @@ def course_fingerprint(course: Course, assignment: str) -> str:
     digest = hashlib.sha256()
     files = list(course.source_notebooks(assignment))
     for module in (*check_modules(assignment), f"grader.reference.{assignment.split('_', 1)[-1]}"):
-        spec = importlib.util.find_spec(module) if _importable(module) else None
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:  # e.g. no reference module for this assignment
+            spec = None
         if spec and spec.origin:
             files.append(Path(spec.origin))
     engine = Path(__file__).parent
@@ -92,15 +92,6 @@ def course_fingerprint(course: Course, assignment: str) -> str:
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def gradebook_identity(db_url: str) -> str:
@@ -269,7 +260,9 @@ def _grade_task(task, payload: dict) -> dict:
 
 
 def _grade_files(course: Course, assignment: str, student: str, files: dict[str, str]) -> dict:
-    base = Path(tempfile.mkdtemp(prefix="grader-task-", dir=course.root / ".grader" if _mkdir(course.root / ".grader") else None))
+    scratch = course.root / ".grader"
+    scratch.mkdir(exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="grader-task-", dir=scratch))
     try:
         folder = base / student / assignment
         folder.mkdir(parents=True)
@@ -283,11 +276,6 @@ def _grade_files(course: Course, assignment: str, student: str, files: dict[str,
         return outcome
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _mkdir(path: Path) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return True
 
 
 class _WorkLedger:

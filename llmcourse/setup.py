@@ -59,5 +59,6 @@ def notebook_setup(seed: int = 0) -> torch.device:
     if device.type == "cuda":
         print(f"Using the GPU: {torch.cuda.get_device_name(device)}")
     else:
-        print(f"Using the CPU ({torch.get_num_threads()} threads). Everything in this course runs here.")
+        threads = torch.get_num_threads()
+        print(f"Using the CPU ({threads} thread{'' if threads == 1 else 's'}). Everything in this course runs here.")
     return device

@@ -127,6 +127,13 @@ class Assignment:
         assert sum(points.values()) == 100
 
     # -- mutants and alternatives ---------------------------------------------------------------------
+    def not_implemented(self, exercise: str) -> str:
+        """The exercise as a student receives it: defined, but raising NotImplementedError."""
+        name = self.solution_names[exercise]
+        if name[0].isupper():
+            return f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        raise NotImplementedError()\n"
+        return f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n"
+
     def assert_mutant_loses_points(self, exercise: str, name: str, source: str, hint_words: str | None = None) -> None:
         """A wrong implementation loses points in its exercise, every failing check explains itself, and where
         the hidden checks know this mistake, some hint names it (`hint_words`)."""

@@ -501,7 +501,7 @@ def test_specific_hints_refer_to_real_mutants():
 def not_implemented(exercise: str) -> str:
     if exercise == "questions":
         return "TECHNIQUE_FOR_PROBLEM = {k: ... for k in TECHNIQUE_FOR_PROBLEM}\nRISK_OF_ATTACK = {k: ... for k in RISK_OF_ATTACK}\n"
-    return f"def {A.solution_names[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
+    return A.not_implemented(exercise)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

@@ -533,7 +533,7 @@ def not_implemented(exercise: str) -> str:
                 "ARCHITECTURE_OF_MODEL = dict.fromkeys(ARCHITECTURE_OF_MODEL)\n")
     if exercise == "parameters":
         return "PARAMETER_OR_HYPERPARAMETER = dict.fromkeys(PARAMETER_OR_HYPERPARAMETER)\n"
-    return f"def {A.solution_names[exercise]}(*args, **kwargs):\n    raise NotImplementedError()\n"
+    return A.not_implemented(exercise)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

@@ -98,7 +98,8 @@ def cmd_grade(args) -> int:
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
         print(f"Class report: {report}")
-    return 0
+    # Exit status 3: some submissions are not graded (the machinery failed); running again grades them.
+    return 3 if any(r.not_graded for r in results) else 0
 
 
 def _gradebook_name(course) -> str:
@@ -162,6 +163,9 @@ def format_exercise_table(result) -> str:
         rows.append((name, f"{ex['score']:g} / {ex['max_score']:g}", status))
         for c in failed:
             hints.append(f"- {name}, {c['name']}: {c['message']}" + (f"\n    Hint: {c['hint']}" if c.get("hint") else ""))
+    if getattr(result, "not_graded", ""):
+        return (f"Not graded: {result.not_graded}.\nThis is a problem of the grading machinery, not of your "
+                f"notebook: run the same command again.")
     lines = [_table(rows), "", f"Total: {result.score:g} / {result.max_score:g}"]
     if result.error:
         lines.append(f"Problem: {result.error}")
@@ -175,13 +179,20 @@ def format_exercise_table(result) -> str:
 def format_class_table(assignment: str, results) -> str:
     rows = [("student", "score", "%", "lost points in", "notes")]
     for r in results:
+        if r.not_graded:
+            rows.append((r.student, "not graded", "", "", r.not_graded[:80]))
+            continue
         lost = [ex["id"].split("/", 1)[-1] for ex in r.exercises if ex["score"] < ex["max_score"]]
         pct = 100 * r.score / r.max_score if r.max_score else 0
         notes = r.error or "; ".join(r.events)
         rows.append((r.student, f"{r.score:g} / {r.max_score:g}", f"{pct:.0f}",
                      ", ".join(lost) if len(lost) <= 4 else f"{len(lost)} exercises", notes[:80]))
-    mean = sum(r.score for r in results) / len(results) if results else 0
-    return f"{assignment}: {len(results)} submissions, mean {mean:.1f}\n" + _table(rows)
+    graded = [r for r in results if not r.not_graded]
+    mean = sum(r.score for r in graded) / len(graded) if graded else 0
+    missing = len(results) - len(graded)
+    note = (f"; {missing} not graded because the grading machinery failed (run the same command again to "
+            f"grade them)") if missing else ""
+    return f"{assignment}: {len(results)} submissions, mean {mean:.1f}{note}\n" + _table(rows)
 
 
 def _table(rows) -> str:
@@ -203,6 +214,9 @@ def write_class_files(course, assignment: str, results) -> Path:
         writer = csv.writer(f)
         writer.writerow(["student", "score", "max_score", *exercise_ids, "error"])
         for r in results:
+            if r.not_graded:
+                writer.writerow([r.student, "not graded", "", *("" for _ in exercise_ids), r.not_graded])
+                continue
             by_id = {ex["id"]: ex["score"] for ex in r.exercises}
             writer.writerow([r.student, f"{r.score:g}", f"{r.max_score:g}",
                              *(f"{by_id.get(e, 0):g}" for e in exercise_ids), r.error])

@@ -41,10 +41,13 @@ class SubmissionResult:
     error: str = ""
     events: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Set when the grading machinery failed (database, queue, kernel start-up, disk), never the student's
+    # code: the reason. The score then means nothing, nothing is recorded, and the next run grades it.
+    not_graded: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["score"] = round(self.score, 4)
+        data["score"] = round(self.score, 4) if not self.not_graded else None
         if self.student is None:
             data.pop("student")
         else:

@@ -33,7 +33,7 @@ demo: install
 	$(BIN)/grader demo
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests

@@ -34,12 +34,12 @@ def describe(result) -> str:
 
 class Assignment:
     def __init__(self, name: str, depends_on: dict[str, set[str]], solution_names: dict[str, str] | None = None,
-                 used_by_checks: dict[str, set[str]] | None = None):
+                 used_by_checks: dict[str, set[str]] | None = None, course: Path = ROOT):
         """`depends_on`: the exercises each exercise's solution calls; `solution_names`: the name each exercise
         defines, where it is not the exercise's id; `used_by_checks`: exercises a check reaches besides its own
         (e.g. a model class it builds to test a loader)."""
         self.name = name
-        self.notebook = next((ROOT / "source" / name).glob("*.ipynb"))
+        self.notebook = next((course / "source" / name).glob("*.ipynb"))
         self.visible, self.hidden = check_modules(name)
         self.depends_on = depends_on
         self.exercises = list(depends_on)
@@ -159,9 +159,110 @@ class Assignment:
             if what == "not implemented":
                 assert self.score(ns, exercise).score == 0
 
+    def junk_cases(self) -> list[tuple[str, str, str]]:
+        """(exercise, what, source) for every junk form of every exercise."""
+        return [(exercise, what, source) for exercise in self.exercises
+                for what, source in junk_implementations(self.solution_cells()[exercise]).items()]
+
+    def assert_junk_scores_nothing(self, exercise: str, what: str, source: str) -> None:
+        assert_junk_scores_nothing(self.score(self.namespace_with(source), exercise), exercise, what)
+
     def assert_alternative_gets_full_marks(self, exercise: str, name: str, source: str) -> None:
         """Another correct implementation earns every point, in its exercise and in those that call it."""
         ns = self.namespace_with(source)
         for affected in [exercise, *sorted(self.dependents(exercise))]:
             result = self.score(ns, affected)
             assert result.score == result.max_score, f"'{name}' ({exercise}) lost points in {affected}: {describe(result)}"
+
+
+# -- junk: code that gives no right answer must earn nothing -------------------------------------------
+# What a junk function or method returns (each is one variant), besides raising. `object()` crosses the
+# handle as a reference, a wrong-shaped tensor as data, and the first argument is "the input, unchanged".
+JUNK_RETURNS = {
+    "returns None": "None",
+    "returns a string": "'junk'",
+    "returns an object": "object()",
+    "returns 0": "0",
+    "returns an empty list": "[]",
+    "returns zeros of a wrong shape": "torch.zeros(3, 1, 7)",
+    "returns its first input unchanged": "args[0] if args else next(iter(kwargs.values()), None)",
+}
+JUNK_RAISES = {"raises ValueError": "ValueError('junk')", "raises RuntimeError": "RuntimeError('junk')"}
+# Junk with the right shape and dtype: the exercise's own answer (computed on copies of the arguments, so that
+# nothing the caller holds changes), with its tensors zeroed or made random and everything else emptied.
+JUNK_LIKE = {"returns zeros shaped like the answer": "zeros", "returns random values shaped like the answer": "random"}
+_JUNK_LIKE_SOURCE = """
+import copy as _junk_copy
+
+def _junk_like(value, fill):
+    if isinstance(value, torch.Tensor):
+        gen = torch.Generator().manual_seed(0)
+        if fill == "zeros":
+            return torch.zeros_like(value)
+        if value.dtype == torch.bool:
+            return torch.rand(value.shape, generator=gen) < 0.5
+        if value.is_floating_point():
+            return torch.rand(value.shape, generator=gen, dtype=value.dtype)
+        return torch.randint(0, 2, value.shape, generator=gen, dtype=value.dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_junk_like(v, fill) for v in value)
+    if isinstance(value, dict):
+        return {k: _junk_like(v, fill) for k, v in value.items()}
+    if isinstance(value, (bool, int, float, str)):
+        return type(value)()
+    return None
+"""
+JUNK_DATA = {"None": "None", "a string": "'junk'", "an object": "object()", "an empty dict": "{}"}
+
+
+def junk_implementations(solution_cell: str) -> dict[str, str]:
+    """Every junk form of one exercise, as source to run after the notebook's cells: each function the cell
+    defines returns junk or raises; each class keeps its __init__ (its layers) but every other method returns
+    junk or raises; where the cell defines only values (a quiz, a trained model), each is junk (a dict keeps its
+    keys, with junk answers)."""
+    tree = ast.parse(solution_cell)
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    classes = {n.name: [m.name for m in n.body if isinstance(m, ast.FunctionDef) and m.name != "__init__"]
+               for n in tree.body if isinstance(n, ast.ClassDef)}
+    values = list(dict.fromkeys(t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                                if isinstance(t, ast.Name)))
+    bodies = {what: f"return {expr}" for what, expr in JUNK_RETURNS.items()}
+    bodies |= {what: f"raise {expr}" for what, expr in JUNK_RAISES.items()}
+    forms = {}
+    if functions or classes:
+        for what, body in bodies.items():
+            source = "".join(f"def {name}(*args, **kwargs):\n    {body}\n" for name in functions)
+            for name, methods in classes.items():
+                source += f"class {name}({name}):\n" + "".join(
+                    f"    def {m}(self, *args, **kwargs):\n        {body}\n" for m in methods or ["forward"])
+            forms[what] = source
+        for what, fill in JUNK_LIKE.items():
+            source = _JUNK_LIKE_SOURCE + "".join(
+                f"_answer_of_{name} = {name}\n"
+                f"def {name}(*args, **kwargs):\n"
+                f"    return _junk_like(_answer_of_{name}(*_junk_copy.deepcopy(args), **_junk_copy.deepcopy(kwargs)), "
+                f"{fill!r})\n" for name in functions)
+            for name, methods in classes.items():
+                source += f"class {name}({name}):\n" + "".join(
+                    f"    def {m}(self, *args, **kwargs):\n"
+                    f"        return _junk_like(super().{m}(*args, **kwargs), {fill!r})\n"
+                    for m in methods or ["forward"])
+            forms[what] = source
+    if values and not forms:
+        for what, expr in JUNK_DATA.items():
+            forms[f"values are {what}"] = "".join(f"{name} = {expr}\n" for name in values)
+        forms["dict answers are junk"] = "".join(
+            f"{name} = {{k: 'junk' for k in {name}}} if isinstance({name}, dict) else 'junk'\n" for name in values)
+        # Filled in, in the right format, without thought: every answer is the same allowed one.
+        forms["dict answers are all the same"] = "".join(
+            f"{name} = {{k: list({name}.values())[0] for k in {name}}} if isinstance({name}, dict) else None\n"
+            for name in values)
+    return forms
+
+
+def assert_junk_scores_nothing(result, exercise: str, what: str) -> None:
+    """Every check of `exercise` gives 0 points to a junk implementation (`what`)."""
+    assert not result.error, result.error
+    earned = [f"{c.name} ({c.points:g} pt)" for c in result.checks if c.points > 0]
+    assert not earned, (f"junk ({what}) earned points in {exercise}: {', '.join(earned)}. A check of a side "
+                        f"property must count only once the main result is right: mark it requires_main=True.")

@@ -511,6 +511,15 @@ def test_a_broken_exercise_spares_the_exercises_that_do_not_use_it(exercise):
         exercise, [("not implemented", not_implemented(exercise)), next(iter(MUTANTS[exercise].items()))])
 
 
+# -- junk: no right answer, no points ----------------------------------------------------------------
+@pytest.mark.parametrize("exercise, what, source", [pytest.param(*case, id=f"{case[0]}: {case[1]}")
+                                                     for case in A.junk_cases()])
+def test_junk_scores_nothing(exercise, what, source):
+    """A function that returns junk or raises (a module whose methods do) earns no check's points, side
+    properties (inputs unchanged, dtype, shape, structure, errors raised) included."""
+    A.assert_junk_scores_nothing(exercise, what, source)
+
+
 # -- other correct implementations ------------------------------------------------------------------
 
 ALTERNATIVES = {

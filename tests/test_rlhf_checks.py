@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from llmcourse.checking import local_student, run_checks
+from tests.exercises import assert_junk_scores_nothing, junk_implementations
 from tests.notebooks import code_cells, is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,6 +328,20 @@ def test_blank_exercises_score_zero(base_namespace):
             name = re.search(r"^def (\w+)", solution_sources()[exercise], re.MULTILINE).group(1)
             ns = namespace_with(base_namespace, f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n")
         assert score(ns, exercise).score == 0, exercise
+
+
+# -- junk: no right answer, no points ----------------------------------------------------------------
+# Besides the generic junk forms: a "trained" policy that is the untrained reference model.
+JUNK_CASES = [pytest.param(exercise, what, source, id=f"{exercise}: {what}") for exercise in EXERCISES
+              for what, source in (junk_implementations(solution_sources()[exercise])
+                                   | ({"the policy is the untrained reference": "dpo_policy = dpo_reference\n"}
+                                      if exercise == TRAINED else {})).items()]
+
+
+@pytest.mark.parametrize("exercise, what, source", JUNK_CASES)
+def test_junk_scores_nothing(base_namespace, exercise, what, source):
+    """A function that returns junk or raises, or a policy that is junk, earns no check's points."""
+    assert_junk_scores_nothing(score(namespace_with(base_namespace, source), exercise), exercise, what)
 
 
 # -- other correct implementations ------------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_softmax_edge_cases(student):
         compare(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT, **tolerance)
 
 
-@graded("softmax", points=1, hint="Work on new tensors (x - m, not x -= m or x.sub_(m)): the caller's x must not change.")
+@graded("softmax", points=1, requires_main=True,
+        hint="Work on new tensors (x - m, not x -= m or x.sub_(m)): the caller's x must not change.")
 def test_softmax_leaves_its_input_unchanged(student):
     x = randn(generator(101), 4, 6)
     for dim in (-1, 0):
@@ -228,7 +229,8 @@ def test_causal_mask_matches_reference_for_many_sizes(student):
                            "The mask is inverted: True must mark the positions a query MAY attend to.")])
 
 
-@graded("causal_mask", points=1, hint="Return a torch.bool tensor (dtype=torch.bool), not 0/1 numbers.")
+@graded("causal_mask", points=1, requires_main=True,
+        hint="Return a torch.bool tensor (dtype=torch.bool), not 0/1 numbers.")
 def test_causal_mask_is_boolean(student):
     for n in (1, 4):
         mask = expect_tensor(student.causal_mask(n), f"causal_mask({n})", shape=(n, n))
@@ -250,7 +252,8 @@ def test_padding_mask_random_lengths(student):
                        "The mask is inverted: True marks the real tokens, False the padding.")])
 
 
-@graded("padding_mask", points=1, hint="The mask is (B, max_len) wide even when every sequence is shorter than max_len.")
+@graded("padding_mask", points=1, requires_main=True,
+        hint="The mask is (B, max_len) wide even when every sequence is shorter than max_len.")
 def test_padding_mask_width_is_max_len(student):
     for lengths, max_len in ((torch.tensor([2, 3]), 7), (torch.tensor([0]), 2)):
         expect_tensor(student.padding_mask(lengths, max_len), f"padding_mask(tensor({lengths.tolist()}), {max_len})",
@@ -302,7 +305,7 @@ def test_positional_encoding_matches_reference(student):
                 mistakes=[(lambda c=c, n=n, d=d: _pe_variant(n, d, **c), s) for c, s in _PE_MISTAKES])
 
 
-@graded("sinusoidal_positional_encoding", points=1,
+@graded("sinusoidal_positional_encoding", points=1, requires_main=True,
         hint="Every value is a sine or cosine (between -1 and 1), and no two positions share the same encoding.")
 def test_positional_encoding_is_bounded_and_distinct(student):
     pe = expect_tensor(student.sinusoidal_positional_encoding(100, 16), "sinusoidal_positional_encoding(100, 16)",
@@ -525,7 +528,8 @@ def test_block_matches_reference(student):
                      hint="x = x + attn(ln1(x), mask=mask); x = x + mlp(ln2(x)).")
 
 
-@graded("transformer_block", points=2, hint="Pass the mask to the attention; the MLP works on each position alone.")
+@graded("transformer_block", points=2, requires_main=True,
+        hint="Pass the mask to the attention; the MLP works on each position alone.")
 def test_block_passes_the_mask_on(student):
     d, h, d_ff, n = 16, 4, 32, 7
     module, _ = _student_block(student, d, h, d_ff, seed=190)
@@ -539,7 +543,7 @@ def test_block_passes_the_mask_on(student):
                  hint="With a causal mask, earlier positions cannot see later ones: self.attn(..., mask=mask).")
 
 
-@graded("transformer_block", points=2,
+@graded("transformer_block", points=2, requires_main=True,
         hint="Both sublayers are residual: when their last layers output zero, the block returns its input unchanged.")
 def test_block_is_identity_when_branches_are_zero(student):
     d, h, d_ff = 16, 2, 32
@@ -615,7 +619,8 @@ def test_minigpt_matches_reference(student):
                        hint="Embed tokens + positions, run the blocks with a causal mask, then ln_f and lm_head.")
 
 
-@graded("mini_gpt", points=2, hint="Build the mask from the input's length L with causal_mask(L) and pass it to every block.")
+@graded("mini_gpt", points=2, requires_main=True,
+        hint="Build the mask from the input's length L with causal_mask(L) and pass it to every block.")
 def test_minigpt_is_causal_everywhere(student):
     module, _ = _student_minigpt(student, (25, 10, 16, 2, 2, 32), seed=230)
     ids = torch.randint(0, 25, (3, 10), generator=generator(231))
@@ -639,7 +644,8 @@ def test_minigpt_short_and_full_length_inputs(student):
                        hint="Use torch.arange(L) for the positions and causal_mask(L) for the mask.")
 
 
-@graded("mini_gpt", points=1, hint="Nothing may mix different sequences of a batch: attention works within one sequence.")
+@graded("mini_gpt", points=1, requires_main=True,
+        hint="Nothing may mix different sequences of a batch: attention works within one sequence.")
 def test_minigpt_batch_items_are_independent(student):
     module, _ = _student_minigpt(student, (15, 6, 8, 2, 1, 16), seed=250)
     ids = torch.randint(0, 15, (4, 6), generator=generator(251))
@@ -736,7 +742,7 @@ def test_load_copies_every_weight_the_right_way_round(student):
         fail(*found)
 
 
-@graded("load_gpt2_weights", points=1,
+@graded("load_gpt2_weights", points=1, requires_main=True,
         hint="Read from the GPT-2 model, never write to it: copy into MiniGPT (.T makes a view; don't transpose in place).")
 def test_load_leaves_the_gpt2_model_unchanged(student):
     config = gpt2_config(24, 10, 16, 4, 2, 32)

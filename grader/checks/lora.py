@@ -285,7 +285,7 @@ def test_inject_lora_matches_whole_name_parts(student):
                  hint)
 
 
-@graded("inject_lora", points=3,
+@graded("inject_lora", points=3, requires_main=True,
         hint="model.requires_grad_(False) before wrapping freezes everything: weights, biases, norms, embeddings. "
              "Only the new lora_A and lora_B are trainable afterwards.")
 def test_inject_lora_freezes_everything_else(student):
@@ -497,7 +497,7 @@ def test_finetune_first_batch_is_padded_correctly(student):
            f"{losses[0]:.4f}.")
 
 
-@graded("finetune", points=3,
+@graded("finetune", points=3, requires_main=True,
         hint="Give the optimizer only the parameters with requires_grad=True, and do not unfreeze anything: frozen "
              "parameters must come out of training unchanged.")
 def test_finetune_changes_only_trainable_parameters(student):
@@ -514,7 +514,7 @@ def test_finetune_changes_only_trainable_parameters(student):
            "finetune did not change the only trainable parameter (lm_head.weight).")
 
 
-@graded("finetune", points=2,
+@graded("finetune", points=2, requires_main=True,
         hint="Shuffle with your own torch.Generator().manual_seed(seed) (not the global random state), so that the "
              "same seed gives the same batches, and another seed other batches.")
 def test_finetune_is_reproducible(student):

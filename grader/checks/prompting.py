@@ -309,8 +309,9 @@ def test_sample_next_token_distribution(student):
             raise
 
 
-@graded("sample_next_token", points=2, hint="Pass the generator on to torch.multinomial(..., generator=generator), and "
-                                            "draw, do not take the argmax.")
+@graded("sample_next_token", points=2, requires_main=True,
+        hint="Pass the generator on to torch.multinomial(..., generator=generator), and "
+             "draw, do not take the argmax.")
 def test_sample_next_token_uses_the_generator(student):
     x = torch.randn(64, 30, generator=generator(60))
     draws = [student.sample_next_token(x, temperature=1.5, generator=Seeded(s))
@@ -372,8 +373,9 @@ def test_greedy_generate_stops_at_eos(student):
                          "Stop when every row has produced eos_token_id; finished rows get eos_token_id again.")
 
 
-@graded("greedy_generate", points=2, hint="Write the loop yourself: one forward pass over the whole sequence per new "
-                                          "token (no cache, no model.generate).")
+@graded("greedy_generate", points=2, requires_main=True,
+        hint="Write the loop yourself: one forward pass over the whole sequence per new "
+             "token (no cache, no model.generate).")
 def test_greedy_generate_runs_the_whole_sequence_each_step(student):
     ids = encode([_PROMPTS[0]])
     model = student_course_lm(student)

@@ -129,8 +129,9 @@ def test_visibility_matches_reference(student):
         expect_close(out, expected, what)
 
 
-@graded("attention_visibility", points=1, hint="Raise ValueError for a kind other than 'bidirectional', 'causal' "
-                                               "or 'cross'.")
+@graded("attention_visibility", points=1, requires_main=True,
+        hint="Raise ValueError for a kind other than 'bidirectional', 'causal' "
+             "or 'cross'.")
 def test_visibility_rejects_unknown_kinds(student):
     try:
         student.attention_visibility("sideways", 3)
@@ -217,8 +218,9 @@ def test_mask_tokens_edge_cases(student):
     check_mask_structure(ids, special, result, 4, 60, "mask_tokens with a 0/1 integer special_tokens_mask")
 
 
-@graded("mask_tokens", points=2, hint="Use `generator` for every draw, so that a seed fixes the result; "
-                                      "never change input_ids in place.")
+@graded("mask_tokens", points=2, requires_main=True,
+        hint="Use `generator` for every draw, so that a seed fixes the result; "
+             "never change input_ids in place.")
 def test_mask_tokens_is_deterministic_on_large_batches(student):
     ids, special = big_mlm_batch(40)
     remote = student.put(ids.clone())
@@ -287,7 +289,7 @@ def test_span_corrupt_respects_the_noise_density(student):
                         "sentinels to close them (len(sentinel_ids) - 1) or kept tokens to separate them.")
 
 
-@graded("span_corrupt", points=3,
+@graded("span_corrupt", points=3, requires_main=True,
         hint="Draw span lengths and places at random from `generator`: the same seed gives the same result, different "
              "draws put spans of different lengths in different places.")
 def test_span_corrupt_is_random_and_seeded(student):
@@ -315,8 +317,9 @@ def test_span_corrupt_is_random_and_seeded(student):
            hint="Draw the places of the spans at random from `generator`.")
 
 
-@graded("span_corrupt", points=2, hint="Accept a list of ints, leave it unchanged, and raise ValueError for fewer than "
-                                       "two tokens (a span and a kept token need two).")
+@graded("span_corrupt", points=2, requires_main=True,
+        hint="Accept a list of ints, leave it unchanged, and raise ValueError for fewer than "
+             "two tokens (a span and a kept token need two).")
 def test_span_corrupt_leaves_its_input_and_rejects_short_lists(student):
     tokens = list(range(300, 330))
     remote = student.put(list(tokens))
@@ -484,7 +487,8 @@ def test_build_model_follows_its_arguments(student):
                           hint="Build the model with a language-modelling head over the vocabulary.")
 
 
-@graded("build_model", points=1, hint="Raise ValueError for a kind that is not one of the three.")
+@graded("build_model", points=1, requires_main=True,
+        hint="Raise ValueError for a kind that is not one of the three.")
 def test_build_model_rejects_unknown_kinds(student):
     try:
         student.build_model("decoder-encoder", 30)

@@ -10,6 +10,16 @@ A check is a pytest test function that takes the `student` fixture:
         expect_close(out, torch.tensor([[1.0, 0.0]]), what="softmax of large logits")
 
 Points, hint and exercise are pytest marker metadata; a failing check shows its message and hint.
+
+A check of a side property says so with `requires_main=True`: that the input is left unchanged, the dtype,
+device or shape is kept, the result is an int, a bad argument raises, two calls agree, the module has the
+right layers. Such a check passes for code that returns nothing useful (a function that returns its input
+leaves it unchanged), so it counts only once every main check of the exercise, one that compares the result
+with the right answer, has passed:
+
+    @graded("softmax", points=1, requires_main=True, hint="Don't change x in place.")
+    def test_softmax_leaves_its_input_unchanged(student):
+        ...
 """
 from __future__ import annotations
 
@@ -19,13 +29,15 @@ import pytest
 import torch
 
 
-def graded(exercise: str, points: float, hint: str):
-    """Mark a check: the exercise it belongs to, what it is worth, and the hint shown when it fails."""
+def graded(exercise: str, points: float, hint: str, *, requires_main: bool = False):
+    """Mark a check: the exercise it belongs to, what it is worth, the hint shown when it fails, and whether it
+    checks a side property (counted only once the exercise's main checks pass)."""
     if points <= 0:
         raise ValueError("a check must be worth a positive number of points")
 
     def decorate(fn):
-        return pytest.mark.graded(exercise=exercise, points=float(points), hint=hint)(fn)
+        return pytest.mark.graded(exercise=exercise, points=float(points), hint=hint,
+                                  requires_main=bool(requires_main))(fn)
 
     return decorate
 

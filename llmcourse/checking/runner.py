@@ -12,7 +12,7 @@ import importlib.util
 import io
 import os
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -69,6 +69,8 @@ class _Collector:
         self.visible_modules = visible_modules
         self.results: list[CheckResult] = []
         self.meta: dict[str, tuple[float, str, bool, str]] = {}
+        self.requires_main: set[str] = set()  # node ids of the checks of side properties
+        self.side: list[bool] = []  # for each result, whether it is a side property
 
     @pytest.fixture
     def student(self):
@@ -87,6 +89,8 @@ class _Collector:
             visible = item.module.__name__ in self.visible_modules
             name = item.name.removeprefix("test_").replace("_", " ")
             self.meta[item.nodeid] = (marker.kwargs["points"], marker.kwargs.get("hint", ""), visible, name)
+            if marker.kwargs.get("requires_main"):
+                self.requires_main.add(item.nodeid)
             keep.append(item)
         items[:] = keep
 
@@ -101,6 +105,7 @@ class _Collector:
             self.results.append(CheckResult(name=name, passed=passed, points=points if passed else 0.0,
                                             max_points=points, message=message,
                                             hint=(specific or hint) if not passed else "", visible=visible))
+            self.side.append(report.nodeid in self.requires_main)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -124,6 +129,22 @@ def _failure_message(report) -> str:
     if exc is not None:
         return f"the check could not finish: {type(exc).__name__}: {str(exc)[:300]}"
     return "the check failed"
+
+
+def _count_side_properties_after_main(collector: _Collector) -> list[CheckResult]:
+    """A side property (input unchanged, dtype kept, ...) also holds for code that returns junk: it earns its
+    points only when every main check of the exercise in this run passed."""
+    results = collector.results
+    if all(c.passed for c, side in zip(results, collector.side) if not side):
+        return results
+    failing = sum(not c.passed for c, side in zip(results, collector.side) if not side)
+    still = f"{failing} main check of this exercise still fails" if failing == 1 else \
+        f"{failing} main checks of this exercise still fail"
+    return [replace(c, passed=False, points=0.0,
+                    message=f"This check counts once the main result is right, and {still}.",
+                    hint="Fix the exercise's other failing checks first; this one then counts by itself.")
+            if c.passed and side else c
+            for c, side in zip(results, collector.side)]
 
 
 def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[str] = ()) -> ExerciseResult:
@@ -152,7 +173,7 @@ def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[
             code = pytest.main(args, plugins=[collector])
     finally:
         torch.set_num_threads(threads)
-    result = ExerciseResult(id=exercise_id, checks=collector.results)
+    result = ExerciseResult(id=exercise_id, checks=_count_side_properties_after_main(collector))
     if not collector.results:
         result.error = (f"no checks were found for {exercise_id!r} (pytest exit code {int(code)}); "
                         f"is the exercise name spelled as in the course?")

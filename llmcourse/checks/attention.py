@@ -299,7 +299,7 @@ def test_positional_encoding_frequencies(student):
 
 # -- multi-head attention --------------------------------------------------------------------------
 
-@graded("multi_head_attention", points=2,
+@graded("multi_head_attention", points=2, requires_main=True,
         hint="Four nn.Linear(d_model, d_model, bias=bias) named q_proj, k_proj, v_proj and out_proj.")
 def test_mha_has_the_four_projections(student):
     mha = student.MultiHeadAttention(16, 4)
@@ -346,7 +346,7 @@ def _torch_block(weights: dict[str, torch.Tensor], d: int, h: int, d_ff: int) ->
     return layer
 
 
-@graded("transformer_block", points=1,
+@graded("transformer_block", points=1, requires_main=True,
         hint="Submodules ln1, attn (MultiHeadAttention), ln2, and mlp = nn.Sequential(Linear(d, d_ff), GELU(), Linear(d_ff, d)).")
 def test_block_structure(student):
     expect_structure(student, student.TransformerBlock(16, 4, 40), block_shapes(16, 40), "TransformerBlock(16, 4, 40)",
@@ -374,7 +374,7 @@ def test_block_matches_pytorch_pre_norm_layer(student):
 
 # -- MiniGPT ---------------------------------------------------------------------------------------
 
-@graded("mini_gpt", points=2,
+@graded("mini_gpt", points=2, requires_main=True,
         hint="tok_emb and pos_emb (nn.Embedding), blocks (nn.ModuleList of TransformerBlock), ln_f (nn.LayerNorm), "
              "lm_head = nn.Linear(d_model, vocab_size, bias=False); forward returns (B, L, vocab_size) logits.")
 def test_minigpt_structure_and_output_shape(student):
@@ -386,7 +386,7 @@ def test_minigpt_structure_and_output_shape(student):
                   hint="Return the logits of lm_head: one score per vocabulary entry at every position.")
 
 
-@graded("mini_gpt", points=3,
+@graded("mini_gpt", points=3, requires_main=True,
         hint="Give every block the causal mask: causal_mask(L) for a sequence of length L.")
 def test_minigpt_is_causal(student):
     model = student.MiniGPT(30, 12, 16, 4, 2, 32)

@@ -154,7 +154,7 @@ def test_lora_parameter_count_small(student):
 
 # -- LoRALinear ------------------------------------------------------------------------------------
 
-@graded("lora_linear", points=3,
+@graded("lora_linear", points=3, requires_main=True,
         hint="Keep the layer you are given as self.base and freeze it (requires_grad_(False)); add lora_A and "
              "lora_B as nn.Linear without bias; scaling = alpha / r.")
 def test_lora_linear_structure(student):
@@ -234,7 +234,7 @@ def test_inject_lora_wraps_the_targets(student):
                                  f"parameters, but the model has {n}.")
 
 
-@graded("inject_lora", points=3,
+@graded("inject_lora", points=3, requires_main=True,
         hint="Right after inject_lora the model must compute exactly what it did before (B starts at zero).")
 def test_inject_lora_leaves_outputs_unchanged(student):
     config, weights, model = injected_llama(student, 11, ATTENTION + MLP)

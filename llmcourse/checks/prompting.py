@@ -334,7 +334,8 @@ def _shown(value) -> str:
     return "..." if value is Ellipsis or type_name.endswith("ellipsis") else type(value).__name__
 
 
-@graded("questions", points=1, hint="Give every key one of the allowed strings.")
+@graded("questions", points=1, requires_main=True,
+        hint="Give every key one of the allowed strings.")
 def test_questions_are_answered(student):
     answers_dict(student, "TECHNIQUE_FOR_PROBLEM", 7, TECHNIQUES)
     answers_dict(student, "RISK_OF_ATTACK", 6, RISKS)

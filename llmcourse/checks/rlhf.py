@@ -188,8 +188,9 @@ def test_preference_loss_small_example(student):
     expect_close(loss, expected, "preference_loss([2, 0, -1], [0, 0, 1])")
 
 
-@graded("preference_loss", points=1, hint="The loss must fall as the chosen reward rises above the rejected one: "
-                                          "is the difference the right way round (chosen minus rejected)?")
+@graded("preference_loss", points=1, requires_main=True,
+        hint="The loss must fall as the chosen reward rises above the rejected one: "
+             "is the difference the right way round (chosen minus rejected)?")
 def test_preference_loss_prefers_the_chosen(student):
     low = student.preference_loss(torch.tensor([3.0]), torch.tensor([-3.0]))
     high = student.preference_loss(torch.tensor([-3.0]), torch.tensor([3.0]))

@@ -218,14 +218,16 @@ def check_training(student, kind: str, seed: int, steps: int, what: str) -> None
 
 # -- quizzes -------------------------------------------------------------------------------------------
 
-@graded("architectures", points=2, hint="Fill in both dictionaries: keep every key and use one of "
-                                        "'encoder-only', 'encoder-decoder', 'decoder-only' as each value.")
+@graded("architectures", points=2, requires_main=True,
+        hint="Fill in both dictionaries: keep every key and use one of "
+             "'encoder-only', 'encoder-decoder', 'decoder-only' as each value.")
 def test_architecture_quizzes_are_filled_in(student):
     expect_quiz(student.ARCHITECTURE_FOR_TASK, "ARCHITECTURE_FOR_TASK", TASK_KEYS, KINDS)
     expect_quiz(student.ARCHITECTURE_OF_MODEL, "ARCHITECTURE_OF_MODEL", MODEL_KEYS, KINDS)
 
 
-@graded("parameters", points=1, hint="Keep every key and use 'parameter' or 'hyperparameter' as each value.")
+@graded("parameters", points=1, requires_main=True,
+        hint="Keep every key and use 'parameter' or 'hyperparameter' as each value.")
 def test_parameter_quiz_is_filled_in(student):
     expect_quiz(student.PARAMETER_OR_HYPERPARAMETER, "PARAMETER_OR_HYPERPARAMETER", PARAMETER_KEYS,
                 ("parameter", "hyperparameter"))
@@ -303,7 +305,7 @@ def test_mask_tokens_structure(student):
            hint="Most picked positions (80%) become mask_token_id.")
 
 
-@graded("mask_tokens", points=3,
+@graded("mask_tokens", points=3, requires_main=True,
         hint="Draw every random number from `generator` (torch.rand(..., generator=generator), "
              "torch.randint(..., generator=generator)) and work on a copy of input_ids.")
 def test_mask_tokens_is_seeded_and_leaves_its_input(student):

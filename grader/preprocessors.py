@@ -6,20 +6,32 @@ never run in the kernel. Their checks run here, in the grader's process, through
 that can only exchange data with the kernel. The verdict becomes the check cell's output, in the
 form nbgrader scores: no error for full marks, a number for partial credit, an error for zero.
 
-`StripHiddenChecks` keeps the hidden part of check cells out of feedback.
+What students see of a hidden check is whether it passed and its hint: never its message, which may
+name the inputs it tried, the values it expected or the text of the student's own exception. The
+check cell's output carries that redacted form; the instructor's full results ride along under a
+mime type of their own (`CHECK_DETAILS_MIME`), which no notebook view renders and which
+`StripHiddenChecks` removes from feedback, together with the hidden part of check cells.
+
+`SanitizeNotebook` makes a graded notebook safe to open: no script a student's notebook carries
+(in outputs, markdown, attachments) runs in the formgrader or in anyone's feedback page.
 """
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
+import json
+import re
 import time
 from typing import Any
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
+from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, Integer, List, Type, Unicode
+from traitlets import Any as AnyTrait, Float, Integer, List, Set, Type, Unicode
 
 from llmcourse.agent import BOOTSTRAP
 from llmcourse.checking.notebook import format_report
@@ -29,7 +41,9 @@ from llmcourse.checks import check_modules
 from .remote import Channel, KernelLost, kernel_student, run_code
 from .sandbox import SandboxedKernelManager
 
-RESULT_MIME = "application/vnd.llmcourse.checks+json"
+RESULT_MIME = "application/vnd.llmcourse.checks+json"  # what students may see
+CHECK_DETAILS_MIME = "application/vnd.llmcourse.check-details+json"  # the instructor's full results
+HIDDEN_MESSAGE = "this hidden check failed; its inputs and expected values are not shown (see the hint)"
 
 
 def is_check_cell(cell: NotebookNode) -> bool:
@@ -67,7 +81,10 @@ class RunChecks(Execute):
     check_timeout = Float(60.0, help="Seconds the student's code may take to answer one request from a check.").tag(config=True)
     skip_tags = List(Unicode(), ["demo"], help="Cells with these tags only show results and are not run when grading.").tag(config=True)
     kernel_name = Unicode("python3", help="Always the course's own Python; a notebook cannot choose.").tag(config=True)
-    max_cell_output = Integer(2 * 2**20, help="Characters of output kept per cell; the rest is dropped.").tag(config=True)
+    max_cell_output = Integer(2 * 2**20, help="Bytes of kernel messages kept per cell (all of them: outputs, "
+                              "metadata, display updates, widgets); the rest is dropped.").tag(config=True)
+    max_notebook_output = Integer(8 * 2**20, help="Bytes of kernel messages kept for the whole notebook; the "
+                                  "cells' output past it is dropped.").tag(config=True)
 
     def __init__(self, **kw):
         # nbgrader's Execute forces its own kernel manager unless one is passed: pass ours.
@@ -88,7 +105,6 @@ class RunChecks(Execute):
         self._deadline = time.monotonic() + self.notebook_timeout
         self._replay: list[str] = []
         self._events: list[str] = []
-        self._output_used: dict[int, int] = {}
         self._channel: Channel | None = None
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
@@ -154,17 +170,60 @@ class RunChecks(Execute):
             self._events.append("the kernel did not open the check channel")
 
     # -- output flood control ---------------------------------------------------------------------------
-    def output(self, outs, msg, display_id, cell_index):
-        """Keep at most `max_cell_output` characters of a cell's output; a flood costs the grader nothing."""
-        size = _message_size(msg)
-        used = self._output_used.get(cell_index, 0)
-        self._output_used[cell_index] = used + size
-        if used + size <= self.max_cell_output:
-            return super().output(outs, msg, display_id, cell_index)
-        if used <= self.max_cell_output:
-            outs.append(NotebookNode(output_type="stream", name="stdout",
-                                     text=f"\n[the grader kept the first {self.max_cell_output:,} characters of this "
-                                          f"cell's output and dropped the rest]\n"))
+    def reset_execution_trackers(self) -> None:
+        super().reset_execution_trackers()
+        self._output_used: dict[int, int] = {}  # bytes the kernel sent for each cell
+        self._notebook_output_used = 0
+        self._noted: set[int] = set()  # cells whose output says that something was dropped
+
+    # Every message the kernel sends for a cell passes through process_message, whatever it becomes:
+    # an output, a rewrite of earlier outputs (display ids), a clear, or widget state. So the budget is
+    # kept there, in bytes of whole messages (content, metadata, buffers), per cell and per notebook.
+    def process_message(self, msg, cell, cell_index):
+        kind = msg.get("msg_type")
+        cost = message_size(msg) * (1 + self._display_rewrites(msg))
+        cell_used = self._output_used.get(cell_index, 0) + cost
+        self._output_used[cell_index] = cell_used
+        self._notebook_output_used += cost
+        if cell_used <= self.max_cell_output and self._notebook_output_used <= self.max_notebook_output:
+            try:
+                return super().process_message(msg, cell, cell_index)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                # A forged message (the kernel holds the session key) must not stop the notebook's grading.
+                self._note_dropped(cell, cell_index, "the grader dropped a message from the kernel that is not a "
+                                                     "valid output")
+                return None
+        if kind not in ("status", "execute_input"):
+            self._note_dropped(cell, cell_index,
+                               f"the grader kept the first {self.max_cell_output:,} bytes of this cell's output and "
+                               f"dropped the rest" if cell_used > self.max_cell_output else
+                               f"the grader dropped this cell's output: the notebook's output had reached the limit "
+                               f"of {self.max_notebook_output:,} bytes")
+        if kind == "status":
+            # Only the end of the cell is still needed from an over-budget message.
+            state = msg.get("content", {}).get("execution_state") if isinstance(msg.get("content"), dict) else None
+            return super().process_message({"msg_type": "status", "header": {}, "parent_header": msg.get("parent_header", {}),
+                                            "metadata": {}, "content": {"execution_state": state}}, cell, cell_index)
+        return None
+
+    def _display_rewrites(self, msg: dict) -> int:
+        """How many earlier outputs this message rewrites (each output shown with its display id)."""
+        content = msg.get("content")
+        transient = content.get("transient") if isinstance(content, dict) else None
+        display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        if not isinstance(display_id, str) or msg.get("msg_type") not in ("execute_result", "display_data",
+                                                                          "update_display_data"):
+            return 0
+        return sum(len(indices) for indices in self._display_id_map.get(display_id, {}).values())
+
+    def _note_dropped(self, cell: NotebookNode, cell_index: int, what: str) -> None:
+        """One line in the cell's output, the first time something of this cell is dropped."""
+        if cell_index not in self._noted:
+            self._noted.add(cell_index)
+            cell.outputs.append(NotebookNode(output_type="stream", name="stdout", text=f"\n[{what}]\n"))
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Widget messages are dropped: a graded notebook shows no widgets, so their state is not kept."""
         return None
 
     # -- kernel recovery ------------------------------------------------------------------------------
@@ -232,24 +291,29 @@ class RunChecks(Execute):
         cell.outputs = render_results(results, points)
 
 
-def _message_size(msg: dict) -> int:
-    content = msg.get("content", {})
-    if "text" in content:
-        return len(content["text"])
-    data = content.get("data", {})
-    if data:
-        return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
-    return len(str(content.get("traceback", ""))) + 100
+def message_size(msg: dict) -> int:
+    """Bytes of a kernel message, every part of it: its JSON (header, metadata, content) and its buffers."""
+    try:
+        size = len(json.dumps([msg.get(k) for k in ("header", "parent_header", "metadata", "content")], default=str))
+        return size + sum(memoryview(b).nbytes for b in msg.get("buffers") or [])
+    except (TypeError, ValueError, RecursionError):
+        return 2**62  # a message that cannot even be measured is never kept
 
 
 def render_results(results: list[ExerciseResult], cell_points: float) -> list[NotebookNode]:
-    """The check cell's outputs: the report for people, the data for tools, the score for nbgrader."""
+    """The check cell's outputs: the report for people, the data for tools, the score for nbgrader.
+
+    The report and RESULT_MIME are what a student may see; CHECK_DETAILS_MIME keeps every check's
+    message for the instructor (feedback drops it, see StripHiddenChecks).
+    """
     report = "\n".join(format_report(r, hidden=False) for r in results)
     earned = sum(r.score for r in results)
     total = sum(r.max_score for r in results)
+    full = [r.to_json() for r in results]
     outputs = [NotebookNode(output_type="display_data", metadata={}, data={
         "text/plain": report,
-        RESULT_MIME: {"exercises": [r.to_json() for r in results]},
+        RESULT_MIME: {"exercises": [redacted_exercise(ex) for ex in full]},
+        CHECK_DETAILS_MIME: {"exercises": full},
     })]
     errors = [r.error for r in results if r.error]
     if errors or total == 0:
@@ -263,22 +327,50 @@ def render_results(results: list[ExerciseResult], cell_points: float) -> list[No
     return outputs
 
 
-def cell_results(cell: NotebookNode) -> list[dict[str, Any]]:
-    """The structured results a graded check cell carries (empty if it was never graded)."""
+def redacted_exercise(exercise: dict[str, Any]) -> dict[str, Any]:
+    """An exercise's results as a student may see them: a hidden check says whether it passed and its hint.
+
+    Its message goes: it can name the inputs the check tried, the values it expected, or repeat the text of
+    the student's own exception (which a notebook could fill with whatever its functions were given).
+    """
+    checks = [{**c, "message": HIDDEN_MESSAGE if c.get("message") else ""} if not c.get("visible", True) else dict(c)
+              for c in exercise.get("checks", [])]
+    return {**exercise, "checks": checks}
+
+
+def redacted_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A submission's results (`SubmissionResult.to_json()`) as a student may see them."""
+    return {**result, "exercises": [redacted_exercise(ex) for ex in result.get("exercises", [])]}
+
+
+def cell_results(cell: NotebookNode, redacted: bool = False) -> list[dict[str, Any]]:
+    """The structured results a graded check cell carries (empty if it was never graded).
+
+    In full (the instructor's form) unless `redacted`, or unless the cell has only the student's form.
+    """
     for output in cell.get("outputs", []):
-        if output.get("output_type") == "display_data" and RESULT_MIME in output.get("data", {}):
-            return list(output["data"][RESULT_MIME].get("exercises", []))
+        data = output.get("data", {}) if output.get("output_type") == "display_data" else {}
+        if RESULT_MIME in data:
+            if not redacted and CHECK_DETAILS_MIME in data:
+                return list(data[CHECK_DETAILS_MIME].get("exercises", []))
+            return [redacted_exercise(ex) for ex in data[RESULT_MIME].get("exercises", [])]
     return []
 
 
 class StripHiddenChecks(NbGraderPreprocessor):
-    """Feedback shows what the checks said, never the hidden part of a check cell."""
+    """Feedback shows what the checks said, never the hidden part of a check cell nor a hidden check's message.
+
+    The check cells' report is written again from the student's form of the results, so that a notebook
+    graded before hidden messages were redacted gets redacted feedback too.
+    """
 
     begin = Unicode("### BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("### END HIDDEN TESTS").tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and self.begin in cell.source:
+        if cell.cell_type != "code":
+            return cell, resources
+        if self.begin in cell.source:
             kept, hiding = [], False
             for line in cell.source.splitlines():
                 if line.strip() == self.begin:
@@ -288,4 +380,160 @@ class StripHiddenChecks(NbGraderPreprocessor):
                 elif not hiding:
                     kept.append(line)
             cell.source = "\n".join(kept)
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue
+            data.pop(CHECK_DETAILS_MIME, None)
+            if RESULT_MIME in data:
+                exercises = [redacted_exercise(ex) for ex in data[RESULT_MIME].get("exercises", [])]
+                data[RESULT_MIME] = {"exercises": exercises}
+                data["text/plain"] = "\n".join(format_report(ExerciseResult.from_json(ex)) for ex in exercises)
         return cell, resources
+
+
+# HTML that a student's output or markdown may keep: text, lists, tables (pandas), headings; no scripts,
+# styles, forms, frames, images from elsewhere, or event handlers.
+SAFE_TAGS = ["a", "abbr", "acronym", "b", "blockquote", "br", "caption", "code", "dd", "del", "details", "div", "dl",
+             "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "kbd", "li", "ol", "p", "pre", "s", "samp",
+             "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr",
+             "tt", "u", "ul", "var"]
+SAFE_ATTRIBUTES = {"a": ["href", "title"], "abbr": ["title"], "acronym": ["title"], "td": ["colspan", "rowspan"],
+                   "th": ["colspan", "rowspan"], "table": ["class"], "div": ["class"], "span": ["class"]}
+SAFE_ATTACHMENTS = ("image/png", "image/jpeg")
+BLANK_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+
+
+class SanitizeNotebook(SanitizeHTML):
+    """No script from a student's notebook runs where a graded notebook is shown (formgrader, feedback).
+
+    nbconvert's SanitizeHTML cleans the HTML of markdown and raw cells and of outputs, and drops every
+    output type it does not know to be safe (JavaScript, widgets, SVG). This also keeps the course's
+    result data, drops attachments that are not plain images, what outputs say about how to show
+    themselves (their metadata), and the widget state.
+    """
+
+    tags = List(Unicode(), default_value=SAFE_TAGS).tag(config=True)
+    attributes = AnyTrait(default_value=SAFE_ATTRIBUTES).tag(config=True)
+    safe_output_keys = Set(default_value={"text/plain", "text/latex", "application/json", "image/png", "image/jpeg",
+                                          RESULT_MIME, CHECK_DETAILS_MIME}).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        nb.metadata.pop("widgets", None)
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type in ("markdown", "raw") and not isinstance(cell.get("source"), str):
+            cell.source = ""
+        if "attachments" in cell:
+            cell.attachments = {name: _safe_attachment(bundle) for name, bundle in (cell.attachments or {}).items()}
+        if cell.cell_type == "markdown":
+            # Markdown is rendered again wherever the notebook is shown, links included (nbconvert lets
+            # `[x](javascript:...)` through, and nbgrader's templates do not clean markdown cells): a cell
+            # whose rendering would carry anything active is shown as its text instead.
+            cell.source = safe_markdown(cell.source, cell.get("attachments"))
+            return cell, resources
+        super().preprocess_cell(cell, resources, index)
+        return cell, resources
+
+    def sanitize_code_outputs(self, outputs):
+        for output in outputs:
+            if output.get("output_type") in ("stream", "error"):
+                continue  # shown as escaped text
+            if "metadata" in output:
+                output.metadata = NotebookNode()
+            data = output.get("data")
+            if not isinstance(data, dict):
+                output.data = data = NotebookNode()
+            for key in list(data):
+                if key in self.safe_output_keys:
+                    continue
+                if key == "text/markdown" and isinstance(data[key], str):
+                    data[key] = safe_markdown(data[key])
+                elif key in self.sanitized_output_types and isinstance(data[key], str):
+                    data[key] = self.sanitize_html_tags(data[key])
+                else:
+                    del data[key]
+        return outputs
+
+
+def safe_markdown(source: str, attachments: dict | None = None) -> str:
+    """`source` if its rendering is inert HTML, else the same text as a code block (shown, never run)."""
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    try:
+        rendered = MarkdownWithMath(renderer=IPythonRenderer(escape=False, attachments=attachments or {})).render(source)
+    except Exception:  # nbconvert could not render it either: show it as text
+        rendered = "<script>"
+    if _is_inert_html(rendered):
+        return source
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
+    return (f"[the grader shows this cell as text: its HTML or links could run code]\n\n"
+            f"{fence}text\n{source}\n{fence}")
+
+
+# What rendered markdown may hold: formatting tags, attributes that only describe, links to web pages, mail
+# and anchors, and inline images.
+INERT_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "center", "cite", "code", "col", "colgroup", "dd",
+              "del", "details", "dfn", "div", "dl", "dt", "em", "figcaption", "figure", "font", "h1", "h2", "h3",
+              "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "samp",
+              "small", "span", "strike", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th",
+              "thead", "tr", "tt", "u", "ul", "var"}
+INERT_ATTRIBUTES = {"align", "alt", "class", "colspan", "height", "href", "id", "rowspan", "src", "start", "title",
+                    "width"}
+INERT_LINK = re.compile(r"^(https?:|mailto:|#|data:image/(png|jpeg|gif);base64,[a-z0-9+/=]*$|[^:]*$)")
+
+
+def _is_inert_html(text: str) -> bool:
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Inspector(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in INERT_TAGS:
+                found.append(tag)
+            for name, value in attrs:
+                # Browsers ignore whitespace and control characters inside a URL's scheme.
+                link = re.sub(r"[\x00-\x20]", "", value or "").lower()
+                if name not in INERT_ATTRIBUTES or (name in ("href", "src") and not INERT_LINK.match(link)):
+                    found.append(name)
+
+        handle_startendtag = handle_starttag
+
+        def handle_comment(self, data):  # conditional comments and the like
+            found.append("comment")
+
+        def handle_decl(self, decl):
+            found.append("declaration")
+
+        def unknown_decl(self, data):
+            found.append("declaration")
+
+        def handle_pi(self, data):
+            found.append("processing instruction")
+
+    inspector = Inspector(convert_charrefs=True)
+    inspector.feed(text)
+    inspector.close()
+    return not found
+
+
+def _safe_attachment(bundle: Any) -> dict:
+    """The plain images of an attachment (a markdown cell shows them inline as data URLs): well-formed base64 only.
+
+    An attachment with none keeps its name, as a blank pixel: nbconvert refuses a notebook whose markdown
+    names a missing attachment.
+    """
+    kept = {}
+    if not isinstance(bundle, dict):
+        bundle = {}
+    for mime in SAFE_ATTACHMENTS:
+        value = bundle.get(mime)
+        if isinstance(value, str):
+            try:
+                base64.b64decode(value.replace("\n", ""), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            kept[mime] = value
+    return kept or {"image/png": BLANK_PNG}

@@ -31,7 +31,7 @@ from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Any as AnyTrait, Float, Integer, List, Set, Type, Unicode
+from traitlets import Any as AnyTrait, Bool, Float, Integer, List, Set, Type, Unicode
 
 from llmcourse.agent import BOOTSTRAP
 from llmcourse.checking.notebook import format_report
@@ -413,6 +413,7 @@ class SanitizeNotebook(SanitizeHTML):
     themselves (their metadata), and the widget state.
     """
 
+    enabled = Bool(True).tag(config=True)  # nbconvert's SanitizeHTML is off unless enabled; nbgrader never enables it
     tags = List(Unicode(), default_value=SAFE_TAGS).tag(config=True)
     attributes = AnyTrait(default_value=SAFE_ATTRIBUTES).tag(config=True)
     safe_output_keys = Set(default_value={"text/plain", "text/latex", "application/json", "image/png", "image/jpeg",

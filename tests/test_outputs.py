@@ -170,7 +170,7 @@ def test_feedback_drops_the_instructors_results_and_redacts_notebooks_graded_bef
         RESULT_MIME: {"exercises": [mixed_result().to_json()]}})
     cell.outputs = render_results([mixed_result()], 4) + [old_style]
     nb = nbformat.v4.new_notebook(cells=[cell])
-    StripHiddenChecks().preprocess(nb, {})
+    StripHiddenChecks()(nb, {})
     assert "0.9997" not in json.dumps(nb) and "hidden=True" not in cell.source
     assert "Hint: Subtract the maximum first." in cell.outputs[-1].data["text/plain"]
 
@@ -208,7 +208,7 @@ def hostile_notebook() -> nbformat.NotebookNode:
 
 
 def test_the_sanitised_notebook_keeps_no_script_and_keeps_the_results():
-    nb, _ = SanitizeNotebook().preprocess(hostile_notebook(), {})
+    nb, _ = SanitizeNotebook()(hostile_notebook(), {})  # as nbgrader calls it
     text = json.dumps([[c.get("outputs", []), c.get("attachments", {})] for c in nb.cells] + [nb.metadata])
     for danger in ("<script", "<img", "<svg", "application/javascript", "isolated", "widgets"):
         assert danger not in text, danger
@@ -223,6 +223,24 @@ def test_no_script_runs_in_the_sanitised_notebooks_html(sanitize_html):
     from nbconvert import HTMLExporter
 
     assert active_content(HTMLExporter(template_name="classic").from_notebook_node(hostile_notebook())[0])
-    nb, _ = SanitizeNotebook().preprocess(hostile_notebook(), {})
+    nb, _ = SanitizeNotebook()(hostile_notebook(), {})  # as nbgrader calls it
     page, _ = HTMLExporter(template_name="classic", sanitize_html=sanitize_html).from_notebook_node(nb)
     assert active_content(page) == [] and "PWNED" in page
+
+
+def test_the_class_report_shows_hostile_text_as_text(tmp_path):
+    from grader.course import Course
+    from grader.report import build_report
+
+    (tmp_path / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.db_url = 'sqlite:///{tmp_path / 'gradebook.db'}'\n")
+    script = '<script>window.PWNED = 1</script><img src=x onerror="window.PWNED = 2">'
+    results = [{"student": f"s{script}", "score": 1, "max_score": 4, "error": f"found {script}.ipynb",
+                "events": [script], "exercises": [{"id": f"00_basics/add{script}", "score": 1, "max_score": 4,
+                                                   "checks": [{"name": script, "passed": False, "points": 0,
+                                                               "max_points": 3, "message": script, "hint": script,
+                                                               "visible": False}]}]}]
+    (tmp_path / "reports" / "00_basics").mkdir(parents=True)
+    (tmp_path / "reports" / "00_basics" / "grades.json").write_text(json.dumps(results))
+    page = build_report(Course(tmp_path), "00_basics").read_text()
+    assert active_content(page) == [] and "<script" not in page and "&lt;script&gt;" in page

@@ -19,7 +19,7 @@ c.Exchange.root = os.path.join(here, "exchange")
 # feedback) keeps no script, event handler or widget from a student's notebook.
 c.Autograde.autograde_preprocessors = [
     "grader.preprocessors.RunChecks",
-    "grader.preprocessors.SanitizeNotebook",
+    "grader.sanitize.SanitizeNotebook",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -33,7 +33,7 @@ c.Autograde.autograde_preprocessors = [
 # again, and its HTML cleaned, for notebooks graded before the graded notebook itself was sanitised.
 c.GenerateFeedback.preprocessors = [
     "grader.preprocessors.StripHiddenChecks",
-    "grader.preprocessors.SanitizeNotebook",
+    "grader.sanitize.SanitizeNotebook",
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -12,8 +12,9 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete
 
-from grader.preprocessors import (CHECK_DETAILS_MIME, RESULT_MIME, RunChecks, SanitizeNotebook, StripHiddenChecks,
-                                  cell_results, redacted_result, render_results)
+from grader.preprocessors import (CHECK_DETAILS_MIME, RESULT_MIME, RunChecks, StripHiddenChecks, cell_results,
+                                  redacted_result, render_results)
+from grader.sanitize import SanitizeNotebook
 from llmcourse.checking import CheckResult, ExerciseResult
 from llmcourse.checking.notebook import format_report
 from tests.active_html import active_content

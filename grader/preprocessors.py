@@ -168,19 +168,25 @@ class RunChecks(Execute):
     def reset_execution_trackers(self) -> None:
         super().reset_execution_trackers()
         self._output_used: dict[int, int] = {}  # bytes the kernel sent for each cell
-        self._notebook_output_used = 0
+        self._notebook_output_used = 0  # bytes the cells kept
+        self._notebook_full = False  # once the notebook refuses a message, it keeps no more output
         self._noted: set[int] = set()  # cells whose output says that something was dropped
 
     # Every message the kernel sends for a cell passes through process_message, whatever it becomes:
     # an output, a rewrite of earlier outputs (display ids), a clear, or widget state. So the budget is
-    # kept there, in bytes of whole messages (content, metadata, buffers), per cell and per notebook.
+    # kept there, in bytes of whole messages (content, metadata, buffers). A cell is charged for all it
+    # sends, and keeps nothing more once past its budget; the notebook, for what its cells kept, so that
+    # one flooding cell does not silence the cells after it.
     def process_message(self, msg, cell, cell_index):
         kind = msg.get("msg_type")
         cost = message_size(msg) * (1 + self._display_rewrites(msg))
         cell_used = self._output_used.get(cell_index, 0) + cost
         self._output_used[cell_index] = cell_used
-        self._notebook_output_used += cost
-        if cell_used <= self.max_cell_output and self._notebook_output_used <= self.max_notebook_output:
+        within_cell = cell_used <= self.max_cell_output
+        if within_cell and self._notebook_output_used + cost > self.max_notebook_output:
+            self._notebook_full = True
+        if within_cell and not self._notebook_full:
+            self._notebook_output_used += cost
             try:
                 return super().process_message(msg, cell, cell_index)
             except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -191,7 +197,7 @@ class RunChecks(Execute):
         if kind not in ("status", "execute_input"):
             self._note_dropped(cell, cell_index,
                                f"the grader kept the first {self.max_cell_output:,} bytes of this cell's output and "
-                               f"dropped the rest" if cell_used > self.max_cell_output else
+                               f"dropped the rest" if not within_cell else
                                f"the grader dropped this cell's output: the notebook's output had reached the limit "
                                f"of {self.max_notebook_output:,} bytes")
         if kind == "status":

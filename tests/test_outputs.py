@@ -104,6 +104,14 @@ def test_the_notebook_budget_bounds_the_graded_notebook_whatever_each_cell_does(
     assert "the notebook's output had reached the limit of 262,144 bytes" in notes(run.nb.cells[-1])[0]
 
 
+def test_one_flooding_cell_does_not_silence_the_cells_after_it():
+    run = client()
+    for _ in range(20):
+        send(run, 0, message("stream", {"name": "stdout", "text": "s" * 100_000}))
+    send(run, 1, message("stream", {"name": "stdout", "text": "still here"}))
+    assert notes(run.nb.cells[0]) and run.nb.cells[1].outputs[0].text == "still here"
+
+
 def test_comm_messages_leave_no_state_in_the_grader():
     run = client()
     opened = {"comm_id": "w", "target_name": "jupyter.widget", "data": {"state": {
@@ -245,3 +253,31 @@ def test_the_class_report_shows_hostile_text_as_text(tmp_path):
     (tmp_path / "reports" / "00_basics" / "grades.json").write_text(json.dumps(results))
     page = build_report(Course(tmp_path), "00_basics").read_text()
     assert active_content(page) == [] and "<script" not in page and "&lt;script&gt;" in page
+
+
+COMM_FLOOD = '''from comm import create_comm
+
+state = {"_model_module": "@jupyter-widgets/controls", "_model_name": "TextModel"}
+for i in range(100):
+    comm = create_comm(target_name="jupyter.widget", data={"state": state, "buffer_paths": []})
+    comm.send({"method": "update", "state": {"value": "w" * 1_000_000}, "buffer_paths": [["b"]]}, buffers=[b"b" * 10_000])
+'''
+
+
+@pytest.mark.slow
+def test_a_comm_flood_from_a_real_kernel_leaves_the_graders_memory_bounded(tmp_path):
+    import tracemalloc
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(COMM_FLOOD), nbformat.v4.new_code_cell("print('after')")])
+    run = RunChecks(timeout=120)
+    tracemalloc.start()
+    try:
+        run.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 100 MB went by: no more than a few messages of it are held at once, and none of it is kept.
+    assert run.widget_state == {} and run.widget_buffers == {}
+    assert peak < 40 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
+    assert notes(nb.cells[0]) and nb.cells[1].outputs[0].text == "after\n"
+    assert len(json.dumps(nb)) < 2 * 2**20 + 10_000

@@ -281,3 +281,42 @@ def test_a_comm_flood_from_a_real_kernel_leaves_the_graders_memory_bounded(tmp_p
     assert peak < 40 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
     assert notes(nb.cells[0]) and nb.cells[1].outputs[0].text == "after\n"
     assert len(json.dumps(nb)) < 2 * 2**20 + 10_000
+
+
+# -- where grader/cli.py writes results (its owner applies the change these wait for) ---------------------
+CLI_PENDING = ("grader/cli.py still writes the instructor's form: write_class_files should write "
+               "redacted_result(r.to_json()) to grades.json, and cmd_check print redacted_exercise(ex) for each exercise")
+
+
+def full_submission():
+    from grader.grading import SubmissionResult
+
+    exercise = mixed_result().to_json()
+    return SubmissionResult(assignment="01_attention", score=exercise["score"], max_score=exercise["max_score"],
+                            exercises=[exercise], student="ada")
+
+
+@pytest.mark.xfail(strict=True, reason=CLI_PENDING)
+def test_grades_json_keeps_hidden_messages_out(tmp_path):
+    from grader.cli import write_class_files
+    from grader.course import Course
+
+    folder = write_class_files(Course(tmp_path), "01_attention", [full_submission()])
+    grades = (folder / "grades.json").read_text()
+    assert "Subtract the maximum first." in grades and "0.9997" not in grades
+
+
+@pytest.mark.xfail(strict=True, reason=CLI_PENDING)
+def test_grader_check_shows_a_self_learner_hidden_checks_as_pass_or_fail_and_hint(monkeypatch, capsys, tmp_path):
+    import grader.grading
+    from grader.cli import main
+
+    notebook = tmp_path / "attention.ipynb"
+    notebook.write_text("{}")
+    result = full_submission()
+    result.student, result.notebook = None, str(notebook)
+    monkeypatch.setattr(grader.grading, "check_notebook", lambda course, path: result)
+    for flags in ([], ["--json"]):
+        main(["check", str(notebook), *flags])
+        out = capsys.readouterr().out
+        assert "Subtract the maximum first." in out and "0.9997" not in out

@@ -76,6 +76,9 @@ class SanitizeNotebook(SanitizeHTML):
             if not isinstance(data, dict):
                 output.data = data = NotebookNode()
             for key in list(data):
+                if key == "text/latex" and (not isinstance(data[key], str) or ACTIVE_TEX.search(data[key])):
+                    del data[key]
+                    continue
                 if key in self.safe_output_keys:
                     continue
                 if key == "text/markdown" and isinstance(data[key], str):
@@ -93,7 +96,7 @@ def safe_markdown(source: str, attachments: dict | None = None) -> str:
         rendered = MarkdownWithMath(renderer=IPythonRenderer(escape=False, attachments=attachments or {})).render(source)
     except Exception:  # what nbconvert cannot render here, it cannot render in feedback either
         rendered = None
-    if rendered is not None and is_inert_html(rendered):
+    if rendered is not None and is_inert_html(rendered) and not ACTIVE_TEX.search(source):
         return source
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
     return (f"[the grader shows this cell as text: its HTML or links could run code]\n\n"
@@ -109,6 +112,9 @@ INERT_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "center", "cite",
               "thead", "tr", "tt", "u", "ul", "var"}
 INERT_ATTRIBUTES = {"align", "alt", "class", "colspan", "height", "href", "id", "rowspan", "src", "start", "title",
                     "width"}
+# MathJax typesets the math of markdown and of `text/latex` outputs wherever they are shown; these TeX
+# commands make links, set HTML attributes or styles, or load code.
+ACTIVE_TEX = re.compile(r"\\(href|url|unicode|class|cssId|style|require|html\w*)(?![a-zA-Z])")
 INERT_LINK = re.compile(r"^(https?:|mailto:|#|data:image/(png|jpeg|gif);base64,[a-z0-9+/=]*$|[^:]*$)")
 
 

@@ -198,6 +198,8 @@ def hostile_notebook() -> nbformat.NotebookNode:
     code.outputs = [
         nbformat.v4.new_output("display_data", data={"text/html": HOSTILE_HTML, "text/plain": "<HTML>"},
                                metadata={"text/html": {"isolated": True}}),
+        nbformat.v4.new_output("display_data", data={"text/latex": r"$\href{javascript:window.PWNED=12}{x}$",
+                                                     "text/plain": "latex"}),
         nbformat.v4.new_output("display_data", data={"application/javascript": "window.PWNED = 3",
                                                      "image/svg+xml": "<svg onload='window.PWNED = 4'/>",
                                                      "text/markdown": "[click](javascript:window.PWNED=5)"}),
@@ -207,9 +209,10 @@ def hostile_notebook() -> nbformat.NotebookNode:
     markdown.attachments = {"a.png": {"image/png": '" onerror="window.PWNED = 7', "text/html": "<script>x</script>"},
                             "b.png": {"image/png": "iVBORw0KGgo="}}
     raw = nbformat.v4.new_raw_cell("<script>window.PWNED = 8</script>")
+    math = nbformat.v4.new_markdown_cell(r"Math: $\href{javascript:window.PWNED=13}{x}$ and $x \le y$")
     checks = nbformat.v4.new_code_cell('check("00_basics/add")')
     checks.outputs = render_results([mixed_result()], 4)
-    nb = nbformat.v4.new_notebook(cells=[code, markdown, raw, checks])
+    nb = nbformat.v4.new_notebook(cells=[code, markdown, raw, checks, math])
     code.outputs.append(nbformat.NotebookNode(output_type="execute_result", execution_count=1, metadata={},
                                               data={"text/html": {"not": "a string"}}))
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": "<script>"}}}
@@ -224,7 +227,8 @@ def test_the_sanitised_notebook_keeps_no_script_and_keeps_the_results():
     assert nb.cells[0].outputs[0].data["text/html"].startswith("<b>bold</b>&lt;script&gt;")
     assert nb.cells[1].source.startswith("[the grader shows this cell as text")
     assert nb.cells[1].attachments["b.png"] == {"image/png": "iVBORw0KGgo="}
-    assert nb.cells[-1].outputs[0].data.keys() >= {RESULT_MIME, CHECK_DETAILS_MIME, "text/plain"}
+    assert nb.cells[3].outputs[0].data.keys() >= {RESULT_MIME, CHECK_DETAILS_MIME, "text/plain"}
+    assert "text/latex" not in nb.cells[0].outputs[1].data and nb.cells[4].source.startswith("[the grader shows")
 
 
 @pytest.mark.parametrize("sanitize_html", [False, True])

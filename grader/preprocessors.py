@@ -6,11 +6,18 @@ never run in the kernel. Their checks run here, in the grader's process, through
 that can only exchange data with the kernel. The verdict becomes the check cell's output, in the
 form nbgrader scores: no error for full marks, a number for partial credit, an error for zero.
 
-`StripHiddenChecks` keeps the hidden part of check cells out of feedback.
+What students see of a hidden check is whether it passed and its hint: never its message, which may
+name the inputs it tried, the values it expected or the text of the student's own exception. The
+check cell's output carries that redacted form; the instructor's full results ride along under a
+mime type of their own (`CHECK_DETAILS_MIME`), which no notebook view renders and which
+`StripHiddenChecks` removes from feedback, together with the hidden part of check cells.
+
+Making a graded notebook safe to open (no script a student planted runs) is `grader.sanitize`'s job.
 """
 from __future__ import annotations
 
 import ast
+import json
 import time
 from typing import Any
 
@@ -29,7 +36,9 @@ from llmcourse.checks import check_modules
 from .remote import Channel, KernelLost, kernel_student, run_code
 from .sandbox import SandboxedKernelManager
 
-RESULT_MIME = "application/vnd.llmcourse.checks+json"
+RESULT_MIME = "application/vnd.llmcourse.checks+json"  # what students may see
+CHECK_DETAILS_MIME = "application/vnd.llmcourse.check-details+json"  # the instructor's full results
+HIDDEN_MESSAGE = "this hidden check failed; its inputs and expected values are not shown (see the hint)"
 
 
 def is_check_cell(cell: NotebookNode) -> bool:
@@ -67,7 +76,10 @@ class RunChecks(Execute):
     check_timeout = Float(60.0, help="Seconds the student's code may take to answer one request from a check.").tag(config=True)
     skip_tags = List(Unicode(), ["demo"], help="Cells with these tags only show results and are not run when grading.").tag(config=True)
     kernel_name = Unicode("python3", help="Always the course's own Python; a notebook cannot choose.").tag(config=True)
-    max_cell_output = Integer(2 * 2**20, help="Characters of output kept per cell; the rest is dropped.").tag(config=True)
+    max_cell_output = Integer(2 * 2**20, help="Bytes of kernel messages kept per cell (all of them: outputs, "
+                              "metadata, display updates, widgets); the rest is dropped.").tag(config=True)
+    max_notebook_output = Integer(8 * 2**20, help="Bytes of kernel messages kept for the whole notebook; the "
+                                  "cells' output past it is dropped.").tag(config=True)
 
     def __init__(self, **kw):
         # nbgrader's Execute forces its own kernel manager unless one is passed: pass ours.
@@ -88,7 +100,6 @@ class RunChecks(Execute):
         self._deadline = time.monotonic() + self.notebook_timeout
         self._replay: list[str] = []
         self._events: list[str] = []
-        self._output_used: dict[int, int] = {}
         self._channel: Channel | None = None
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
@@ -154,17 +165,66 @@ class RunChecks(Execute):
             self._events.append("the kernel did not open the check channel")
 
     # -- output flood control ---------------------------------------------------------------------------
-    def output(self, outs, msg, display_id, cell_index):
-        """Keep at most `max_cell_output` characters of a cell's output; a flood costs the grader nothing."""
-        size = _message_size(msg)
-        used = self._output_used.get(cell_index, 0)
-        self._output_used[cell_index] = used + size
-        if used + size <= self.max_cell_output:
-            return super().output(outs, msg, display_id, cell_index)
-        if used <= self.max_cell_output:
-            outs.append(NotebookNode(output_type="stream", name="stdout",
-                                     text=f"\n[the grader kept the first {self.max_cell_output:,} characters of this "
-                                          f"cell's output and dropped the rest]\n"))
+    def reset_execution_trackers(self) -> None:
+        super().reset_execution_trackers()
+        self._output_used: dict[int, int] = {}  # bytes the kernel sent for each cell
+        self._notebook_output_used = 0  # bytes the cells kept
+        self._notebook_full = False  # once the notebook refuses a message, it keeps no more output
+        self._noted: set[int] = set()  # cells whose output says that something was dropped
+
+    # Every message the kernel sends for a cell passes through process_message, whatever it becomes:
+    # an output, a rewrite of earlier outputs (display ids), a clear, or widget state. So the budget is
+    # kept there, in bytes of whole messages (content, metadata, buffers). A cell is charged for all it
+    # sends, and keeps nothing more once past its budget; the notebook, for what its cells kept, so that
+    # one flooding cell does not silence the cells after it.
+    def process_message(self, msg, cell, cell_index):
+        kind = msg.get("msg_type")
+        cost = message_size(msg) * (1 + self._display_rewrites(msg))
+        cell_used = self._output_used.get(cell_index, 0) + cost
+        self._output_used[cell_index] = cell_used
+        within_cell = cell_used <= self.max_cell_output
+        if within_cell and self._notebook_output_used + cost > self.max_notebook_output:
+            self._notebook_full = True
+        if within_cell and not self._notebook_full:
+            self._notebook_output_used += cost
+            try:
+                return super().process_message(msg, cell, cell_index)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                # A forged message (the kernel holds the session key) must not stop the notebook's grading.
+                self._note_dropped(cell, cell_index, "the grader dropped a message from the kernel that is not a "
+                                                     "valid output")
+                return None
+        if kind not in ("status", "execute_input"):
+            self._note_dropped(cell, cell_index,
+                               f"the grader kept the first {self.max_cell_output:,} bytes of this cell's output and "
+                               f"dropped the rest" if not within_cell else
+                               f"the grader dropped this cell's output: the notebook's output had reached the limit "
+                               f"of {self.max_notebook_output:,} bytes")
+        if kind == "status":
+            # Only the end of the cell is still needed from an over-budget message.
+            state = msg.get("content", {}).get("execution_state") if isinstance(msg.get("content"), dict) else None
+            return super().process_message({"msg_type": "status", "header": {}, "parent_header": msg.get("parent_header", {}),
+                                            "metadata": {}, "content": {"execution_state": state}}, cell, cell_index)
+        return None
+
+    def _display_rewrites(self, msg: dict) -> int:
+        """How many earlier outputs this message rewrites (each output shown with its display id)."""
+        content = msg.get("content")
+        transient = content.get("transient") if isinstance(content, dict) else None
+        display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        if not isinstance(display_id, str) or msg.get("msg_type") not in ("execute_result", "display_data",
+                                                                          "update_display_data"):
+            return 0
+        return sum(len(indices) for indices in self._display_id_map.get(display_id, {}).values())
+
+    def _note_dropped(self, cell: NotebookNode, cell_index: int, what: str) -> None:
+        """One line in the cell's output, the first time something of this cell is dropped."""
+        if cell_index not in self._noted:
+            self._noted.add(cell_index)
+            cell.outputs.append(NotebookNode(output_type="stream", name="stdout", text=f"\n[{what}]\n"))
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Widget messages are dropped: a graded notebook shows no widgets, so their state is not kept."""
         return None
 
     # -- kernel recovery ------------------------------------------------------------------------------
@@ -232,24 +292,29 @@ class RunChecks(Execute):
         cell.outputs = render_results(results, points)
 
 
-def _message_size(msg: dict) -> int:
-    content = msg.get("content", {})
-    if "text" in content:
-        return len(content["text"])
-    data = content.get("data", {})
-    if data:
-        return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
-    return len(str(content.get("traceback", ""))) + 100
+def message_size(msg: dict) -> int:
+    """Bytes of a kernel message, every part of it: its JSON (header, metadata, content) and its buffers."""
+    try:
+        size = len(json.dumps([msg.get(k) for k in ("header", "parent_header", "metadata", "content")], default=str))
+        return size + sum(memoryview(b).nbytes for b in msg.get("buffers") or [])
+    except (TypeError, ValueError, RecursionError):
+        return 2**62  # a message that cannot even be measured is never kept
 
 
 def render_results(results: list[ExerciseResult], cell_points: float) -> list[NotebookNode]:
-    """The check cell's outputs: the report for people, the data for tools, the score for nbgrader."""
+    """The check cell's outputs: the report for people, the data for tools, the score for nbgrader.
+
+    The report and RESULT_MIME are what a student may see; CHECK_DETAILS_MIME keeps every check's
+    message for the instructor (feedback drops it, see StripHiddenChecks).
+    """
     report = "\n".join(format_report(r, hidden=False) for r in results)
     earned = sum(r.score for r in results)
     total = sum(r.max_score for r in results)
+    full = [r.to_json() for r in results]
     outputs = [NotebookNode(output_type="display_data", metadata={}, data={
         "text/plain": report,
-        RESULT_MIME: {"exercises": [r.to_json() for r in results]},
+        RESULT_MIME: {"exercises": [redacted_exercise(ex) for ex in full]},
+        CHECK_DETAILS_MIME: {"exercises": full},
     })]
     errors = [r.error for r in results if r.error]
     if errors or total == 0:
@@ -263,22 +328,50 @@ def render_results(results: list[ExerciseResult], cell_points: float) -> list[No
     return outputs
 
 
-def cell_results(cell: NotebookNode) -> list[dict[str, Any]]:
-    """The structured results a graded check cell carries (empty if it was never graded)."""
+def redacted_exercise(exercise: dict[str, Any]) -> dict[str, Any]:
+    """An exercise's results as a student may see them: a hidden check says whether it passed and its hint.
+
+    Its message goes: it can name the inputs the check tried, the values it expected, or repeat the text of
+    the student's own exception (which a notebook could fill with whatever its functions were given).
+    """
+    checks = [{**c, "message": HIDDEN_MESSAGE if c.get("message") else ""} if not c.get("visible", True) else dict(c)
+              for c in exercise.get("checks", [])]
+    return {**exercise, "checks": checks}
+
+
+def redacted_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A submission's results (`SubmissionResult.to_json()`) as a student may see them."""
+    return {**result, "exercises": [redacted_exercise(ex) for ex in result.get("exercises", [])]}
+
+
+def cell_results(cell: NotebookNode, redacted: bool = False) -> list[dict[str, Any]]:
+    """The structured results a graded check cell carries (empty if it was never graded).
+
+    In full (the instructor's form) unless `redacted`, or unless the cell has only the student's form.
+    """
     for output in cell.get("outputs", []):
-        if output.get("output_type") == "display_data" and RESULT_MIME in output.get("data", {}):
-            return list(output["data"][RESULT_MIME].get("exercises", []))
+        data = output.get("data", {}) if output.get("output_type") == "display_data" else {}
+        if RESULT_MIME in data:
+            if not redacted and CHECK_DETAILS_MIME in data:
+                return list(data[CHECK_DETAILS_MIME].get("exercises", []))
+            return [redacted_exercise(ex) for ex in data[RESULT_MIME].get("exercises", [])]
     return []
 
 
 class StripHiddenChecks(NbGraderPreprocessor):
-    """Feedback shows what the checks said, never the hidden part of a check cell."""
+    """Feedback shows what the checks said, never the hidden part of a check cell nor a hidden check's message.
+
+    The check cells' report is written again from the student's form of the results, so that a notebook
+    graded before hidden messages were redacted gets redacted feedback too.
+    """
 
     begin = Unicode("### BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("### END HIDDEN TESTS").tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and self.begin in cell.source:
+        if cell.cell_type != "code":
+            return cell, resources
+        if self.begin in cell.source:
             kept, hiding = [], False
             for line in cell.source.splitlines():
                 if line.strip() == self.begin:
@@ -288,4 +381,14 @@ class StripHiddenChecks(NbGraderPreprocessor):
                 elif not hiding:
                     kept.append(line)
             cell.source = "\n".join(kept)
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue
+            data.pop(CHECK_DETAILS_MIME, None)
+            if RESULT_MIME in data:
+                exercises = [redacted_exercise(ex) for ex in data[RESULT_MIME].get("exercises", [])]
+                data[RESULT_MIME] = {"exercises": exercises}
+                data["text/plain"] = "\n".join(format_report(ExerciseResult.from_json(ex)) for ex in exercises)
         return cell, resources
+

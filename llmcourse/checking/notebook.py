@@ -71,7 +71,8 @@ def format_report(result: ExerciseResult, hidden: bool = False) -> str:
         mark = "PASS" if c.passed else "FAIL"
         lines.append(f"  [{mark}] {c.name} ({_pts(c.max_points)} pt)")
         if not c.passed:
-            if c.message:
+            # A hidden check's message can name its inputs and expected values: only its hint is shown.
+            if c.message and c.visible:
                 lines.append(f"         {c.message}")
             if c.hint:
                 lines.append(f"         Hint: {c.hint}")

@@ -804,7 +804,7 @@ CASES: list[Case] = [
          b_disk_fill, {**FULL, "scale": 0}, message=r"scale.*raised OSError: \[Errno 28\] No space left on device",
          verify=v_no_fill_on_host),
     Case("output_flood", "30 MB of printing after a correct `add`, in its answer cell.",
-         b_output_flood, FULL, output=(r"\[the grader kept the first 2,097,152 characters",), verify=v_flood_is_capped),
+         b_output_flood, FULL, output=(r"\[the grader kept the first 2,097,152 bytes",), verify=v_flood_is_capped),
     Case("os_exit", "A cell in the middle of the notebook calls `os._exit(3)`.",
          b_os_exit, FULL, message=r"cell \d+: the kernel died"),
     Case("segfault", "`mean_rows` calls `ctypes.string_at(0)`: the kernel dies with SIGSEGV during a check.",
@@ -886,6 +886,9 @@ CASES: list[Case] = [
          b_hash_order, {"add": 4, "scale": SAME_TWICE, "mean_rows": 3}, message="", verify=v_same_twice, rerun=True),
 ]
 
+from .cases_output import OUTPUT_CASES  # noqa: E402  (its cases are built with this module's helpers)
+
+CASES += OUTPUT_CASES
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES)
 

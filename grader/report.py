@@ -50,7 +50,10 @@ def build_report(course: Course, assignment: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = load_results(course, assignment)
+    everything = load_results(course, assignment)
+    # A submission the machinery could not grade has no score: it is listed, never counted as a 0.
+    not_graded = [r for r in everything if r.get("not_graded")]
+    results = [r for r in everything if not r.get("not_graded")]
     book = gradebook_scores(course, assignment)
     scores = [book.get(r["student"], r["score"]) for r in results]
     max_score = max((r["max_score"] for r in results), default=0)
@@ -98,12 +101,14 @@ def build_report(course: Course, assignment: str) -> Path:
     check_rows = [(ex, check, f"{100 * sum(v) / len(v):.0f}%", len(v)) for (ex, check), v in check_pass.items()]
     hint_rows = [(count, ex, hint) for (ex, hint), count in hints.most_common(15)]
     flag_rows = [(r["student"], f"{r['score']:g}", r.get("error") or "; ".join(r.get("events", []))) for r in flagged]
+    flag_rows += [(r["student"], "not graded", f"the grading machinery failed ({r['not_graded']}); grade again to "
+                                              f"grade it") for r in not_graded]
     mean = sum(scores) / len(scores) if scores else 0
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(assignment)} report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f3f3f3}}</style></head><body>
 <h1>{html.escape(assignment)}: class report</h1>
-<p>{len(results)} submissions, mean score {mean:.1f} of {max_score:g}; grading took {total_seconds:.0f} s of kernel time
+<p>{len(results)} submissions graded{f", {len(not_graded)} not graded (see below)" if not_graded else ""}, mean score {mean:.1f} of {max_score:g}; grading took {total_seconds:.0f} s of kernel time
 (median {sorted(seconds)[len(seconds) // 2] if seconds else 0:.1f} s per submission).</p>
 <img alt="score histogram" src="data:image/png;base64,{histogram}">
 <h2>Exercises</h2><img alt="pass rates" src="data:image/png;base64,{pass_rates}">

@@ -136,8 +136,13 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     # The notebook's kernelspec is ignored on purpose: a submission cannot choose what runs it.
     def format_kernel_cmd(self, extra_arguments=None):
-        policy = self._policy()
-        return [sys.executable, "-m", "grader.sandbox_launch", json.dumps(policy), "--",
+        # The policy goes in a file of root's, not on the command line: the namespace's init keeps its
+        # command line, which every process in the namespace may read.
+        policy_file = self.conndir / "policy.json"
+        fd = os.open(policy_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._policy(), f)
+        return [sys.executable, "-m", "grader.sandbox_launch", f"@{policy_file}", "--",
                 sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
                 "--HistoryManager.hist_file=:memory:"]
 

@@ -1,6 +1,6 @@
 """Puts a kernel in its sandbox, then starts it.
 
-    python -m grader.sandbox_launch POLICY_JSON -- python -m ipykernel_launcher -f conn.json
+    python -m grader.sandbox_launch POLICY_JSON|@POLICY_FILE -- python -m ipykernel_launcher -f conn.json
 
 Run as root, in this order: the kernel's cgroup joined (one memory and process budget, one kill for
 all its processes), a new session, new mount, network, IPC and process-id namespaces; then, in the
@@ -281,7 +281,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: python -m grader.sandbox_launch POLICY_JSON -- COMMAND...\n")
         raise SystemExit(2)
-    policy = json.loads(argv[0])
+    policy = read_policy(argv[0])
     command = argv[2:]
     report = _open_report(policy.get("report"))
     step = Steps()
@@ -312,9 +312,17 @@ def main(argv: list[str]) -> None:
             os.write(report, json.dumps(step.refused).encode())
         except OSError:
             pass
-    # ipykernel exits when its parent looks like init; here its parent is init on purpose.
-    os.environ.pop("JPY_PARENT_PID", None)
+    # ipykernel exits when its parent looks like init, unless told its parent is init: here it is, on purpose.
+    os.environ["JPY_PARENT_PID"] = "1"
     os.execvpe(command[0], command, os.environ)
+
+
+def read_policy(arg: str) -> dict:
+    """The policy: JSON, or @FILE for a file of JSON (read while still root)."""
+    if arg.startswith("@"):
+        with open(arg[1:]) as f:
+            return json.load(f)
+    return json.loads(arg)
 
 
 def _was_refused(step: Steps, name: str) -> bool:

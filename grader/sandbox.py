@@ -314,15 +314,11 @@ class SandboxedKernelManager(AsyncKernelManager):
             await asyncio.sleep(0.02)
         os.chown(self.ipcdir, 0, 0, follow_symlinks=False)
         os.chmod(self.ipcdir, 0o755, follow_symlinks=False)
-        for path in paths:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue  # never bound: nothing to connect to, and no one but root can make it now
-            if not stat.S_ISSOCK(st.st_mode) or st.st_uid != uid:
-                self.kill_process_group()
-                raise RuntimeError(f"the kernel's socket {os.path.basename(path)} is not a socket of the kernel's "
-                                   "own user: the kernel was stopped and will not be connected to")
+        foreign = foreign_sockets(paths, uid)
+        if foreign:
+            self.kill_process_group()
+            raise RuntimeError(f"the kernel's socket {os.path.basename(foreign[0])} is not a socket of the kernel's "
+                               "own user: the kernel was stopped and will not be connected to")
 
     def _stage_workdir(self, source: str | None) -> None:
         """Fill the (fresh, empty) scratch directory with a copy of the submission's files, and nothing else."""
@@ -429,6 +425,20 @@ def clear_user(uid: int, timeout: float = 10.0) -> bool:
         _kill_user(uid)
         time.sleep(0.02)
     return True
+
+
+def foreign_sockets(paths: list[str], uid: int) -> list[str]:
+    """The paths among `paths` that are not sockets owned by `uid` (links are never followed). A path that
+    does not exist is fine: the grader's connection to it fails, and no one but root can create it."""
+    foreign = []
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != uid:
+            foreign.append(path)
+    return foreign
 
 
 def hidden_gpu_devices(gpu: int | None, devices: list[str]) -> list[str]:

@@ -102,6 +102,10 @@ class SandboxedKernelManager(AsyncKernelManager):
     uid_range = Integer(200000, help="First of 10,000 user ids handed out to kernels (they need no account).").tag(config=True)
     no_network = Bool(True, help="Start the kernel in its own network namespace (no network at all).").tag(config=True)
     hide_paths = List(Unicode(), help="Paths the kernel must not see: the course's secrets, other submissions.").tag(config=True)
+    private_roots = List(Unicode(), help="Folders (course roots) of which kernels see only what they need: the Python "
+                                         "packages and assets/; everything else there, including files made while "
+                                         "grading (a gradebook's journal), is hidden. Default: the course's root "
+                                         "(CourseDirectory.root).").tag(config=True)
     gpus = List(Integer(), help="GPUs kernels may use (default: all the grader sees); each kernel sees exactly one, "
                                 "handed out in turn.").tag(config=True)
     gpu_memory_fraction = Float(0.0, help="Share of its GPU's memory one kernel's torch may allocate (0: no cap). "
@@ -109,6 +113,12 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     _started = 0
     _claims = 0  # uids claimed by this process: the next claim starts past them
+
+    @default("private_roots")
+    def _private_roots_default(self) -> list[str]:
+        course = self.config.get("CourseDirectory")
+        root = course.get("root") if course else None
+        return [str(root)] if root else []
 
     @default("transport")
     def _transport_default(self) -> str:
@@ -200,6 +210,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         hide = [p for p in (os.path.abspath(h) for h in self.hide_paths)
                 if os.path.exists(p) and not str(self.sandbox_dir).startswith(p.rstrip("/") + "/")]
         gpu = self._gpu()
+        needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *_package_paths())})
         return {
             "workdir": str(self.workdir),
             "staging": str(self.sandbox_dir / "expose"),
@@ -208,7 +219,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             "hide_devices": hidden_gpu_devices(gpu, _device_names()),
             "inodes": self.inode_limit,
             # The interpreter and the installed packages must stay reachable for the kernel's user.
-            "expose": sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, _package_root())}),
+            "expose": needed,
+            "private_roots": private_roots(self.private_roots, needed + [str(self.sandbox_dir)]),
             "report": str(self.conndir / "sandbox-report.json"),
             "hide": hide,
             "uid": self._uid(),
@@ -458,10 +470,30 @@ def _device_names() -> list[str]:
         return []
 
 
-def _package_root() -> str:
+def _package_paths() -> list[str]:
+    """The course's package and its assets (in a source checkout both sit in the repository's root, among
+    things kernels must not see)."""
     import llmcourse
 
-    return os.path.dirname(os.path.dirname(os.path.abspath(llmcourse.__file__)))
+    package = os.path.dirname(os.path.abspath(llmcourse.__file__))
+    paths = [package]
+    assets = os.path.join(os.path.dirname(package), "assets")
+    if os.path.isdir(assets):
+        paths.append(assets)
+    return paths
+
+
+def private_roots(roots: list[str], needed: list[str]) -> list[dict]:
+    """For each root: what of it a kernel keeps (the paths of `needed` inside it, outermost only). A root
+    that is itself needed, or inside something needed, is left as it is."""
+    walled = []
+    for root in dict.fromkeys(os.path.realpath(r) for r in roots):
+        if not os.path.isdir(root) or any(root == n or root.startswith(n.rstrip("/") + "/") for n in needed):
+            continue
+        inside = sorted(n for n in needed if n.startswith(root.rstrip("/") + "/"))
+        keep = [n for n in inside if not any(n.startswith(k + "/") for k in inside if k != n)]
+        walled.append({"root": root, "keep": keep})
+    return walled
 
 
 def _cuda_device_count() -> int:

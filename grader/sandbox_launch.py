@@ -105,6 +105,9 @@ def prepare(policy: dict, step: Steps, namespaces: bool, own_proc: bool) -> None
         step(f"hide {path}", lambda p=path: _hide(p))
     for device in policy.get("hide_devices", []):
         step(f"hide {device}", lambda d=device: _hide_device(d))
+    for walled in policy.get("private_roots", []):
+        step(f"show only what kernels need of {walled['root']}",
+             lambda w=walled: _wall_off(w["root"], w["keep"], policy["staging"]))
     if uid is not None:
         for path in policy.get("expose", []):
             step(f"make {path} reachable for the kernel's user", lambda p=path: _expose(p, uid, policy["staging"]))
@@ -269,6 +272,27 @@ def _hide(path: str) -> None:
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=2,mode=000")
     elif os.path.exists(path):
         _mount("/dev/null", path, None, MS_BIND)
+
+
+def _wall_off(root: str, keep: list[str], staging: str) -> None:
+    """Cover `root` with an empty tmpfs of root's and bind back only `keep` (paths inside it): files made
+    in `root` later (a gradebook's journal) stay out of sight too."""
+    if not os.path.isdir(root):
+        return
+    aside = []
+    for kept in keep:
+        target = os.path.join(staging, f"root-{len(os.listdir(staging))}")
+        os.makedirs(target) if os.path.isdir(kept) else open(target, "x").close()
+        _mount(kept, target, None, MS_BIND | MS_REC)
+        aside.append((target, kept))
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=256,mode=755")
+    for target, kept in aside:
+        if os.path.isdir(target):
+            os.makedirs(kept, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            open(kept, "a").close()
+        _mount(target, kept, None, MS_BIND | MS_REC)
 
 
 def _hide_device(path: str) -> None:

@@ -453,3 +453,60 @@ def test_a_kernel_sees_only_the_gpu_it_was_given():
         import shutil
 
         shutil.rmtree(km.sandbox_dir, ignore_errors=True)
+
+
+def test_of_a_course_root_a_kernel_sees_only_the_packages_and_assets(tmp_path):
+    """The repository as a course root: its package and assets stay, everything else goes, including a file
+    made there after the kernel started (as a gradebook's journal is)."""
+    if os.geteuid() != 0:
+        pytest.skip("private mounts need root here")
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    late = repo / f"gradebook.db-journal-test-{uuid.uuid4().hex[:8]}"
+    probe = r'''
+import json, os
+import llmcourse.assets
+r = {"listing": sorted(os.listdir(REPO)), "assets": str(llmcourse.assets.assets_dir())}
+try:
+    open(LATE).read(); r["late"] = "read"
+except OSError as e:
+    r["late"] = type(e).__name__
+from IPython.display import publish_display_data
+publish_display_data({"application/x-probe": json.dumps(r)})
+'''
+
+    async def scenario():
+        km = SandboxedKernelManager(private_roots=[str(repo)])
+        await km.start_kernel(cwd=str(submission))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            late.write_text("journal")  # appears on the host after the kernel's view was made
+            status, payloads = await run_code(kc, f"REPO, LATE = {str(repo)!r}, {str(late)!r}\n" + probe, 60,
+                                              "application/x-probe")
+            return json.loads(payloads[-1]), km.refused()
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+            late.unlink(missing_ok=True)
+
+    r, refused = asyncio.run(scenario())
+    assert refused == []
+    assert set(r["listing"]) <= {"assets", "llmcourse", ".venv"} and "llmcourse" in r["listing"]
+    assert r["assets"] == str(repo / "assets")
+    assert r["late"] == "FileNotFoundError"
+
+
+def test_a_course_root_keeps_only_the_outermost_needed_paths(tmp_path):
+    from grader.sandbox import private_roots
+
+    root = tmp_path / "course"
+    (root / "llmcourse" / "assets").mkdir(parents=True)
+    needed = [str(root / "llmcourse"), str(root / "llmcourse" / "assets"), "/usr"]
+    assert private_roots([str(root)], needed) == [{"root": str(root), "keep": [str(root / "llmcourse")]}]
+    assert private_roots([str(root / "llmcourse")], needed) == []  # needed itself: left as it is
+    assert private_roots([str(tmp_path / "missing")], needed) == []

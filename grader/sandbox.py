@@ -17,6 +17,14 @@ file lives in a folder only root can write (the kernel gets a private copy), the
 made afresh for every start, and the kernel's socket folder (a tiny tmpfs) is taken back from the kernel
 once its sockets are bound, each checked to be a socket of the kernel's own user before the grader
 connects. What the OS refuses is logged once per grading process; everything else still applies.
+
+GPUs: a kernel sees one GPU (CUDA_VISIBLE_DEVICES), and the device nodes of the others (/dev/nvidia<N>)
+are /dev/null in its namespace, so it cannot open them even by undoing CUDA_VISIBLE_DEVICES. This takes
+the CUDA index of a GPU to be the <N> of its node, which CUDA_DEVICE_ORDER=PCI_BUS_ID makes true on usual
+machines (check `nvidia-smi -q | grep Minor` where it matters). What stays advisory: the share of its GPU's
+memory (gpu_memory_fraction is applied by the kernel's own torch, which the student's code could undo) and
+compute time on the shared GPU; /dev/nvidiactl and /dev/nvidia-uvm stay visible, as CUDA needs them. MIG
+partitions give hard limits where they are needed.
 """
 from __future__ import annotations
 
@@ -258,12 +266,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._pgid = pid  # the launcher is a session leader: its pid is the group id
 
     async def _async_pre_start_kernel(self, **kw):
-        # Every start (restarts too) gets new folders, a new cgroup, and a user id no process holds.
-        self._fresh_folders()
+        # Every start (restarts too) gets a user id no process holds, new folders and a new cgroup.
+        self._refusals = []
         uid = self._uid()
         if uid is not None and not self.sandbox_uid and not clear_user(uid):
             self._release_uid()
             self._uid()
+        self._fresh_folders()
         self._cgroup = self._make_cgroup()
         return await super()._async_pre_start_kernel(**kw)
 
@@ -277,7 +286,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._unmount_ipc()
         for path in (self.workdir, self.ipcdir, self.conndir, self.sandbox_dir / "expose"):
             shutil.rmtree(path, ignore_errors=True)  # never follows links (it works on file descriptors)
-            path.mkdir(mode=0o700)
+            path.mkdir(mode=0o700, exist_ok=True)  # (a socket folder still mounted keeps its mount point)
         uid = self._uid()
         if uid is not None:
             # A few sockets, in a tmpfs of their own: the kernel cannot fill the host's /run through it.

@@ -392,14 +392,14 @@ def _fork_and_forward(step: Steps, group: bool = False) -> int:
     if child == 0:
         for signum in FORWARDED:
             signal.signal(signum, signal.SIG_DFL)
-        if group:
-            step("a process group for the kernel", lambda: os.setpgid(0, 0))
+        # A group of its own: a signal to the launcher's group reaches the launcher alone, which passes it on
+        # once (it would reach the kernel twice otherwise).
+        step("a process group of its own", lambda: os.setpgid(0, 0))
         return 0
-    if group:
-        try:
-            os.setpgid(child, child)  # also here: a signal may come before the child has run
-        except OSError:
-            pass
+    try:
+        os.setpgid(child, child)  # also here: a signal may come before the child has run
+    except OSError:
+        pass
     _target, _target_group = child, group
     return child
 

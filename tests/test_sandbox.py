@@ -510,3 +510,32 @@ def test_a_course_root_keeps_only_the_outermost_needed_paths(tmp_path):
     assert private_roots([str(root)], needed) == [{"root": str(root), "keep": [str(root / "llmcourse")]}]
     assert private_roots([str(root / "llmcourse")], needed) == []  # needed itself: left as it is
     assert private_roots([str(tmp_path / "missing")], needed) == []
+
+
+def test_an_interrupt_reaches_the_kernel_through_its_launcher_and_init(secret_dir):
+    """jupyter_client signals the launcher; the kernel, two processes further, gets the KeyboardInterrupt."""
+    _, submission = secret_dir
+
+    async def scenario():
+        km = SandboxedKernelManager()
+        await km.start_kernel(cwd=str(submission))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(120)")
+            while True:  # interrupt once the cell is running, not before
+                msg = await kc.get_iopub_msg(timeout=60)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                    break
+            await km.interrupt_kernel()
+            while True:
+                reply = await kc.get_shell_msg(timeout=60)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return reply["content"]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    content = asyncio.run(scenario())
+    assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"

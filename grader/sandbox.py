@@ -214,10 +214,10 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._own_uid = None
 
     def _policy(self) -> dict:
-        cuda = self._gpu() is not None
+        gpu = self._gpu()
+        cuda = gpu is not None
         hide = [p for p in (os.path.abspath(h) for h in self.hide_paths)
                 if os.path.exists(p) and not str(self.sandbox_dir).startswith(p.rstrip("/") + "/")]
-        gpu = self._gpu()
         needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *_package_paths())})
         return {
             "workdir": str(self.workdir),

@@ -245,6 +245,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         }
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
+        try:
+            await self._launch_in_sandbox(kernel_cmd, **kw)
+        except BaseException:
+            self._tear_down()  # a start that failed leaves no mount, cgroup or process behind
+            raise
+
+    async def _launch_in_sandbox(self, kernel_cmd, **kw):
         self._stage_workdir(kw.get("cwd"))
         kw["cwd"] = str(self.workdir)
         threads = self.threads or max(1, (os.cpu_count() or 1))
@@ -337,7 +344,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         os.chmod(self.ipcdir, 0o755, follow_symlinks=False)
         foreign = foreign_sockets(paths, uid)
         if foreign:
-            self.kill_process_group()
+            self._tear_down()
             raise RuntimeError(f"the kernel's socket {os.path.basename(foreign[0])} is not a socket of the kernel's "
                                "own user: the kernel was stopped and will not be connected to")
 
@@ -398,14 +405,18 @@ class SandboxedKernelManager(AsyncKernelManager):
         try:
             await super()._async_shutdown_kernel(now=now, restart=restart)
         finally:
-            self.kill_process_group()  # stray children of the kernel go with it
-            if self._cgroup is not None:
-                self._cgroup.remove()  # waits until its last process is gone
-                self._cgroup = None
+            self._tear_down()  # stray children of the kernel go with it
             if not restart:
-                self._unmount_ipc()
                 shutil.rmtree(self.sandbox_dir, ignore_errors=True)
                 self._release_uid()
+
+    def _tear_down(self) -> None:
+        """Kill every process of the kernel, then remove its cgroup and its socket folder's mount."""
+        self.kill_process_group()
+        if self._cgroup is not None:
+            self._cgroup.remove()  # waits until its last process is gone
+            self._cgroup = None
+        self._unmount_ipc()
 
     shutdown_kernel = _async_shutdown_kernel
     _kill_kernel = _async_kill_kernel

@@ -539,3 +539,37 @@ def test_an_interrupt_reaches_the_kernel_through_its_launcher_and_init(secret_di
 
     content = asyncio.run(scenario())
     assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
+
+
+def test_a_kernel_that_fails_to_start_leaves_no_mount_and_no_cgroup(tmp_path):
+    """A submission folder the grader cannot copy (a socket in a subfolder) fails the start: the socket
+    folder's tmpfs and the kernel's cgroup go with it."""
+    import shutil
+    import socket
+
+    submission = tmp_path / "submission"
+    (submission / "sub").mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(submission / "sub" / "sock"))
+    km = SandboxedKernelManager()
+    seen = {}
+    real = km._make_cgroup
+
+    def make_cgroup():
+        seen["group"] = real()
+        seen["dirs"] = dict(seen["group"].dirs) if seen["group"] is not None else {}
+        return seen["group"]
+
+    km._make_cgroup = make_cgroup
+    try:
+        with pytest.raises(shutil.Error):
+            asyncio.run(km.start_kernel(cwd=str(submission)))
+        assert not os.path.ismount(km.ipcdir)
+        assert not any(os.path.exists(d) for d in seen["dirs"].values())
+        if os.geteuid() == 0:
+            assert seen["dirs"]  # there was a cgroup to remove
+    finally:
+        listener.close()
+        km._tear_down()
+        km._release_uid()
+        shutil.rmtree(km.sandbox_dir, ignore_errors=True)

@@ -797,9 +797,9 @@ CASES: list[Case] = [
     Case("control_after_memory_bomb", "A correct submission graded next to the memory bomb.", b_reference, FULL),
     Case("sleep_in_check", "`scale` sleeps 600 s when called: the cell is quick, the check path is not.",
          b_sleep, {**FULL, "scale": 0}, message=r"took longer than 5 s to answer one check"),
-    Case("snoop_other_kernels", "A cell finds the other kernels of the batch through /proc (their command lines "
-                                "name their sandboxes) and tries to read the submission staged in their work folder.",
-         b_snoop, FULL, output=(r"CATALOGUE snoop: /\S+/work: ",), forbidden=(r"READ ",)),
+    Case("snoop_other_kernels", "A cell looks for the other kernels of the batch through /proc (their command lines "
+                                "name their sandboxes) to read the submission staged in their work folder.",
+         b_snoop, FULL, output=(r"CATALOGUE snoop: (NO OTHER KERNEL FOUND|/\S+/work: )",), forbidden=(r"READ ",)),
     Case("disk_fill", "`scale` writes files into its work folder and /tmp until the disk is full, then raises.",
          b_disk_fill, {**FULL, "scale": 0}, message=r"scale.*raised OSError: \[Errno 28\] No space left on device",
          verify=v_no_fill_on_host),
@@ -886,9 +886,12 @@ CASES: list[Case] = [
          b_hash_order, {"add": 4, "scale": SAME_TWICE, "mean_rows": 3}, message="", verify=v_same_twice, rerun=True),
 ]
 
-from .cases_output import OUTPUT_CASES  # noqa: E402  (its cases are built with this module's helpers)
+# Cases of their own modules, built with this module's helpers.
+from .cases_output import OUTPUT_CASES  # noqa: E402
+from .cases_sandbox import SANDBOX_CASES  # noqa: E402
 
-CASES += OUTPUT_CASES
+CASES += OUTPUT_CASES + SANDBOX_CASES
+
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES)
 

@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
@@ -119,6 +120,10 @@ class SandboxedKernelManager(AsyncKernelManager):
     gpu_memory_fraction = Float(0.0, help="Share of its GPU's memory one kernel's torch may allocate (0: no cap). "
                                           "Size it as 1 / (kernels per GPU).").tag(config=True)
 
+    max_message_bytes = Integer(80 * 2**20, help="Largest single message the grader accepts from a kernel, in bytes: "
+                                                 "ZeroMQ drops a larger one on arrival, before the grader holds it "
+                                                 "(the checks' answers are at most 64 MB).").tag(config=True)
+
     _started = 0
     _claims = 0  # uids claimed by this process: the next claim starts past them
 
@@ -127,6 +132,19 @@ class SandboxedKernelManager(AsyncKernelManager):
         course = self.config.get("CourseDirectory")
         root = course.get("root") if course else None
         return [str(root)] if root else []
+
+    # Every socket to the kernel (the manager's and each client's, which make their own ZeroMQ contexts)
+    # refuses an oversized message: the output caps only ever see what gets through.
+    @default("context")
+    def _context_default(self):
+        context = super()._context_default()
+        context.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        return context
+
+    def client(self, **kwargs):
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        return kc
 
     @default("transport")
     def _transport_default(self) -> str:

@@ -324,3 +324,25 @@ def test_grader_check_shows_a_self_learner_hidden_checks_as_pass_or_fail_and_hin
         main(["check", str(notebook), *flags])
         out = capsys.readouterr().out
         assert "Subtract the maximum first." in out and "0.9997" not in out
+
+
+ONE_HUGE_MESSAGE = "import sys\nsys.stdout.write('x' * 300_000_000)\nsys.stdout.flush()"
+
+
+@pytest.mark.slow
+def test_one_huge_message_is_refused_before_the_grader_holds_it(tmp_path):
+    import tracemalloc
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ONE_HUGE_MESSAGE),
+                                         nbformat.v4.new_code_cell("print('after')")])
+    run = RunChecks(timeout=120)
+    tracemalloc.start()
+    try:
+        run.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 300 MB in one message: ZeroMQ drops it on arrival, so the grader never holds it, and the next cell still runs.
+    assert peak < 100 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
+    assert nb.cells[1].outputs and nb.cells[1].outputs[0].text == "after\n"
+    assert len(json.dumps(nb)) < 2 * 2**20 + 10_000

@@ -52,7 +52,8 @@ def build_report(course: Course, assignment: str) -> Path:
 
     results = load_results(course, assignment)
     book = gradebook_scores(course, assignment)
-    scores = [book.get(r["student"], r["score"]) for r in results]
+    # A submission that is not graded (the machinery failed) has no score to show.
+    scores = [book.get(r["student"], r["score"]) for r in results if not r.get("not_graded")]
     max_score = max((r["max_score"] for r in results), default=0)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -86,7 +87,7 @@ def build_report(course: Course, assignment: str) -> Path:
     pass_rates = _figure_png(fig)
     plt.close(fig)
 
-    flagged = [r for r in results if r.get("error") or r.get("events")]
+    flagged = [r for r in results if r.get("error") or r.get("events") or r.get("not_graded")]
     seconds = [r.get("seconds", 0) for r in results]
     total_seconds = sum(seconds)
 
@@ -97,7 +98,8 @@ def build_report(course: Course, assignment: str) -> Path:
 
     check_rows = [(ex, check, f"{100 * sum(v) / len(v):.0f}%", len(v)) for (ex, check), v in check_pass.items()]
     hint_rows = [(count, ex, hint) for (ex, hint), count in hints.most_common(15)]
-    flag_rows = [(r["student"], f"{r['score']:g}", r.get("error") or "; ".join(r.get("events", []))) for r in flagged]
+    flag_rows = [(r["student"], "not graded", r["not_graded"]) if r.get("not_graded") else
+                 (r["student"], f"{r['score']:g}", r.get("error") or "; ".join(r.get("events", []))) for r in flagged]
     mean = sum(scores) / len(scores) if scores else 0
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(assignment)} report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}

@@ -73,12 +73,17 @@ class Context:
 
 
 class Files(dict):
-    """A whole submission folder: file name -> notebook, text, bytes or Symlink."""
+    """A whole submission folder: file name -> notebook, text, bytes, Symlink or Fifo."""
 
 
 @dataclass(frozen=True)
 class Symlink:
     target: Path
+
+
+@dataclass(frozen=True)
+class Fifo:
+    """A named pipe: reading it waits for a writer that never comes."""
 
 
 @dataclass(frozen=True)
@@ -886,6 +891,9 @@ CASES: list[Case] = [
          b_hash_order, {"add": 4, "scale": SAME_TWICE, "mean_rows": 3}, message="", verify=v_same_twice, rerun=True),
 ]
 
+from .cases_input import INPUT_CASES  # noqa: E402  (its cases are built from the helpers above)
+
+CASES += INPUT_CASES
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES)
 

@@ -16,7 +16,7 @@ import pytest
 
 from grader.cli import main
 from grader.course import CourseError
-from grader.grading import SubmissionLimits, parse_notebook, stage
+from grader.submissions import SubmissionLimits, parse_notebook, stage
 
 from .conftest import cell_by_id, read, write_submission
 

@@ -2,7 +2,7 @@
 
     grader build [--check] [--force] [ASSIGNMENT ...]
     grader check NOTEBOOK [--json]
-    grader grade ASSIGNMENT --submissions DIR [--jobs N | --broker URL [--gpu]] [--json]
+    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--no-isolation | --broker URL [--gpu]] [--json]
     grader worker --broker URL [--gpu] [--concurrency N]
     grader migrate-gradebook URL
     grader report ASSIGNMENT
@@ -49,9 +49,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .grading import check_notebook
-
-    from .grading import isolation_gaps
+    from .grading import check_notebook, isolation_gaps
 
     gaps = isolation_gaps()
     if gaps:

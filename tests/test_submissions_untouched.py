@@ -80,20 +80,20 @@ def grade(course: Path, submissions: str, capsys) -> dict[str, dict]:
     return {r["student"]: r for r in json.loads(out)}
 
 
-def staging_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("grader-staging-*")}
-
-
-def test_grading_the_collected_folder_leaves_every_submission_as_it_was(collected, capsys, monkeypatch):
+def test_grading_the_collected_folder_leaves_every_submission_as_it_was(collected, capsys, monkeypatch, tmp_path):
     submitted = collected / "submitted"
     assert sorted(p.name for p in submitted.iterdir()) == sorted(CLASS)
     assert (submitted / "ada" / "00_basics" / "timestamp.txt").is_file()
-    before, staged = fingerprint(submitted), staging_folders()
+    before = fingerprint(submitted)
+    # This run's private copies go here, apart from those of gradings running next to it.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.chdir(collected)
     results = grade(collected, "submitted", capsys)  # the README's command, literally
     assert fingerprint(submitted) == before
     assert {s: r["score"] for s, r in results.items()} == EXPECTED
-    assert staging_folders() == staged  # the private copies are gone
+    assert not list(scratch.glob("grader-staging-*"))  # the private copies are gone
     with Gradebook(Course(collected).config().CourseDirectory.db_url) as gb:
         assert {s: gb.find_submission("00_basics", s).score for s in CLASS} == EXPECTED
     assert (collected / "autograded" / "ada" / "00_basics" / "basics.ipynb").is_file()

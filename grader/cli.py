@@ -2,7 +2,7 @@
 
     grader build [--check] [--force] [ASSIGNMENT ...]
     grader check NOTEBOOK [--json]
-    grader grade ASSIGNMENT --submissions DIR [--jobs N | --broker URL [--gpu]] [--json]
+    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--no-isolation | --broker URL [--gpu]] [--json]
     grader worker --broker URL [--gpu] [--concurrency N]
     grader migrate-gradebook URL
     grader report ASSIGNMENT
@@ -49,8 +49,11 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .grading import check_notebook
+    from .grading import check_notebook, isolation_gaps
 
+    gaps = isolation_gaps()
+    if gaps:
+        print(f"grader check: not protected: {gaps}. Grade only notebooks you trust this way.", file=sys.stderr)
     course = _course(args)
     path = Path(args.notebook)
     if not path.exists():
@@ -60,15 +63,24 @@ def cmd_check(args) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(format_exercise_table(result))
+    if result.not_graded:
+        return 3
     return 0 if result.max_score > 0 and result.score >= result.max_score and not result.error else 1
 
 
 def cmd_grade(args) -> int:
     from tqdm import tqdm
 
-    from .grading import find_submissions, grade_class
+    from .grading import find_submissions, grade_class, isolation_gaps
 
     broker = getattr(args, "broker", None)
+    gaps = isolation_gaps()
+    if gaps and not broker:
+        if not args.no_isolation:
+            raise _user_error(f"refusing to grade a class: {gaps}. Run `grader grade` as root (e.g. with sudo), "
+                              f"which gives every kernel a user of its own; or, to grade anyway with that gap, "
+                              f"pass --no-isolation")
+        print(f"grader grade: --no-isolation: {gaps}.", file=sys.stderr)
     if getattr(args, "gpu", False) and not broker:
         raise _user_error("--gpu sends work to GPU workers, so it needs --broker too")
     course = _course(args)
@@ -148,7 +160,8 @@ def cmd_demo(args) -> int:
     assignment = sorted({p.name for s in demo.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})[0]
     print(f"Grading the demo class: {len(list(demo.iterdir()))} submissions of {assignment} "
           f"({args.jobs} at a time, each in its own sandboxed kernel)...")
-    args.assignment, args.submissions, args.json = assignment, str(demo), False
+    # The demo class is the course's own notebooks: trusted, so it runs without root too.
+    args.assignment, args.submissions, args.json, args.no_isolation = assignment, str(demo), False, True
     return cmd_grade(args)
 
 
@@ -254,6 +267,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--broker", help="grade on the workers behind this task queue (e.g. redis://host:6379/0) "
                                     "instead of on this machine")
     g.add_argument("--gpu", action="store_true", help="with --broker: send the work to GPU workers only")
+    g.add_argument("--no-isolation", action="store_true",
+                   help="grade without root: every kernel then runs as your user, so one submission's code can read "
+                        "other kernels' work folders and connection keys and signal the grader (only for "
+                        "submissions you trust)")
     g.set_defaults(fn=cmd_grade)
     w = sub.add_parser("worker", help="take grading work from a task queue (one per grading machine)")
     w.add_argument("--broker", required=True, help="the task queue's URL, e.g. redis://host:6379/0")

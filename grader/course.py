@@ -27,6 +27,10 @@ class CourseError(Exception):
     """A problem an instructor or student can fix; the message is one clear sentence."""
 
 
+class MachineryFailure(Exception):
+    """The grading machinery failed (gradebook, disk, kernel start-up): no fault of the submission."""
+
+
 @dataclass(frozen=True)
 class Course:
     root: Path

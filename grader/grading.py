@@ -8,9 +8,9 @@ Both go through nbgrader's own `autograde` (configured in nbgrader_config.py to 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import nbformat
-from nbformat.reader import NotJSONError
 from nbgrader.utils import determine_grade, is_grade
 
-from .course import Course, CourseError
+from .course import Course, CourseError, MachineryFailure
 from .preprocessors import cell_results, check_calls, is_check_cell
+from .submissions import SubmissionLimits, read_notebook, stage, without_duplicate_cells  # noqa: F401  (stage: distributed)
 
 
 MAX_ATTEMPTS = 3
+RETRY_BACKOFF = 2.0  # seconds before the first retry of a machinery failure; doubled for each later one
 
 
 @dataclass
@@ -56,25 +57,6 @@ class SubmissionResult:
 
 
 # -- reading results ---------------------------------------------------------------------------------
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, or raise CourseError with a sentence a person can act on."""
-    try:
-        nb = nbformat.read(str(path), as_version=4)
-        nbformat.validate(nb)
-    except FileNotFoundError:
-        raise CourseError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, NotJSONError, nbformat.ValidationError, UnicodeDecodeError, KeyError,
-            AttributeError, TypeError) as exc:
-        not_json = isinstance(exc, (json.JSONDecodeError, NotJSONError, UnicodeDecodeError))
-        kind = "not valid JSON" if not_json else "not a valid notebook"
-        raise CourseError(f"{path} is {kind} ({str(exc).splitlines()[0][:120]}); open it in Jupyter, "
-                          f"save it, and try again") from None
-    except Exception as exc:  # nbformat raises many things for broken files; all mean the same to a person
-        raise CourseError(f"{path} could not be read as a notebook ({type(exc).__name__}); "
-                          f"open it in Jupyter, save it, and try again") from None
-    return nb
-
-
 def results_from_notebook(nb: nbformat.NotebookNode, assignment: str, master: nbformat.NotebookNode) -> SubmissionResult:
     """Scores from an autograded notebook, laid out by the master (source) notebook's check cells."""
     result = SubmissionResult(assignment=assignment)
@@ -127,6 +109,19 @@ def require_readable_assets() -> None:
             if mode & needed != needed:
                 raise CourseError(f"{path} cannot be read by the grading kernels, which run as other users: "
                                   f"run `chmod -R a+rX {root}` and grade again")
+
+
+# -- isolation -------------------------------------------------------------------------------------------
+def isolation_gaps() -> str:
+    """What the sandbox cannot protect in this process, in words ("" when it can protect everything).
+
+    Only root can give each kernel a user of its own; under one shared user a kernel can read another
+    kernel's work folder and connection key, and signal the grader itself."""
+    if not sys.platform.startswith("linux") or os.geteuid() == 0:
+        return ""
+    return ("the grader is not running as root, so every kernel runs as your own user: a notebook's code can "
+            "read the files your user can read, other kernels' work folders and connection keys included, "
+            "and can signal the grader")
 
 
 # -- one submission ------------------------------------------------------------------------------------
@@ -207,73 +202,70 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
         raise CourseError(f"nbgrader could not register {assignment}: {_last_line(outcome.get('error') or outcome.get('log'))}")
 
 
-def stage(submission: Path, dest: Path, expected: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Copy a submission for nbgrader, leaving out notebooks that cannot be read (they score 0)."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    problems: dict[str, str] = {}
-    names = []
-    for entry in sorted(submission.iterdir()):
-        if entry.is_symlink():
-            continue
-        if entry.suffix == ".ipynb":
-            names.append(entry.stem)
-            if entry.stem in expected:
-                try:
-                    nb = read_notebook(entry)
-                except CourseError as exc:
-                    problems[entry.stem] = str(exc)
-                    continue
-                nbformat.write(without_duplicate_cells(nb), str(dest / entry.name))
-                continue
-        if entry.is_file():
-            shutil.copy2(entry, dest / entry.name)
-    return names, problems
-
-
-def without_duplicate_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop copies of graded cells (same grade id): a copied check cell goes, a copied answer cell
-    becomes an ordinary cell. nbgrader would otherwise reject the whole notebook."""
-    seen: set[str] = set()
-    cells = []
-    for cell in nb.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id is not None and grade_id in seen:
-            if is_check_cell(cell):
-                continue
-            cell.metadata.pop("nbgrader", None)
-        elif grade_id is not None:
-            seen.add(grade_id)
-        cells.append(cell)
-    nb.cells = cells
-    return nb
-
-
 def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 1,
                 progress: Callable[[SubmissionResult], None] | None = None,
                 students: list[str] | None = None) -> list[SubmissionResult]:
-    """Autograde every submission of `assignment` under `submissions`, `jobs` at a time."""
+    """Autograde every submission of `assignment` under `submissions`, `jobs` at a time.
+
+    `submissions` is only read: each is copied into a private folder of this run, which nbgrader grades.
+    """
     course.require_assignment(assignment)
     require_readable_assets()
     submissions = submissions.resolve()
     students = students or find_submissions(submissions, assignment)
     expected = [p.stem for p in course.source_notebooks(assignment)]
-    staging = course.root / "submitted"
-    dirs = {"submitted_directory": str(staging)}
-    prepare_gradebook(course, assignment, dirs)
-    # Students are created up front, so parallel workers never race to create the same row.
-    from nbgrader.api import Gradebook
+    # Never the course's submitted/: `nbgrader collect` puts the submissions there, and they are the
+    # only copy. mkdtemp makes it 0700, owned by the grader.
+    staging = Path(tempfile.mkdtemp(prefix="grader-staging-"))
+    try:
+        dirs = {"submitted_directory": str(staging)}
+        prepare_gradebook(course, assignment, dirs)
+        register_students(course, students)
+        return _grade_staged(course, assignment, submissions, staging, students, expected, dirs, jobs, progress)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
-    with Gradebook(course.config().CourseDirectory.db_url) as gb:
-        for student in students:
-            gb.update_or_create_student(student)
-    staged = {s: stage(submissions / s / assignment, staging / s / assignment, expected) for s in students}
+
+def register_students(course: Course, students: list[str]) -> None:
+    """Students are created up front, so parallel workers never race to create the same row."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with Gradebook(course.config().CourseDirectory.db_url) as gb:
+            for student in students:
+                gb.update_or_create_student(student)
+    except SQLAlchemyError as exc:
+        raise CourseError(f"the gradebook could not be written ({_first_line(exc)}): if another grading is "
+                          f"running, wait for it to finish and grade again") from None
+
+
+def _grade_staged(course: Course, assignment: str, submissions: Path, staging: Path, students: list[str],
+                  expected: list[str], dirs: dict[str, str], jobs: int,
+                  progress: Callable[[SubmissionResult], None] | None) -> list[SubmissionResult]:
     results: list[SubmissionResult] = []
-    hide = [str(submissions)]
-    pending = list(students)
-    attempts: dict[str, int] = {s: 0 for s in students}
+
+    def done(result: SubmissionResult) -> None:
+        results.append(result)
+        if progress:
+            progress(result)
+
+    limits = SubmissionLimits.of(course)
+    staged: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for student in students:
+        try:
+            staged[student] = stage(submissions / student / assignment, staging / student / assignment, expected, limits)
+        except Exception as exc:  # never the student's doing (their files' problems are in `problems`)
+            reason = str(exc) if isinstance(exc, MachineryFailure) else f"its files could not be copied ({_first_line(exc)})"
+            done(_not_graded(course, assignment, student, reason))
+    hide = [str(submissions), str(staging)]
+    pending = list(staged)
+    attempts: dict[str, int] = {s: 0 for s in staged}
+    rounds = 0
     while pending:
+        if rounds:  # a locked gradebook or a busy machine gets time to recover
+            time.sleep(RETRY_BACKOFF * 2 ** (rounds - 1))
+        rounds += 1
         # A grading process that dies (killed for memory, say) breaks the whole pool: the submissions it
         # left unfinished go to a fresh pool, up to MAX_ATTEMPTS times each. Nothing graded is lost.
         retry: list[str] = []
@@ -281,23 +273,65 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
             futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in pending}
             for future in as_completed(futures):
                 student = futures[future]
+                attempts[student] += 1
                 try:
                     outcome = future.result()
+                    failure = machinery_failure(outcome)
                 except BrokenProcessPool:
-                    attempts[student] += 1
-                    if attempts[student] < MAX_ATTEMPTS:
-                        retry.append(student)
-                        continue
-                    outcome = {"success": False, "error": f"the grading process died {MAX_ATTEMPTS} times on this submission"}
+                    failure = "the grading process died"
                 except Exception as exc:  # one submission's failure never stops the batch
-                    outcome = {"success": False, "error": f"the grading process failed: {type(exc).__name__}: {exc}"}
-                names, problems = staged[student]
-                result = _collect(course, assignment, student, course.root / "autograded", expected, names, problems, outcome)
-                results.append(result)
-                if progress:
-                    progress(result)
+                    failure = f"the grading process failed ({type(exc).__name__}: {_first_line(exc)})"
+                if failure and attempts[student] < MAX_ATTEMPTS:
+                    retry.append(student)
+                elif failure:
+                    done(_not_graded(course, assignment, student, f"{failure} (tried {MAX_ATTEMPTS} times)"))
+                else:
+                    names, problems = staged[student]
+                    done(_collect(course, assignment, student, course.root / "autograded", expected, names, problems,
+                                  outcome))
         pending = retry
     return sorted(results, key=lambda r: r.student or "")
+
+
+# What nbgrader's log of a failed autograde says when the machinery failed, not the submission. Student
+# code never fails autograde itself: its crashes and timeouts are caught cell by cell and cost points.
+_MACHINERY_FAILURES = [
+    ("database is locked", "the gradebook could not be written: another process kept it locked"),
+    ("sqlalchemy.exc.OperationalError", "the gradebook could not be written"),
+    ("No space left on device", "the grading machine's disk is full"),
+    ("Disk quota exceeded", "the grading machine's disk quota is used up"),
+    ("start_new_kernel", "the grading kernel could not start"),
+    ("Kernel died before replying to kernel_info", "the grading kernel could not start"),
+]
+
+
+def machinery_failure(outcome: dict) -> str:
+    """Why an autograde outcome is a failure of the machinery ("" when it is a grade, good or bad)."""
+    if outcome.get("success"):
+        return ""
+    text = f"{outcome.get('error') or ''}\n{outcome.get('log') or ''}"
+    return next((reason for marker, reason in _MACHINERY_FAILURES if marker in text), "")
+
+
+def _not_graded(course: Course, assignment: str, student: str, reason: str) -> SubmissionResult:
+    """No score for this submission: none in the gradebook (an older one would read as this one's), none
+    in autograded/; the next run grades it."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    shutil.rmtree(course.root / "autograded" / student / assignment, ignore_errors=True)
+    try:
+        with Gradebook(course.config().CourseDirectory.db_url) as gb:
+            gb.remove_submission(assignment, student)
+    except MissingEntry:
+        pass
+    except Exception:  # the gradebook is what failed: say what may be left in it
+        reason += "; an earlier grade of it, if any, could not be removed from the gradebook"
+    return SubmissionResult(assignment=assignment, student=student, not_graded=reason)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _spawn():
@@ -339,7 +373,11 @@ def check_notebook(course: Course, path: Path) -> SubmissionResult:
         target.mkdir(parents=True)
         nbformat.write(without_duplicate_cells(nb), str(target / f"{name}.ipynb"))
         outcome = _autograde(str(course.root), assignment, "self", dirs, [])
-        result = _collect(course, assignment, "self", root / "autograded", [name], [name], {}, outcome)
+        failure = machinery_failure(outcome)
+        if failure:
+            result = SubmissionResult(assignment=assignment, not_graded=failure)
+        else:
+            result = _collect(course, assignment, "self", root / "autograded", [name], [name], {}, outcome)
     result.student = None
     result.notebook = str(path)
     return result

@@ -89,7 +89,7 @@ def build_report(course: Course, assignment: str) -> Path:
     pass_rates = _figure_png(fig)
     plt.close(fig)
 
-    flagged = [r for r in results if r.get("error") or r.get("events")]
+    flagged = [r for r in results if r.get("error") or r.get("events") or r.get("not_graded")]
     seconds = [r.get("seconds", 0) for r in results]
     total_seconds = sum(seconds)
 

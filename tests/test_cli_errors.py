@@ -117,3 +117,41 @@ def test_models_the_kernels_cannot_read(fixture_course, tmp_path, capsys, monkey
     code, err = run(capsys, "--course", str(fixture_course), "check",
                     str(fixture_course / "source" / "00_basics" / "basics.ipynb"))
     assert code == 2 and "cannot be read by the grading kernels" in err and f"chmod -R a+rX {assets}" in err
+
+
+def test_grading_a_class_without_root_is_refused_with_the_way_out(fixture_course, tmp_path, capsys, monkeypatch):
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the refusal is about Linux's per-kernel users")
+    (tmp_path / "ada" / "00_basics").mkdir(parents=True)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions", str(tmp_path))
+    assert code == 2 and "refusing to grade a class" in err and "not running as root" in err
+    assert "as root" in err and "--no-isolation" in err and "Traceback" not in err
+    # With the flag it goes on (and stops here only because the folder holds no notebook to grade).
+    code, err = run(capsys, "--course", str(fixture_course), "grade", "00_basics", "--submissions", "/no/such/dir",
+                    "--no-isolation")
+    assert code == 2 and "/no/such/dir does not exist" in err and err.count("not running as root") == 1
+
+
+def test_no_isolation_says_what_it_gives_up():
+    from grader.cli import parser
+
+    text = " ".join(parser()._subparsers._group_actions[0].choices["grade"].format_help().split())
+    assert "--no-isolation" in text and "other kernels' work folders and connection keys" in text
+
+
+def test_checking_without_root_says_once_what_is_not_protected(fixture_course, tmp_path, capsys, monkeypatch):
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the warning is about Linux's per-kernel users")
+    bad = tmp_path / "basics.ipynb"
+    bad.write_text("{ not json")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, err = run(capsys, "--course", str(fixture_course), "check", str(bad))
+    assert code == 2 and "is not valid JSON" in err  # a self-learner's check still runs
+    assert err.count("not protected:") == 1 and "connection keys" in err

@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+import grader.grading as grading
 from grader.course import Course
 from grader.grading import grade_class
 
@@ -20,16 +21,18 @@ ANSWERS = {"add": "def add(a, b):\n    return a + b", "scale": "def scale(x, fac
            "mean_rows": "def mean_rows(x):\n    return x.mean(dim=-1)"}
 
 
-def kill_first_worker_once_it_grades(stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the first grading worker seen running a kernel (as the OOM killer would)."""
+def kill_first_worker_once_it_grades(stop: threading.Event, killed: list[int], every: bool = False) -> None:
+    """SIGKILL the first grading worker seen running a kernel (as the OOM killer would); `every`: each one."""
     me = psutil.Process()
     while not stop.is_set():
         for child in me.children(recursive=False):
             try:
-                if any("ipykernel_launcher" in " ".join(k.cmdline()) for k in child.children(recursive=True)):
+                if child.pid not in killed and any("ipykernel_launcher" in " ".join(k.cmdline())
+                                                   for k in child.children(recursive=True)):
                     os.kill(child.pid, signal.SIGKILL)
                     killed.append(child.pid)
-                    return
+                    if not every:
+                        return
             except psutil.Error:
                 continue
         time.sleep(0.05)
@@ -53,3 +56,27 @@ def test_a_killed_worker_loses_no_grade(fixture_course, tmp_path):
     assert killed, "the test never caught a worker grading"
     assert sorted(r.student for r in results) == ["w0", "w1", "w2", "w3"]
     assert all(r.score == 10 and not r.error for r in results), [(r.student, r.score, r.error) for r in results]
+
+
+def test_a_submission_whose_worker_always_dies_is_not_graded(fixture_course, tmp_path, monkeypatch):
+    """Dying every time is the machinery's failure (or the machine's), never a score of 0."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    submissions = tmp_path / "submissions"
+    nb = read(fixture_course / "release" / "00_basics" / "basics.ipynb")
+    write_submission(submissions, "doomed", nb)
+    monkeypatch.setattr(grading, "RETRY_BACKOFF", 0.1)
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=kill_first_worker_once_it_grades, args=(stop, killed, True), daemon=True)
+    watcher.start()
+    try:
+        [result] = grade_class(Course(fixture_course), "00_basics", submissions, jobs=1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(killed) == grading.MAX_ATTEMPTS
+    assert result.not_graded == f"the grading process died (tried {grading.MAX_ATTEMPTS} times)"
+    assert result.to_json()["score"] is None
+    with Gradebook(Course(fixture_course).config().CourseDirectory.db_url) as gb:
+        with pytest.raises(MissingEntry):
+            gb.find_submission("00_basics", "doomed")

@@ -28,7 +28,7 @@ from typing import Any
 
 import nbformat
 
-from .cases import ASSIGNMENT, CASES, NOTEBOOK, POINTS, Case, Check, Context, Files, Symlink, stamp
+from .cases import ASSIGNMENT, CASES, NOTEBOOK, POINTS, Case, Check, Context, Fifo, Files, Symlink, stamp
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixture_course"
@@ -237,6 +237,8 @@ def write_submission(folder: Path, built: Any, ctx: Context, name: str) -> None:
         path = folder / file_name
         if isinstance(content, Symlink):
             path.symlink_to(content.target)
+        elif isinstance(content, Fifo):
+            os.mkfifo(path)
         elif isinstance(content, nbformat.NotebookNode):
             nbformat.write(stamp(content, ctx, name), str(path))
         elif isinstance(content, bytes):

@@ -73,12 +73,17 @@ class Context:
 
 
 class Files(dict):
-    """A whole submission folder: file name -> notebook, text, bytes or Symlink."""
+    """A whole submission folder: file name -> notebook, text, bytes, Symlink or Fifo."""
 
 
 @dataclass(frozen=True)
 class Symlink:
     target: Path
+
+
+@dataclass(frozen=True)
+class Fifo:
+    """A named pipe: reading it waits for a writer that never comes."""
 
 
 @dataclass(frozen=True)
@@ -887,10 +892,11 @@ CASES: list[Case] = [
 ]
 
 # Cases of their own modules, built with this module's helpers.
+from .cases_input import INPUT_CASES  # noqa: E402
 from .cases_output import OUTPUT_CASES  # noqa: E402
 from .cases_sandbox import SANDBOX_CASES  # noqa: E402
 
-CASES += OUTPUT_CASES + SANDBOX_CASES
+CASES += INPUT_CASES + OUTPUT_CASES + SANDBOX_CASES
 
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES)

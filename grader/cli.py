@@ -59,6 +59,10 @@ def cmd_check(args) -> int:
     if not path.exists():
         raise _user_error(f"{path} does not exist")
     result = check_notebook(course, path)
+    from .preprocessors import redacted_exercise
+
+    # A self-learner sees each hidden check's verdict and hint, never the inputs or values it tried.
+    result.exercises = [redacted_exercise(ex) for ex in result.exercises]
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -221,7 +225,11 @@ def _table(rows) -> str:
 def write_class_files(course, assignment: str, results) -> Path:
     out = course.root / "reports" / assignment
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grades.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+    from .preprocessors import redacted_result
+
+    # grades.json may be shared with students: hidden checks appear as verdicts and hints only. The
+    # instructor's full results are in `grader grade --json` and in each graded notebook.
+    (out / "grades.json").write_text(json.dumps([redacted_result(r.to_json()) for r in results], indent=2))
     exercise_ids = list(dict.fromkeys(ex["id"] for r in results for ex in r.exercises))
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)

@@ -117,7 +117,10 @@ def isolation_gaps() -> str:
 
     Only root can give each kernel a user of its own; under one shared user a kernel can read another
     kernel's work folder and connection key, and signal the grader itself."""
-    if not sys.platform.startswith("linux") or os.geteuid() == 0:
+    if not sys.platform.startswith("linux"):
+        return ("this is not Linux, so kernels get no namespaces and no users of their own: a notebook's code runs "
+                "as your user, can read what you can read, reach the network, and signal the grader")
+    if os.geteuid() == 0:
         return ""
     return ("the grader is not running as root, so every kernel runs as your own user: a notebook's code can "
             "read the files your user can read, other kernels' work folders and connection keys included, "

@@ -268,18 +268,25 @@ for i in range(100):
 '''
 
 
-@pytest.mark.slow
-def test_a_comm_flood_from_a_real_kernel_leaves_the_graders_memory_bounded(tmp_path):
+def grade_traced(source: str, folder):
+    """Grade a cell of `source` then `print('after')` in a real sandboxed kernel: the notebook, the
+    preprocessor, and the most memory the grader's Python held meanwhile."""
     import tracemalloc
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(COMM_FLOOD), nbformat.v4.new_code_cell("print('after')")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source), nbformat.v4.new_code_cell("print('after')")])
     run = RunChecks(timeout=120)
     tracemalloc.start()
     try:
-        run.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+        run.preprocess(nb, {"metadata": {"path": str(folder)}})
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return nb, run, peak
+
+
+@pytest.mark.slow
+def test_a_comm_flood_from_a_real_kernel_leaves_the_graders_memory_bounded(tmp_path):
+    nb, run, peak = grade_traced(COMM_FLOOD, tmp_path)
     # 100 MB went by: no more than a few messages of it are held at once, and none of it is kept.
     assert run.widget_state == {} and run.widget_buffers == {}
     assert peak < 40 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
@@ -327,17 +334,7 @@ ONE_HUGE_MESSAGE = "import sys\nsys.stdout.write('x' * 300_000_000)\nsys.stdout.
 
 @pytest.mark.slow
 def test_one_huge_message_is_refused_before_the_grader_holds_it(tmp_path):
-    import tracemalloc
-
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ONE_HUGE_MESSAGE),
-                                         nbformat.v4.new_code_cell("print('after')")])
-    run = RunChecks(timeout=120)
-    tracemalloc.start()
-    try:
-        run.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    nb, _, peak = grade_traced(ONE_HUGE_MESSAGE, tmp_path)
     # 300 MB in one message: ZeroMQ drops it on arrival, so the grader never holds it, and the next cell still runs.
     assert peak < 100 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
     assert nb.cells[1].outputs and nb.cells[1].outputs[0].text == "after\n"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -10,6 +11,22 @@ import pytest
 
 from grader.remote import run_code
 from grader.sandbox import SandboxedKernelManager
+
+
+@contextlib.asynccontextmanager
+async def running_kernel(cwd):
+    """A sandboxed kernel started on `cwd` and a client ready to talk to it; both stopped afterwards."""
+    km = SandboxedKernelManager()
+    await km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
 
 pytestmark = pytest.mark.slow
 
@@ -96,16 +113,10 @@ def test_stopping_the_kernel_kills_every_process_it_started_even_in_a_new_sessio
     token = f"llmcourse-stray-{uuid.uuid4().hex}"
 
     async def scenario():
-        km = SandboxedKernelManager()
-        await km.start_kernel(cwd=str(submission))
-        kc = km.client()
-        kc.start_channels()
-        await kc.wait_for_ready(timeout=60)
-        await run_code(kc, "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', "
-                           f"{token!r}], start_new_session=True)", 30)
-        assert _host_processes(token), "the child did not start"
-        kc.stop_channels()
-        await km.shutdown_kernel(now=True)
+        async with running_kernel(submission) as (km, kc):
+            await run_code(kc, "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', "
+                               f"{token!r}], start_new_session=True)", 30)
+            assert _host_processes(token), "the child did not start"
 
     asyncio.run(scenario())
     assert _host_processes(token) == [], "a process started by the kernel outlived it"
@@ -203,20 +214,12 @@ publish_display_data({"application/x-probe": json.dumps(r)})
 '''
 
     async def scenario():
-        km = SandboxedKernelManager()
-        await km.start_kernel(cwd=str(submission))
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
+        async with running_kernel(submission) as (km, kc):
             code = f"IPC, CONN = {str(km.ipcdir)!r}, {str(km.conndir)!r}\n" + probe
             status, payloads = await run_code(kc, code, 60, "application/x-probe")
             ipc, conn = os.lstat(km.ipcdir), os.lstat(km.conndir)
             sockets = [f"{km.ip}-{port}" for port in km.ports]
             return json.loads(payloads[-1]), ipc, conn, sockets, [os.lstat(s) for s in sockets], km._uid()
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
 
     r, ipc, conn, sockets, socket_stats, uid = asyncio.run(scenario())
     assert r["ipc"] in ("PermissionError", "OSError") and r["conn"] in ("PermissionError", "OSError")
@@ -517,12 +520,7 @@ def test_an_interrupt_reaches_the_kernel_through_its_launcher_and_init(secret_di
     _, submission = secret_dir
 
     async def scenario():
-        km = SandboxedKernelManager()
-        await km.start_kernel(cwd=str(submission))
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
+        async with running_kernel(submission) as (km, kc):
             msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(120)")
             while True:  # interrupt once the cell is running, not before
                 msg = await kc.get_iopub_msg(timeout=60)
@@ -533,9 +531,6 @@ def test_an_interrupt_reaches_the_kernel_through_its_launcher_and_init(secret_di
                 reply = await kc.get_shell_msg(timeout=60)
                 if reply["parent_header"].get("msg_id") == msg_id:
                     return reply["content"]
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
 
     content = asyncio.run(scenario())
     assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"

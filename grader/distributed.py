@@ -360,19 +360,20 @@ def _grade_task(task, payload: dict) -> dict:
     course = Course(Path(os.environ[_COURSE_ENV]))
     assignment = payload["assignment"]
     db_url = course.config().CourseDirectory.db_url
+    # A worker set up differently from the instructor's machine is the machinery's fault, not the student's.
     if payload["gradebook"] != gradebook_identity(db_url):
-        return {"success": False, "error": "this worker's course writes to a different gradebook than the instructor's"}
+        return {"not_graded": f"worker {task.request.hostname} writes to a different gradebook than the instructor's "
+                              f"(set the same c.CourseDirectory.db_url on both)"}
     if payload["course"] != course_fingerprint(course, assignment):
-        return {"success": False, "error": "this worker's copy of the course differs from the instructor's (update "
-                                           "it to the same version and start the worker again)"}
+        return {"not_graded": f"worker {task.request.hostname} has a copy of the course that differs from the "
+                              f"instructor's (update it to the same version and start the worker again)"}
     try:
         return _grade_once(course, db_url, payload)
     except Exception as exc:  # the task's own code never fails because of the student's: this is the machinery
-        reason = _machinery_reason(exc)
-        tries = task.request.retries + 1
         if task.request.retries < _retries():
             raise task.retry(countdown=_retry_delay(task.request.retries), max_retries=_retries(), exc=exc)
-        return {"not_graded": f"{reason} ({tries} tries on worker {task.request.hostname})"}
+        return {"not_graded": f"{_machinery_reason(exc)} (tried {task.request.retries + 1} times, last on worker "
+                              f"{task.request.hostname})"}
 
 
 def _grade_once(course: Course, db_url: str, payload: dict) -> dict:
@@ -407,7 +408,11 @@ _MACHINERY_SIGNS = {
     "OperationalError": "the gradebook's database could not be reached",
     "InterfaceError": "the gradebook's database could not be reached",
     "error accessing the nbgrader database": "the gradebook's database could not be reached",
+    # nbgrader rolls back a write that collides with another one and raises InvalidEntry with the database's words.
     "IntegrityError": "the gradebook's database refused a write made at the same moment by another worker",
+    "duplicate key value violates unique constraint": "the gradebook's database refused a write made at the same "
+                                                       "moment by another worker",
+    "could not serialize access": "the gradebook's database refused a write made at the same moment by another worker",
     "No space left on device": "the worker's disk is full",
     "Disk quota exceeded": "the worker's disk is full",
     "Kernel died before replying to kernel_info": "the notebook's kernel could not start",

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,35 @@ def test_workers_starting_together_on_an_empty_database_all_get_their_ledger():
                 rows = conn.execute(text("SELECT count(*) FROM llmcourse_graded WHERE result IS NOT NULL")).scalar()
             engine.dispose()
             assert rows == N_WORKERS
+
+
+def test_graders_starting_together_on_an_empty_database_make_nbgraders_schema_in_turn(monkeypatch):
+    """nbgrader's Gradebook creates its tables with the same unsafe statements: without the lock, 3 of 4
+    graders opening an empty PostgreSQL gradebook at once fail with an IntegrityError."""
+    from nbgrader.api import Gradebook
+
+    from grader.gradebook import schema_lock
+
+    # nbgrader stamps a new database's schema version by running the `alembic` command next to Python.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with postgres_instance() as server:
+        url = server.create_database("empty")
+        ready = threading.Barrier(4)
+        failures: list[str] = []
+
+        def open_gradebook() -> None:
+            ready.wait()
+            try:
+                with schema_lock(url), Gradebook(url) as gb:
+                    gb.update_or_create_student("s0")
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+        threads = [threading.Thread(target=open_gradebook) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        with Gradebook(url) as gb:
+            assert [s.id for s in gb.students] == ["s0"]

@@ -15,12 +15,15 @@ DATABASE_GONE = {"success": False, "error": "nbgrader.converters.base.NbGraderEx
                         "refused"}
 COLLIDED = {"success": False, "error": "nbgrader.api.InvalidEntry: (psycopg.errors.UniqueViolation) duplicate key "
             "value violates unique constraint \"student_pkey\"", "log": ""}
+KERNEL_DID_NOT_START = {"success": False, "error": "RuntimeError: Kernel died before replying to kernel_info",
+                        "log": ""}
 STUDENTS_FAULT = {"success": False, "error": "nbgrader.converters.base.NbGraderException: No notebooks found, did "
                   "you forget to run 'nbgrader generate_assignment'?", "log": ""}
 
 
 @pytest.mark.parametrize("outcome, reason", [(DATABASE_GONE, "the gradebook's database could not be reached"),
-                                             (COLLIDED, "refused a write made at the same moment")])
+                                             (COLLIDED, "refused a write made at the same moment"),
+                                             (KERNEL_DID_NOT_START, "the notebook's kernel could not start")])
 def test_a_machinery_failure_under_autograde_is_raised_for_a_retry(outcome, reason, tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "_autograde", lambda *args: dict(outcome))
     with pytest.raises(distributed.MachineryError, match=reason):

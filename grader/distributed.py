@@ -195,7 +195,7 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
             progress(result)
 
     queue_errors = _queue_errors()
-    queue_state = _QueueWatch(app, broker)
+    queue_state = _QueueWatch(app)
     waiting: dict[str, str] = {}  # task id -> student
     unsent = list(students)
     started = time.monotonic()
@@ -217,7 +217,7 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
                 collect(waiting.pop(task_id), _outcome(meta))
                 app.AsyncResult(task_id).forget()  # its graded notebooks are on disk now: free the queue's memory
         except queue_errors as exc:
-            if queue_state.unreachable_for(exc) > BROKER_PATIENCE:
+            if queue_state.unreachable_for() > BROKER_PATIENCE:
                 reason = (f"the task queue at {broker} could not be reached for {BROKER_PATIENCE // 60} minutes "
                           f"({type(exc).__name__})")
                 for student in [*waiting.values(), *unsent]:
@@ -241,8 +241,8 @@ def _queue_errors() -> tuple[type[BaseException], ...]:
 class _QueueWatch:
     """Notices when the Redis server behind the queue restarted: its run_id, which is new at every start."""
 
-    def __init__(self, app, broker: str):
-        self.app, self.broker = app, broker
+    def __init__(self, app):
+        self.app = app
         self.run_id: str | None = None  # read before the first task is sent
         self.down_since: float | None = None
 
@@ -252,7 +252,8 @@ class _QueueWatch:
         previous, self.run_id = self.run_id, current
         return previous is not None and current != previous
 
-    def unreachable_for(self, exc: BaseException) -> float:
+    def unreachable_for(self) -> float:
+        """Seconds since the queue was last reached, counted from the first failure after that."""
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now

@@ -6,7 +6,36 @@ The old file stays as it was; the course switches when nbgrader_config.py names 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from .course import Course, CourseError
+
+# The advisory lock every process of this course takes to change a PostgreSQL gradebook's schema: concurrent
+# CREATE TABLE statements fail there, even with IF NOT EXISTS. Any fixed number would do; this one is "llmc".
+SCHEMA_LOCK = 0x6C6C6D63
+
+
+@contextmanager
+def schema_lock(db_url: str):
+    """Held while nbgrader's schema and ours are created, so that two graders starting on an empty PostgreSQL
+    gradebook take turns. SQLite serialises writers by itself and needs nothing."""
+    if not db_url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def migrate_gradebook(course: Course, target_url: str) -> dict[str, int]:
@@ -29,8 +58,13 @@ def migrate_gradebook(course: Course, target_url: str) -> dict[str, int]:
         raise CourseError(f"the course's gradebook ({source_url}) cannot be read: grade something first, or check "
                           f"c.CourseDirectory.db_url in nbgrader_config.py") from None
     try:
-        with Gradebook(target_url, course_id=course.config().CourseDirectory.get("course_id", "default_course")):
-            pass  # nbgrader creates its schema (and stamps its migrations) in the new database
+        with schema_lock(target_url):
+            with Gradebook(target_url, course_id=course.config().CourseDirectory.get("course_id", "default_course")):
+                pass  # nbgrader creates its schema (and stamps its migrations) in the new database
+            if target_url.startswith("postgresql"):
+                from .distributed import create_ledger
+
+                create_ledger(target_url)  # the task queue's table too, before any worker needs it
         target = create_engine(target_url)
         with target.connect() as conn:
             if any(conn.execute(select(func.count()).select_from(t)).scalar()

@@ -89,6 +89,12 @@ def test_migrating_a_graded_class_from_sqlite_to_postgres(fixture_course, tmp_pa
         out = capsys.readouterr().out
         assert f"c.CourseDirectory.db_url = {url!r}" in out and "6 student" in out
         assert contents(url) == before and len(before) == 6 * 3  # every grade of every student, unchanged
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.connect() as conn:  # the task queue's ledger is there before any worker could race to make it
+            assert conn.execute(text("SELECT to_regclass('llmcourse_graded')")).scalar() is not None
+        engine.dispose()
 
         # The course then runs on the new gradebook: a regrade gives the same scores and no new rows.
         with open(course / "nbgrader_config.py", "a") as f:

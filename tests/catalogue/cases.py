@@ -847,8 +847,9 @@ CASES: list[Case] = [
     Case("nan_tensor", "`mean_rows` returns a tensor of the right shape full of NaN.",
          b_nan, {**FULL, "mean_rows": 0}, message=r"contains NaN where a number was expected"),
     Case("tensor_subclass", "`add` returns a torch.Tensor subclass of zeros whose __torch_function__ says yes to "
-                            "eq, isclose, allclose and equal; only its no-mutation check can pass.",
-         b_subclass, {**FULL, "add": 1}, message=r"add.*does not match the expected values"),
+                            "eq, isclose, allclose and equal; its no-mutation check passes but counts only with a "
+                            "right result.",
+         b_subclass, {**FULL, "add": 0}, message=r"add.*does not match the expected values"),
     Case("huge_tensor", "`scale` returns a 1 GiB tensor.",
          b_huge, {**FULL, "scale": 0}, message=r"scale.*(returned too much data|more than the 64 MB limit)"),
     Case("deeply_nested", "`mean_rows` returns its answer wrapped in 100,000 nested lists.",

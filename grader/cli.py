@@ -254,7 +254,11 @@ def _user_error(message: str) -> "_UserError":
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="grader", description="Build, check and grade the course's notebooks.")
+    p = argparse.ArgumentParser(prog="grader", description="Build, check and grade the course's notebooks.",
+                                epilog="Exit status: 0 done (for check: full marks), 1 not full marks, 2 a problem "
+                                       "to fix (the message says what), 3 some submissions not graded because the "
+                                       "grading machinery failed (run the same command again), 4 an unexpected "
+                                       "error, 130 interrupted.")
     p.add_argument("--course", help="the course directory (default: found from the current directory)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"grader {args.verb}: unexpected error ({type(exc).__name__}: {exc}); "
               f"rerun with --debug for the details and please report it.", file=sys.stderr)
-        return 3
+        return 4  # not 3, which means "some submissions are not graded"
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def grade(queue, submissions: Path) -> tuple[int, dict[str, dict], str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["--course", str(queue["course"]), "grade", "00_basics", "--submissions", str(submissions),
                      "--json", "--broker", queue["redis"].url])
-    # Exit status 3 is also how an unexpected error ends: then nothing is printed, and err says why.
+    # Exit status 4 is how an unexpected error ends: then nothing is printed, and err says why.
     results = {r["student"]: r for r in json.loads(out.getvalue())} if out.getvalue().strip() else {}
     return code, results, err.getvalue()
 

@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a worker's scratch on a small tmpfs needs root")]
 
 POINTS = {"add": 4, "scale": 3, "mean_rows": 3}
-WRONG_POINTS = {"add": 1, "scale": 0, "mean_rows": 0}  # a - b still leaves its inputs alone
-# Which answers each student got right; the others are wrong. Their true scores: 10, 1, 4, 7, 7, 4.
+# a - b leaves its inputs alone, but that point counts only with a right sum.
+WRONG_POINTS = {"add": 0, "scale": 0, "mean_rows": 0}
+# Which answers each student got right; the others are wrong. Their true scores: 10, 0, 4, 7, 6, 3.
 RIGHT = [("add", "scale", "mean_rows"), (), ("add",), ("add", "scale"), ("scale", "mean_rows"), ("mean_rows",)]
 
 

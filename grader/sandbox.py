@@ -252,6 +252,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             "uid": self._uid(),
             "gid": self._uid(),
             "real_uid": os.getuid(),
+            "grader_pid": os.getpid(),
             "real_gid": os.getgid(),
             "no_network": self.no_network,
             "disk_bytes": self.disk_limit,

@@ -309,6 +309,9 @@ def main(argv: list[str]) -> None:
     command = argv[2:]
     report = _open_report(policy.get("report"))
     step = Steps()
+    # The launcher dies with the grading process that started it (a worker killed mid-grade cannot shut its
+    # kernel down); the namespace's init dies with the launcher, and with it every process of the kernel.
+    step("die with the grading process", lambda: _die_with(policy.get("grader_pid")))
     namespaces = enter(policy, step, pid_namespace=True)
     pid_namespace = namespaces and not _was_refused(step, "process-id namespace")
     init = _fork_and_forward(step)
@@ -366,6 +369,12 @@ def _open_report(path: str | None) -> int | None:
 
 def _die_with_parent() -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
+
+
+def _die_with(parent: int | None) -> None:
+    _die_with_parent()
+    if parent and os.getppid() != parent:  # the grader died before the line above took effect
+        os._exit(1)
 
 
 _target = 0  # the child that signals are passed on to

@@ -122,6 +122,49 @@ def test_stopping_the_kernel_kills_every_process_it_started_even_in_a_new_sessio
     assert _host_processes(token) == [], "a process started by the kernel outlived it"
 
 
+GRADER_THAT_DIES = """
+import asyncio, sys
+from grader.remote import run_code
+from grader.sandbox import SandboxedKernelManager
+
+async def main(cwd, token):
+    km = SandboxedKernelManager()
+    await km.start_kernel(cwd=cwd)
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    await run_code(kc, "import subprocess, sys\\np = subprocess.Popen([sys.executable, '-c', 'import time; "
+                       "time.sleep(300)', %r])" % token, 60)
+    print("ready", flush=True)
+    await asyncio.sleep(3600)  # killed long before
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_a_grading_process_killed_mid_grade_takes_its_kernels_with_it(secret_dir):
+    """A worker SIGKILLed while it grades (out of memory, say) cannot shut its kernel down: the launcher dies
+    with it, and so does everything in the kernel's namespace, instead of living on unwatched."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    _, submission = secret_dir
+    token = f"llmcourse-orphan-{uuid.uuid4().hex}"
+    grader = subprocess.Popen([sys.executable, "-c", GRADER_THAT_DIES, str(submission), token],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert grader.stdout.readline().strip() == "ready", "the grading process did not start its kernel"
+        survivors = [psutil.Process(p) for p in _host_processes(token)]
+        assert survivors, "the kernel's child did not start"
+    finally:
+        grader.kill()
+        grader.wait()
+    _, alive = psutil.wait_procs(survivors, timeout=60)  # the kill is immediate; this only bounds a failure
+    assert alive == [], "processes of a dead grader's kernel live on"
+
+
 def _host_processes(token: str) -> list[int]:
     """Live host processes with `token` on their command line."""
     found = []

@@ -43,15 +43,20 @@ def _forget_imported_checks() -> None:
     importlib.invalidate_caches()
 
 
+def copy_fixture_course(root: Path) -> Path:
+    """A fresh copy of tests/fixture_course at `root` (no build products), its checks importable."""
+    shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("__pycache__", "release", "solutions",
+                                                                 "gradebook.db", "autograded", "submitted"))
+    use_fixture_checks(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def fixture_course(tmp_path_factory) -> Path:
     """A copy of tests/fixture_course with release/ and solutions/ built by `grader build`."""
     from grader.cli import main
 
-    root = tmp_path_factory.mktemp("course") / "fixture"
-    shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("__pycache__", "release", "solutions",
-                                                                 "gradebook.db", "autograded", "submitted"))
-    use_fixture_checks(root)
+    root = copy_fixture_course(tmp_path_factory.mktemp("course") / "fixture")
     assert main(["--course", str(root), "build"]) == 0
     return root
 

@@ -22,7 +22,7 @@ import pytest
 from grader.cli import main
 
 from .catalogue.cases import FORK_BOMB
-from .conftest import FIXTURE, cell_by_id, read, use_fixture_checks, write_submission
+from .conftest import cell_by_id, copy_fixture_course, read, write_submission
 from .services.postgres import pg_bin, postgres_server
 from .services.redis import redis_bin, redis_server
 
@@ -121,10 +121,7 @@ def grade(course: Path, submissions: Path, *extra: str) -> tuple[int, list[dict]
 def queue_course(tmp_path_factory):
     """A fixture course whose gradebook is on PostgreSQL, a Redis queue, and two workers."""
     base = tmp_path_factory.mktemp("distributed")
-    course = base / "course"
-    shutil.copytree(FIXTURE, course, ignore=shutil.ignore_patterns("__pycache__", "release", "solutions",
-                                                                   "gradebook.db", "autograded", "submitted"))
-    use_fixture_checks(course)
+    course = copy_fixture_course(base / "course")
     with postgres_server() as db_url, redis_server() as broker:
         with open(course / "nbgrader_config.py", "a") as f:
             f.write(f"\nc.CourseDirectory.db_url = {db_url!r}\n")
@@ -175,10 +172,7 @@ def test_class_through_the_queue_matches_local_grading(queue_course, first_run, 
     assert len(distributed) == N_CLASS + 1
 
     # The same class graded locally, into a SQLite copy of the course.
-    local_course = tmp_path / "local"
-    shutil.copytree(FIXTURE, local_course, ignore=shutil.ignore_patterns("__pycache__", "release", "solutions",
-                                                                         "gradebook.db", "autograded", "submitted"))
-    use_fixture_checks(local_course)
+    local_course = copy_fixture_course(tmp_path / "local")
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["--course", str(local_course), "build"]) == 0
     code, local, err = grade(local_course, queue_course["submissions"], "--jobs", "2")

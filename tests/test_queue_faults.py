@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from grader.cli import main
 
-from .conftest import FIXTURE, cell_by_id, read, use_fixture_checks, write_submission
+from .conftest import cell_by_id, copy_fixture_course, read, write_submission
 from .services.postgres import pg_bin, postgres_instance
 from .services.redis import redis_bin, redis_instance
 from .test_distributed import ANSWERS, WRONG, Workers
@@ -54,10 +53,7 @@ def make_class(release: Path, submissions: Path, prefix: str, n: int) -> dict[st
 def queue(tmp_path_factory):
     """A course on a PostgreSQL gradebook, a Redis queue, and two workers that retry quickly."""
     base = tmp_path_factory.mktemp("queue_faults")
-    course = base / "course"
-    shutil.copytree(FIXTURE, course, ignore=shutil.ignore_patterns("__pycache__", "release", "solutions",
-                                                                   "gradebook.db", "autograded", "submitted"))
-    use_fixture_checks(course)
+    course = copy_fixture_course(base / "course")
     os.environ["LLMCOURSE_QUEUE_RETRIES"] = "3"  # tries after the first, 1, 2 and 4 s apart
     os.environ["LLMCOURSE_QUEUE_RETRY_DELAY"] = "1"
     with postgres_instance() as pg, redis_instance() as redis:
@@ -161,29 +157,27 @@ def finish_the_class(queue, submissions: Path, truth: dict[str, float], first: t
     assert gradebook_scores(queue, prefix) == truth
 
 
-def test_postgres_restarted_in_the_middle_of_a_class(queue, tmp_path):
-    truth = make_class(queue["release"], tmp_path / "subs", "pg", 4)
-
-    def grading() -> bool:  # a worker took a submission and is grading it: its ledger row is open
-        return any(not done for done in ledger(queue, "pg").values())
-
-    with Fault(grading, queue["pg"].restart) as fault:
+def class_survives(queue, tmp_path: Path, prefix: str, n: int, when, fault, moment: str) -> None:
+    """Grade a class of n, inject `fault` once `when(ledger rows)` holds, then hold every result to the truth."""
+    truth = make_class(queue["release"], tmp_path / "subs", prefix, n)
+    with Fault(lambda: when(ledger(queue, prefix)), fault) as injected:
         first = grade(queue, tmp_path / "subs")
-    assert fault.injected.is_set(), "the test never caught a worker grading"
+    assert injected.injected.is_set(), f"the test never {moment}"
     finish_the_class(queue, tmp_path / "subs", truth, first)
+
+
+def test_postgres_restarted_in_the_middle_of_a_class(queue, tmp_path):
+    def grading(rows) -> bool:  # a worker took a submission and is grading it: its ledger row is open
+        return any(not done for done in rows.values())
+
+    class_survives(queue, tmp_path, "pg", 4, grading, queue["pg"].restart, "caught a worker grading")
 
 
 def test_redis_restarted_in_the_middle_of_a_class(queue, tmp_path):
-    truth = make_class(queue["release"], tmp_path / "subs", "rd", 6)
+    def half_way(rows) -> bool:  # some results are in, others still queued: the restart loses both kinds
+        return any(rows.values()) and sum(rows.values()) <= 6 - 3
 
-    def half_way() -> bool:  # some results are in, others still queued: the restart loses both kinds
-        rows = ledger(queue, "rd")
-        return any(rows.values()) and sum(rows.values()) <= len(truth) - 3
-
-    with Fault(half_way, queue["redis"].restart) as fault:
-        first = grade(queue, tmp_path / "subs")
-    assert fault.injected.is_set(), "the test never caught the class half graded"
-    finish_the_class(queue, tmp_path / "subs", truth, first)
+    class_survives(queue, tmp_path, "rd", 6, half_way, queue["redis"].restart, "caught the class half graded")
 
 
 def test_a_full_disk_on_the_worker_is_not_a_grade(queue, tmp_path):

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .course import Course, CourseError
+from .course import Course, CourseError, MachineryFailure
 from .grading import (MAX_ATTEMPTS, SubmissionResult, _autograde, _collect, find_submissions, prepare_gradebook,
                       require_readable_assets, stage)
 
@@ -211,7 +211,11 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
                 unsent = [*waiting.values(), *unsent]
                 waiting.clear()
             while unsent:
-                task_id = send(unsent[0])  # a send that fails leaves its student in `unsent`
+                try:
+                    task_id = send(unsent[0])  # a send that fails leaves its student in `unsent`
+                except MachineryFailure as exc:  # this machine could not copy it (a full disk): as in local mode
+                    collect(unsent.pop(0), {"not_graded": str(exc)})
+                    continue
                 waiting[task_id] = unsent.pop(0)
             for task_id, meta in _finished(app, list(waiting)):
                 collect(waiting.pop(task_id), _outcome(meta))

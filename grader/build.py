@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 from nbclient.util import run_sync
 
 from .course import Course, CourseError
-from .preprocessors import check_calls, is_check_cell
+from .cells import check_calls, is_check_cell
 
 _SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.MULTILINE | re.DOTALL)

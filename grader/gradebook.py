@@ -1,4 +1,5 @@
-"""Moving a class's gradebook from SQLite to PostgreSQL (`grader migrate-gradebook URL`).
+"""The gradebook: nbgrader's schema made once and safely, and a class's gradebook moved from SQLite to
+PostgreSQL (`grader migrate-gradebook URL`).
 
 nbgrader keeps the whole gradebook in one SQLAlchemy schema, so a move is: create the schema in the
 new database with nbgrader itself, copy every table's rows in dependency order, and compare counts.
@@ -7,20 +8,23 @@ The old file stays as it was; the course switches when nbgrader_config.py names 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
+import threading
 
 from .course import Course, CourseError
 
 # The advisory lock every process of this course takes to change a PostgreSQL gradebook's schema: concurrent
 # CREATE TABLE statements fail there, even with IF NOT EXISTS. Any fixed number would do; this one is "llmc".
 SCHEMA_LOCK = 0x6C6C6D63
+_held = threading.local()  # the gradebooks whose schema lock this thread holds
 
 
 @contextmanager
 def schema_lock(db_url: str):
     """Held while nbgrader's schema and ours are created, so that two graders starting on an empty PostgreSQL
     gradebook take turns. SQLite serialises writers by itself and needs nothing."""
-    if not db_url.startswith("postgresql"):
-        yield
+    if not db_url.startswith("postgresql") or db_url in _held.__dict__.setdefault("urls", set()):
+        yield  # SQLite; or this thread holds the lock already (a second session would wait for it forever)
         return
     from sqlalchemy import create_engine, text
 
@@ -29,18 +33,62 @@ def schema_lock(db_url: str):
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK})
             conn.commit()
+            _held.urls.add(db_url)
             try:
                 yield
             finally:
+                _held.urls.discard(db_url)
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK})
                 conn.commit()
     finally:
         engine.dispose()
 
 
+def make_schema(db_url: str) -> None:
+    """nbgrader's tables and its migration stamp in an empty gradebook, made in this process.
+
+    nbgrader's own `Gradebook` learns the stamp of a new database by running the `alembic` command in a new
+    Python process, which imports all of nbgrader again: 2.7 s for every new gradebook, every `grader check`
+    included. Here the stamp comes from the same migration scripts, read in this process. A gradebook that
+    already has tables is left exactly as it is."""
+    from nbgrader.api import Base
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(db_url)
+    try:
+        with schema_lock(db_url):
+            if inspect(engine).get_table_names():
+                return
+            Base.metadata.create_all(bind=engine)
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+                conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": migration_head()})
+    finally:
+        engine.dispose()
+
+
+@lru_cache(maxsize=1)
+def migration_head() -> str:
+    """The newest of nbgrader's gradebook migrations: what `alembic heads` prints for nbgrader's scripts."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", "nbgrader:alembic")
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def open_gradebook(db_url: str, course_id: str | None = None):
+    """nbgrader's `Gradebook` on `db_url`, its schema made here first if the database is empty."""
+    from nbgrader.api import Gradebook
+
+    make_schema(db_url)
+    return Gradebook(db_url) if course_id is None else Gradebook(db_url, course_id=course_id)
+
+
 def migrate_gradebook(course: Course, target_url: str) -> dict[str, int]:
     """Copy the course's current gradebook into the empty database at `target_url`; rows per table."""
-    from nbgrader.api import Base, Gradebook
+    from nbgrader.api import Base
     from sqlalchemy import create_engine, func, select
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,7 +107,7 @@ def migrate_gradebook(course: Course, target_url: str) -> dict[str, int]:
                           f"c.CourseDirectory.db_url in nbgrader_config.py") from None
     try:
         with schema_lock(target_url):
-            with Gradebook(target_url, course_id=course.config().CourseDirectory.get("course_id", "default_course")):
+            with open_gradebook(target_url, course.config().CourseDirectory.get("course_id", "default_course")):
                 pass  # nbgrader creates its schema (and stamps its migrations) in the new database
             if target_url.startswith("postgresql"):
                 from .distributed import create_ledger

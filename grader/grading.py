@@ -23,11 +23,14 @@ import nbformat
 from nbgrader.utils import determine_grade, is_grade
 
 from .course import Course, CourseError, MachineryFailure
-from .preprocessors import cell_results, check_calls, is_check_cell
+from .cells import cell_results, check_calls, is_check_cell
 from .submissions import SubmissionLimits, read_notebook, stage, without_duplicate_cells  # noqa: F401  (stage: distributed)
 
 
 MAX_ATTEMPTS = 3
+# A grading process is replaced by a fresh one after this many submissions (a second or two of imports), so
+# that whatever memory grading leaves behind cannot pile up over a large class.
+SUBMISSIONS_PER_PROCESS = 25
 RETRY_BACKOFF = 2.0  # seconds before the first retry of a machinery failure; doubled for each later one
 
 
@@ -198,8 +201,14 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
 
     The student version it writes goes to a scratch directory: release/ is only written by `build`.
     """
+    from nbgrader.coursedir import CourseDirectory
+
+    from .gradebook import make_schema
+
     with tempfile.TemporaryDirectory(prefix="grader-release-") as scratch:
-        api = course.api(config=_course_config(course, **dirs, release_directory=scratch))
+        cfg = _course_config(course, **dirs, release_directory=scratch)
+        make_schema(CourseDirectory(config=cfg).db_url)
+        api = course.api(config=cfg)
         outcome = api.generate_assignment(assignment, force=True, create=True)
     if not outcome.get("success"):
         raise CourseError(f"nbgrader could not register {assignment}: {_last_line(outcome.get('error') or outcome.get('log'))}")
@@ -207,8 +216,12 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
 
 def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 1,
                 progress: Callable[[SubmissionResult], None] | None = None,
-                students: list[str] | None = None) -> list[SubmissionResult]:
+                students: list[str] | None = None,
+                meanwhile: Callable[[], None] | None = None) -> list[SubmissionResult]:
     """Autograde every submission of `assignment` under `submissions`, `jobs` at a time.
+
+    `meanwhile`, if given, is called once in this process while the grading processes work (the command line
+    loads what its class report needs then).
 
     `submissions` is only read: each is copied into a private folder of this run, which nbgrader grades.
     """
@@ -220,12 +233,15 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
     # Never the course's submitted/: `nbgrader collect` puts the submissions there, and they are the
     # only copy. mkdtemp makes it 0700, owned by the grader.
     staging = Path(tempfile.mkdtemp(prefix="grader-staging-"))
+    pool = _start_pool(jobs, len(students))  # its processes start (and import) while the gradebook is prepared
     try:
         dirs = {"submitted_directory": str(staging)}
         prepare_gradebook(course, assignment, dirs)
         register_students(course, students)
-        return _grade_staged(course, assignment, submissions, staging, students, expected, dirs, jobs, progress)
+        return _grade_staged(course, assignment, submissions, staging, students, expected, dirs, jobs, progress,
+                             pool, meanwhile)
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -245,7 +261,9 @@ def register_students(course: Course, students: list[str]) -> None:
 
 def _grade_staged(course: Course, assignment: str, submissions: Path, staging: Path, students: list[str],
                   expected: list[str], dirs: dict[str, str], jobs: int,
-                  progress: Callable[[SubmissionResult], None] | None) -> list[SubmissionResult]:
+                  progress: Callable[[SubmissionResult], None] | None,
+                  pool: ProcessPoolExecutor | None = None,
+                  meanwhile: Callable[[], None] | None = None) -> list[SubmissionResult]:
     results: list[SubmissionResult] = []
 
     def done(result: SubmissionResult) -> None:
@@ -272,8 +290,15 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
         # A grading process that dies (killed for memory, say) breaks the whole pool: the submissions it
         # left unfinished go to a fresh pool, up to MAX_ATTEMPTS times each. Nothing graded is lost.
         retry: list[str] = []
-        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=_spawn()) as pool:
+        pool = pool or _start_pool(jobs, len(pending))
+        with pool:
             futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in pending}
+            if meanwhile is not None:
+                _meanwhile, meanwhile = meanwhile, None
+                try:
+                    _meanwhile()
+                except Exception:  # only a head start for what comes after grading
+                    pass
             for future in as_completed(futures):
                 student = futures[future]
                 attempts[student] += 1
@@ -292,8 +317,38 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
                     names, problems = staged[student]
                     done(_collect(course, assignment, student, course.root / "autograded", expected, names, problems,
                                   outcome))
-        pending = retry
+        pending, pool = retry, None
     return sorted(results, key=lambda r: r.student or "")
+
+
+def _start_pool(jobs: int, submissions: int) -> ProcessPoolExecutor:
+    """The grading processes: each imports the grading machinery once, then grades submission after
+    submission, each in a fresh sandboxed kernel (the kernel, not this process, is the isolation boundary).
+
+    They are started at once (a process starts on the first task that finds no idle one), so that their
+    imports overlap with whatever the caller does next."""
+    workers = max(1, min(jobs, submissions))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_spawn(), initializer=_worker_start,
+                               max_tasks_per_child=SUBMISSIONS_PER_PROCESS)
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
+def _worker_start() -> None:
+    import atexit
+
+    # A spawned process ends through sys.exit, whose teardown of torch and transformers takes over a second,
+    # after its results are sent. It skips that: its last at-exit step ends the process at once.
+    atexit.register(os._exit, 0)
+    import nbgrader.converters  # noqa: F401
+    import nbgrader.preprocessors  # noqa: F401
+
+    from . import preprocessors  # noqa: F401
+
+
+def _ready() -> None:
+    """A task that does nothing: submitting it starts a grading process."""
 
 
 # What nbgrader's log of a failed autograde says when the machinery failed, not the submission. Student

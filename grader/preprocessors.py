@@ -16,7 +16,6 @@ Making a graded notebook safe to open (no script a student planted runs) is `gra
 """
 from __future__ import annotations
 
-import ast
 import json
 import time
 from typing import Any
@@ -25,40 +24,17 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from nbgrader.utils import is_grade, is_solution
 from traitlets import Float, Integer, List, Type, Unicode
 
-from llmcourse.agent import BOOTSTRAP
-from llmcourse.checking.notebook import format_report
-from llmcourse.checking.runner import ExerciseResult, run_checks
 from llmcourse.checks import check_modules
 
-from .remote import Channel, KernelLost, kernel_student, run_code
+from .cells import (CHECK_DETAILS_MIME, HIDDEN_MESSAGE, RESULT_MIME, cell_results, check_calls,  # noqa: F401
+                    is_check_cell, redacted_exercise, redacted_result)
 from .sandbox import SandboxedKernelManager
+from .warmup import Warmup
 
-RESULT_MIME = "application/vnd.llmcourse.checks+json"  # what students may see
-CHECK_DETAILS_MIME = "application/vnd.llmcourse.check-details+json"  # the instructor's full results
-HIDDEN_MESSAGE = "this hidden check failed; its inputs and expected values are not shown (see the hint)"
-
-
-def is_check_cell(cell: NotebookNode) -> bool:
-    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
-
-
-def check_calls(source: str) -> list[tuple[str, bool]]:
-    """The `check("assignment/exercise"[, hidden=True])` calls in a check cell, in order."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    calls = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
-                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            hidden = any(k.arg == "hidden" and isinstance(k.value, ast.Constant) and k.value.value is True
-                         for k in node.keywords)
-            calls.append((node.args[0].value, hidden))
-    return calls
+# The kernel transport (grader.remote) and the check runner import torch and pytest: they are imported where
+# they are used, so that a grading process can start its kernel first and import them meanwhile (see Warmup).
 
 
 def error_output(name: str, message: str) -> NotebookNode:
@@ -87,7 +63,8 @@ class RunChecks(Execute):
         super().__init__(**kw)
         self.interrupt_on_timeout = False  # a timed-out cell gets its kernel replaced, not interrupted
         self.shutdown_kernel = "immediate"  # nothing in a graded kernel is worth a graceful goodbye
-        self.results: list[ExerciseResult] = []
+        self.results: list = []  # an ExerciseResult for each exercise checked
+        self._warmup = Warmup([])
 
     # -- the notebook ---------------------------------------------------------------------------------
     def preprocess(self, nb: NotebookNode, resources: Any = None, km=None):
@@ -100,13 +77,17 @@ class RunChecks(Execute):
         self._deadline = time.monotonic() + self.notebook_timeout
         self._replay: list[str] = []
         self._events: list[str] = []
-        self._channel: Channel | None = None
+        self._channel = None  # a grader.remote.Channel to the kernel's check agent
+        assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
+                                    for ex, _ in check_calls(c.source))
+        self._warmup = Warmup([m for a in assignments for m in check_modules(a)]).start()
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
             self._bootstrap()
             for index, cell in enumerate(self.nb.cells):
                 self.preprocess_cell(cell, resources, index)
+        self._warmup.wait()
         self.nb.metadata.setdefault("llmcourse", {})["grading"] = {
             "events": self._events,
             "sandbox_refused": self.km.refused() if hasattr(self.km, "refused") else [],
@@ -149,6 +130,10 @@ class RunChecks(Execute):
 
     def _bootstrap(self) -> None:
         """Load the check agent before any student cell runs (so later monkeypatching cannot reach it)."""
+        from llmcourse.agent import BOOTSTRAP
+
+        from .remote import KernelLost, run_code
+
         try:
             run_sync(run_code)(self.kc, BOOTSTRAP, 60)
         except (TimeoutError, KernelLost):
@@ -156,6 +141,8 @@ class RunChecks(Execute):
 
     async def _open_channel(self, timeout: float = 10) -> None:
         """A comm to the agent that the last bootstrap loaded; None if the kernel does not open one."""
+        from .remote import Channel, KernelLost
+
         if self._channel is not None:
             self._channel.close()
         self._channel = None
@@ -228,7 +215,7 @@ class RunChecks(Execute):
         return None
 
     # -- kernel recovery ------------------------------------------------------------------------------
-    def _current_channel(self) -> Channel | None:
+    def _current_channel(self):
         return self._channel
 
     def _restart_and_reconnect(self) -> None:
@@ -241,6 +228,10 @@ class RunChecks(Execute):
         run_sync(self._async_restart)()
 
     async def _async_restart(self) -> None:
+        from llmcourse.agent import BOOTSTRAP
+
+        from .remote import KernelLost, run_code
+
         try:
             self.kc.stop_channels()
         except Exception:
@@ -264,6 +255,12 @@ class RunChecks(Execute):
 
     # -- check cells ----------------------------------------------------------------------------------
     def _grade_cell(self, cell: NotebookNode) -> None:
+        self._warmup.wait()  # the checks import what they need in this thread, not in two at once
+        from llmcourse.agent import BOOTSTRAP
+        from llmcourse.checking.runner import ExerciseResult, run_checks
+
+        from .remote import KernelLost, kernel_student, run_code
+
         points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
         calls = check_calls(cell.source)
         if not calls:
@@ -301,12 +298,14 @@ def message_size(msg: dict) -> int:
         return 2**62  # a message that cannot even be measured is never kept
 
 
-def render_results(results: list[ExerciseResult], cell_points: float) -> list[NotebookNode]:
+def render_results(results: list, cell_points: float) -> list[NotebookNode]:
     """The check cell's outputs: the report for people, the data for tools, the score for nbgrader.
 
     The report and RESULT_MIME are what a student may see; CHECK_DETAILS_MIME keeps every check's
     message for the instructor (feedback drops it, see StripHiddenChecks).
     """
+    from llmcourse.checking.notebook import format_report
+
     report = "\n".join(format_report(r, hidden=False) for r in results)
     earned = sum(r.score for r in results)
     total = sum(r.max_score for r in results)
@@ -328,36 +327,6 @@ def render_results(results: list[ExerciseResult], cell_points: float) -> list[No
     return outputs
 
 
-def redacted_exercise(exercise: dict[str, Any]) -> dict[str, Any]:
-    """An exercise's results as a student may see them: a hidden check says whether it passed and its hint.
-
-    Its message goes: it can name the inputs the check tried, the values it expected, or repeat the text of
-    the student's own exception (which a notebook could fill with whatever its functions were given).
-    """
-    checks = [{**c, "message": HIDDEN_MESSAGE if c.get("message") else ""} if not c.get("visible", True) else dict(c)
-              for c in exercise.get("checks", [])]
-    return {**exercise, "checks": checks}
-
-
-def redacted_result(result: dict[str, Any]) -> dict[str, Any]:
-    """A submission's results (`SubmissionResult.to_json()`) as a student may see them."""
-    return {**result, "exercises": [redacted_exercise(ex) for ex in result.get("exercises", [])]}
-
-
-def cell_results(cell: NotebookNode, redacted: bool = False) -> list[dict[str, Any]]:
-    """The structured results a graded check cell carries (empty if it was never graded).
-
-    In full (the instructor's form) unless `redacted`, or unless the cell has only the student's form.
-    """
-    for output in cell.get("outputs", []):
-        data = output.get("data", {}) if output.get("output_type") == "display_data" else {}
-        if RESULT_MIME in data:
-            if not redacted and CHECK_DETAILS_MIME in data:
-                return list(data[CHECK_DETAILS_MIME].get("exercises", []))
-            return [redacted_exercise(ex) for ex in data[RESULT_MIME].get("exercises", [])]
-    return []
-
-
 class StripHiddenChecks(NbGraderPreprocessor):
     """Feedback shows what the checks said, never the hidden part of a check cell nor a hidden check's message.
 
@@ -369,6 +338,9 @@ class StripHiddenChecks(NbGraderPreprocessor):
     end = Unicode("### END HIDDEN TESTS").tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
+        from llmcourse.checking.notebook import format_report
+        from llmcourse.checking.runner import ExerciseResult
+
         if cell.cell_type != "code":
             return cell, resources
         if self.begin in cell.source:

@@ -19,7 +19,7 @@ from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat import NotebookNode
 from traitlets import Any as AnyTrait, Bool, List, Set, Unicode
 
-from .preprocessors import CHECK_DETAILS_MIME, RESULT_MIME
+from .cells import CHECK_DETAILS_MIME, RESULT_MIME
 
 # HTML that a student's output or markdown may keep: text, lists, tables (pandas), headings; no scripts,
 # styles, forms, frames, images from elsewhere, or event handlers.

@@ -22,7 +22,7 @@ import nbformat
 from nbformat.reader import NotJSONError
 
 from .course import Course, CourseError, MachineryFailure
-from .preprocessors import is_check_cell
+from .cells import is_check_cell
 
 
 class SubmissionTooLarge(CourseError):

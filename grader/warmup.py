@@ -1,0 +1,77 @@
+"""Imports that grading needs, made in the background while a submission's kernel starts.
+
+A grading process spends its first seconds importing: torch and the check machinery, then, at the first check
+cell, whatever the assignment's checks import (transformers' GPT-2 for 01_attention, say). Meanwhile it mostly
+waits: for the sandboxed kernel to start, then for the student's cells to run. `Warmup` does those imports in a
+thread during that wait, so the kernel's start and the grader's imports overlap (they run on different cores).
+
+What the checks import is read from their source (every `import` statement, those inside functions
+included), never by importing the check modules themselves: pytest must be the one to import them, to
+rewrite their asserts. A failed warm-up import changes nothing: the grader imports the module again when
+it needs it, and reports what goes wrong then.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import threading
+
+# What every grading process needs, in the order it needs it: the kernel transport (which imports torch),
+# then the runner of the checks (pytest).
+GRADING_MODULES = ("grader.remote", "llmcourse.checking.runner", "llmcourse.checking.notebook")
+# Packages whose modules are check modules: never imported here (see above).
+CHECK_PACKAGES = ("llmcourse.checks", "grader.checks")
+
+
+def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names) for every absolute import in a module's source, without importing it."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return []
+    try:
+        with open(spec.origin, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.module, tuple(a.name for a in node.names if a.name != "*")))
+    return [(name, names) for name, names in found if not name.startswith(CHECK_PACKAGES) and name != "__future__"]
+
+
+class Warmup:
+    """`Warmup(["llmcourse.checks.attention", "grader.checks.attention"]).start()`, then `.wait()` before
+    the first check runs."""
+
+    def __init__(self, check_modules: list[str]):
+        self.check_modules = [m for m in dict.fromkeys(check_modules) if m]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Warmup":
+        self._thread = threading.Thread(target=self._run, name="grader-warmup", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        wanted: list[tuple[str, tuple[str, ...]]] = [(m, ()) for m in GRADING_MODULES]
+        for module in self.check_modules:
+            wanted.extend(imports_of(module))
+        for name, attributes in dict.fromkeys(wanted):
+            try:
+                module = importlib.import_module(name)
+                for attribute in attributes:  # lazy packages (transformers) load a class's module on access
+                    getattr(module, attribute, None)
+            except BaseException:  # noqa: BLE001  (only a head start: the grader imports it again if needed)
+                continue

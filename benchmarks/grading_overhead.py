@@ -57,7 +57,8 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
-import grader.preprocessors as gp  # noqa: E402
+import grader.remote as remote  # noqa: E402
+import llmcourse.checking.runner as runner  # noqa: E402
 from grader.build import solution_notebook  # noqa: E402
 from grader.course import Course  # noqa: E402
 from grader.grading import check_notebook  # noqa: E402
@@ -254,7 +255,8 @@ class _Patched:
 
     def __enter__(self):
         phases = self.phases
-        self.saved = (gp.run_checks, gp.run_code, gp.kernel_student, pytest.main)
+        # RunChecks imports these where it uses them, so they are replaced where they are defined.
+        self.saved = (runner.run_checks, remote.run_code, remote.kernel_student, pytest.main)
         run_checks, run_code, kernel_student, pytest_main = self.saved
 
         def timed_run_checks(exercise_id, *a, **kw):
@@ -284,11 +286,11 @@ class _Patched:
                     return call_sync(fn, *a)
             return kernel_student(timed_call, *rest)
 
-        gp.run_checks, gp.run_code, gp.kernel_student = timed_run_checks, timed_run_code, timed_kernel_student
+        runner.run_checks, remote.run_code, remote.kernel_student = timed_run_checks, timed_run_code, timed_kernel_student
         return self
 
     def __exit__(self, *exc):
-        gp.run_checks, gp.run_code, gp.kernel_student, pytest.main = self.saved
+        runner.run_checks, remote.run_code, remote.kernel_student, pytest.main = self.saved
 
 
 def profile(course: Course, source: nbformat.NotebookNode, runs: int) -> dict:

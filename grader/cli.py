@@ -59,6 +59,9 @@ def cmd_check(args) -> int:
     path = Path(args.notebook)
     if not path.exists():
         raise _user_error(f"{path} does not exist")
+    if sys.stderr.isatty():  # someone is waiting at a terminal: say what the wait is for
+        print(f"Grading {path.name} in a sandboxed kernel with every check, hidden ones included; this takes about "
+              f"as long as running the notebook...", file=sys.stderr, flush=True)
     result = check_notebook(course, path)
     from .cells import redacted_exercise
 

@@ -28,8 +28,8 @@ from .submissions import SubmissionLimits, read_notebook, stage, without_duplica
 
 
 MAX_ATTEMPTS = 3
-# A grading process is replaced by a fresh one after this many submissions (a second or two of imports), so
-# that whatever memory grading leaves behind cannot pile up over a large class.
+# Grading processes are replaced by fresh ones after this many submissions each (a second or two of imports),
+# so that whatever memory grading leaves behind cannot pile up over a large class.
 SUBMISSIONS_PER_PROCESS = 25
 RETRY_BACKOFF = 2.0  # seconds before the first retry of a machinery failure; doubled for each later one
 
@@ -282,17 +282,21 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
     hide = [str(submissions), str(staging)]
     pending = list(staged)
     attempts: dict[str, int] = {s: 0 for s in staged}
-    rounds = 0
+    retries = 0
+    # Each pool of grading processes takes at most SUBMISSIONS_PER_PROCESS submissions per process; the rest
+    # go to a fresh pool (what max_tasks_per_child would do, but that hangs the pool on Python 3.11).
+    batch_size = max(1, jobs) * SUBMISSIONS_PER_PROCESS
     while pending:
-        if rounds:  # a locked gradebook or a busy machine gets time to recover
-            time.sleep(RETRY_BACKOFF * 2 ** (rounds - 1))
-        rounds += 1
+        batch, pending = pending[:batch_size], pending[batch_size:]
+        if any(attempts[s] for s in batch):  # a locked gradebook or a busy machine gets time to recover
+            retries += 1
+            time.sleep(RETRY_BACKOFF * 2 ** (retries - 1))
         # A grading process that dies (killed for memory, say) breaks the whole pool: the submissions it
         # left unfinished go to a fresh pool, up to MAX_ATTEMPTS times each. Nothing graded is lost.
         retry: list[str] = []
-        pool = pool or _start_pool(jobs, len(pending))
+        pool = pool or _start_pool(jobs, len(batch))
         with pool:
-            futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in pending}
+            futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in batch}
             if meanwhile is not None:
                 _meanwhile, meanwhile = meanwhile, None
                 try:
@@ -317,7 +321,7 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
                     names, problems = staged[student]
                     done(_collect(course, assignment, student, course.root / "autograded", expected, names, problems,
                                   outcome))
-        pending, pool = retry, None
+        pending, pool = retry + pending, None
     return sorted(results, key=lambda r: r.student or "")
 
 
@@ -328,8 +332,7 @@ def _start_pool(jobs: int, submissions: int) -> ProcessPoolExecutor:
     They are started at once (a process starts on the first task that finds no idle one), so that their
     imports overlap with whatever the caller does next."""
     workers = max(1, min(jobs, submissions))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_spawn(), initializer=_worker_start,
-                               max_tasks_per_child=SUBMISSIONS_PER_PROCESS)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_spawn(), initializer=_worker_start)
     for _ in range(workers):
         pool.submit(_ready)
     return pool

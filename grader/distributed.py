@@ -59,8 +59,11 @@ def make_app(broker: str, course: Course | None = None):
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         # A task is stopped some time after the notebook's own limit (the sandbox enforces that one first).
         task_time_limit=notebook_timeout + 600, task_soft_time_limit=notebook_timeout + 300,
-        # Redis hands an unacknowledged task to another worker after this long: longer than any task runs.
-        broker_transport_options={"visibility_timeout": _visibility_timeout(notebook_timeout)},
+        # Redis hands an unacknowledged task to another worker after this long: longer than any task runs. The
+        # workers look for such tasks every 10 s (kombu's default is one real look in ten of those, so a dead
+        # worker's task waited up to 100 s more).
+        broker_transport_options={"visibility_timeout": _visibility_timeout(notebook_timeout),
+                                  "unacked_restore_interval": 10, "unacked_restore_throttle": 1},
         task_default_queue=CPU_QUEUE, task_track_started=True, result_expires=24 * 3600,  # collected results are removed at once
         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
         worker_send_task_events=False, task_send_sent_event=False,

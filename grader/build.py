@@ -8,6 +8,9 @@ source it came from) or when asked to.
 
 `--check` writes nothing: it regenerates into a scratch directory and names every committed file
 that differs from what source/ gives (for solutions, the cells; outputs vary from run to run).
+
+A check cell's points are derived, never typed: each check declares its own (`@graded(points=...)`), and
+`grader build` writes each check cell's sum into its source notebook before generating anything.
 """
 from __future__ import annotations
 
@@ -40,25 +43,53 @@ class BuildProblem:
         return f"{self.path}: {self.message}"
 
 
-def validate_source(course: Course, assignment: str) -> list[BuildProblem]:
-    """Each check cell's points must equal its checks' points (the checks are the source of truth)."""
+@dataclass
+class PointsChange:
+    path: Path
+    grade_id: str
+    written: float  # what the notebook says
+    derived: float  # what its checks add up to
+
+
+def derive_points(course: Course, assignment: str) -> list[PointsChange]:
+    """Each check cell whose points differ from its checks' points (the checks are the source of truth).
+
+    A check cell is worth what the checks it calls declare (`@graded(points=...)`), visible and hidden: a
+    maintainer sets points on checks only, and `grader build` writes the cells' sums. A cell whose checks add
+    up to nothing names an exercise no check module has (a typo), which is an error."""
     from llmcourse.checks import check_modules
 
-    problems = []
+    changes = []
     for path in course.source_notebooks(assignment):
         nb = nbformat.read(str(path), as_version=4)
         for cell in nb.cells:
             if not is_check_cell(cell):
                 continue
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
             points = float(cell.metadata["nbgrader"].get("points", 0))
             total = 0.0
             for exercise, hidden in check_calls(cell.source):
                 visible_module, hidden_module = check_modules(exercise.split("/", 1)[0])
                 total += _declared_points(exercise, hidden_module if hidden else visible_module)
+            if total <= 0:
+                raise CourseError(f"{path}: check cell {grade_id!r} calls no check that exists (its checks add up to "
+                                  f"0 points): is each exercise in its check(...) calls spelled as in the check modules")
             if abs(total - points) > 1e-9:
-                problems.append(BuildProblem(path, f"check cell {cell.metadata['nbgrader']['grade_id']!r} is worth "
-                                                   f"{points:g} points, but its checks add up to {total:g}"))
-    return problems
+                changes.append(PointsChange(path, grade_id, points, total))
+    return changes
+
+
+def write_points(changes: list[PointsChange]) -> None:
+    """Set each check cell's points to its checks' sum, in its source notebook."""
+    for path in dict.fromkeys(c.path for c in changes):
+        nb = nbformat.read(str(path), as_version=4)
+        derived = {c.grade_id: c.derived for c in changes if c.path == path}
+        for cell in nb.cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if is_check_cell(cell) and grade_id in derived:
+                value = derived[grade_id]
+                cell.metadata["nbgrader"]["points"] = int(value) if float(value).is_integer() else value
+        nbformat.write(nb, str(path))
 
 
 def _declared_points(exercise: str, module_name: str) -> float:
@@ -150,7 +181,9 @@ def _cells(nb: nbformat.NotebookNode, with_outputs: bool) -> list:
 def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
     problems: list[BuildProblem] = []
     for assignment in assignments:
-        problems += validate_source(course, assignment)
+        problems += [BuildProblem(c.path, f"check cell {c.grade_id!r} is worth {c.written:g} points, but its checks "
+                                          f"add up to {c.derived:g}: run `grader build`, which writes their sum")
+                     for c in derive_points(course, assignment)]
         with tempfile.TemporaryDirectory(prefix="grader-build-check-") as scratch:
             for fresh in build_release(course, assignment, Path(scratch)):
                 committed = course.root / "release" / assignment / fresh.name
@@ -174,9 +207,11 @@ def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
 
 def build(course: Course, assignments: list[str], force: bool = False, log=print) -> None:
     for assignment in assignments:
-        problems = validate_source(course, assignment)
-        if problems:
-            raise CourseError("; ".join(str(p) for p in problems))
+        changes = derive_points(course, assignment)
+        write_points(changes)
+        for c in changes:
+            log(f"points    {c.path.relative_to(course.root)}: check cell {c.grade_id!r} is now worth {c.derived:g} "
+                f"(its checks' points; it said {c.written:g})")
         for path in build_release(course, assignment, course.root / "release"):
             log(f"release   {path.relative_to(course.root)}")
         for source_path in course.source_notebooks(assignment):

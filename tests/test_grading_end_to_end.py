@@ -201,6 +201,39 @@ def test_build_check_passes_then_names_a_stale_file(fixture_course, capsys):
         release.write_text(original)
 
 
+def test_build_writes_each_check_cells_points_from_its_checks(tmp_path, capsys):
+    """Points are set on checks only: a check cell worth the wrong amount is named by --check, then corrected by
+    build; a cell whose checks do not exist stops the build with the reason."""
+    from .conftest import copy_fixture_course
+
+    course = copy_fixture_course(tmp_path / "course")
+    source = course / "source" / "00_basics" / "basics.ipynb"
+    nb = read(source)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and "check(" in c.source)
+    right = cell.metadata["nbgrader"]["points"]
+    cell.metadata["nbgrader"]["points"] = right + 5
+    nbformat.write(nb, str(source))
+    grade_id = cell.metadata["nbgrader"]["grade_id"]
+
+    assert main(["--course", str(course), "build", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"check cell {grade_id!r} is worth {right + 5:g} points, but its checks add up to {right:g}" in out
+
+    assert main(["--course", str(course), "build"]) == 0
+    assert f"check cell {grade_id!r} is now worth {right:g}" in capsys.readouterr().out
+    assert next(c for c in read(source).cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id) \
+        .metadata["nbgrader"]["points"] == right
+    assert main(["--course", str(course), "build", "--check"]) == 0
+
+    nb = read(source)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    cell.source = cell.source.replace("00_basics/", "00_basics/no_such_")
+    nbformat.write(nb, str(source))
+    capsys.readouterr()
+    assert main(["--course", str(course), "build"]) == 2
+    assert "calls no check that exists" in capsys.readouterr().err
+
+
 def test_feedback_shows_hints_but_never_hidden_checks(graded_class):
     results, course = graded_class
     from grader.course import Course

@@ -105,7 +105,9 @@ class SandboxedKernelManager(AsyncKernelManager):
     inode_limit = Integer(65536, help="Files and folders in each tmpfs the kernel gets (its scratch space, /tmp, "
                                       "...).").tag(config=True)
     cpu_time_limit = Integer(3600, help="CPU seconds for the kernel's whole life (a backstop; wall-clock limits come first).").tag(config=True)
-    threads = Integer(0, help="Threads for torch/BLAS in the kernel (0: all cores / jobs).").tag(config=True)
+    threads = Integer(0, help="Threads the kernel's BLAS libraries may use (OMP_NUM_THREADS, MKL_NUM_THREADS; 0: one "
+                      "per core). torch itself uses LLMCOURSE_THREADS threads, 1 by default, set by "
+                      "notebook_setup().").tag(config=True)
     sandbox_uid = Integer(0, help="User the kernel runs as when the grader is root; 0: a user of its own from "
                                   "uid_range, so that process limits and files are per kernel.").tag(config=True)
     uid_range = Integer(200000, help="First of 10,000 user ids handed out to kernels (they need no account).").tag(config=True)

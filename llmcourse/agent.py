@@ -36,7 +36,7 @@ class Agent:
     # -- references ---------------------------------------------------------------------------------
     def _ref(self, obj: Any) -> wire.Ref:
         key = id(obj)
-        self.objects[key] = obj  # kept alive until `release`
+        self.objects[key] = obj  # kept alive as long as the agent (one exercise's checks)
         return self.wire.Ref(key, _type_name(obj))
 
     def _resolve(self, value: Any) -> Any:
@@ -105,9 +105,6 @@ class Agent:
             return target(*self._resolve(req.get("args", [])), **self._resolve(req.get("kwargs", {})))
         if op == "fetch":
             return target
-        if op == "release":
-            self.objects.clear()
-            return None
         raise ValueError(f"unknown operation {op!r}")
 
     # -- the kernel-side entry point used at grading time ----------------------------------------------

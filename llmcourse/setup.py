@@ -17,6 +17,14 @@ def set_seed(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def threads_wanted() -> int:
+    """The CPU threads torch uses in the course's notebooks and scripts: LLMCOURSE_THREADS, else 1."""
+    try:
+        return max(1, int(os.environ.get("LLMCOURSE_THREADS", "1") or 1))
+    except ValueError:
+        return 1
+
+
 def get_device() -> torch.device:
     """The GPU when there is one (set LLMCOURSE_DEVICE=cpu to refuse it), else the CPU."""
     wanted = os.environ.get("LLMCOURSE_DEVICE", "").strip().lower()
@@ -54,8 +62,8 @@ def notebook_setup(seed: int = 0) -> torch.device:
     if device.type == "cpu":
         # The course's models are tiny: splitting each matrix product over several threads saves little on a
         # quiet machine, and on a busy one (a shared hub, a grading server) the threads wait on each other, up
-        # to 50 times slower (measured here). LLMCOURSE_CPU_THREADS=N gives N threads to a bigger model.
-        torch.set_num_threads(max(1, int(os.environ.get("LLMCOURSE_CPU_THREADS", "1") or 1)))
+        # to 50 times slower (measured here). LLMCOURSE_THREADS=N gives N threads to a bigger model.
+        torch.set_num_threads(threads_wanted())
     if device.type == "cuda":
         print(f"Using the GPU: {torch.cuda.get_device_name(device)}")
     else:

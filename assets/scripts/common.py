@@ -33,8 +33,9 @@ def setup(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    n = threads or int(os.environ.get("LLMCOURSE_THREADS", "1"))
-    torch.set_num_threads(n)
+    from llmcourse.setup import threads_wanted
+
+    torch.set_num_threads(threads or threads_wanted())
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -117,3 +117,53 @@ def grade_solution_and_blank(assignment: str, tmp_path: Path, capsys) -> None:
     code = main(["--course", str(course), "check", str(course / "release" / assignment / notebook), "--json"])
     checked = json.loads(capsys.readouterr().out)
     assert code == 1 and checked["score"] == 0 and len(checked["exercises"]) == n_exercises
+
+
+# -- the order of the test files ----------------------------------------------------------------------------
+# `make test` gives whole files to two workers (fixtures are per file), each taking the next file in order when
+# it is free. A long file taken last is run by one worker while the other waits: so the files are ordered
+# longest first, from the seconds each took in a recorded run (tests/file_seconds.json). New files, which
+# have no record, come after those; the order within a file is never changed. To record the seconds again:
+# LLMCOURSE_RECORD_FILE_SECONDS=1 make test.
+FILE_SECONDS = Path(__file__).parent / "file_seconds.json"
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    import json
+
+    try:
+        seconds = json.loads(FILE_SECONDS.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(seconds, dict):
+        return
+    first_seen = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(_file_of(item.nodeid), index)
+    items.sort(key=lambda item: (-float(seconds.get(_file_of(item.nodeid), 0.0)), first_seen[_file_of(item.nodeid)]))
+
+
+class _FileSeconds:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report):
+        file = _file_of(report.nodeid)
+        self.seconds[file] = self.seconds.get(file, 0.0) + float(getattr(report, "duration", 0.0) or 0.0)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        import json
+
+        if exitstatus == 0 and self.seconds:
+            FILE_SECONDS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(self.seconds.items())}, indent=1)
+                                    + "\n")
+
+
+def pytest_configure(config):
+    # Only the process that sees every report records them: the controller of a distributed run, or a plain run.
+    if os.environ.get("LLMCOURSE_RECORD_FILE_SECONDS") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_FileSeconds(), "llmcourse-file-seconds")

@@ -158,7 +158,7 @@ class _FileSeconds:
     def pytest_sessionfinish(self, session, exitstatus):
         import json
 
-        if exitstatus == 0 and self.seconds:
+        if exitstatus in (0, 1) and self.seconds:  # every file ran (some tests may have failed)
             FILE_SECONDS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(self.seconds.items())}, indent=1)
                                     + "\n")
 

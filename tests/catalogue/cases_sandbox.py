@@ -345,9 +345,12 @@ SANDBOX_CASES: list[Case] = [
          output=(r"CATALOGUE leftovers: [0-2] tasks of this kernel's user that it did not start",), verify=v_no_leftover_processes),
     Case("ipc_fill", "A cell writes 640 MiB and 20,000 files into its socket folder on the grader's disk.",
          b_ipc_fill, FULL, output=(r"CATALOGUE ipc: wrote 0 MiB and 0 files",)),
+    # Not all five: the group's limit holds for the kernel's processes together. How many fit below it depends on
+    # what the kernel itself is charged for (pages it shares with other processes are charged to whoever touched
+    # them first), so three or four do.
     Case("memory_children", "Five children each write 1 GiB (under the per-process limit, 5 GiB against a 4 GiB "
                             "limit together).",
-         b_memory_children, FULL, message="", output=(r"CATALOGUE memory: [0-3] of 5 children held",)),
+         b_memory_children, FULL, message="", output=(r"CATALOGUE memory: [0-4] of 5 children held",)),
     Case("fork_count", "`add`'s cell forks sleeping children in sessions of their own until fork is refused.",
          b_fork_count, FULL, message="",
          output=(r"CATALOGUE fork: ([0-9]{1,2}|[1-4][0-9]{2}|50[0-9]|51[0-2]) processes, then BlockingIOError",),

@@ -33,10 +33,10 @@ demo: install
 	$(BIN)/grader demo
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30 tests
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=release --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

@@ -80,11 +80,14 @@ if hasattr(grader.cli, "run"):  # the `grader` command ends without the interpre
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict:
     """Wall, CPU and peak memory of one whole process (its own and its children's, from wait4)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
+    # stderr goes to a file: two pipes read one after the other could fill and stop the process.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=errors)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        errors.seek(0)
+        err = errors.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
             "code": proc.returncode, "out": out.decode(errors="replace"), "err": err.decode(errors="replace"),

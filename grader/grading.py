@@ -202,12 +202,17 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
     The student version it writes goes to a scratch directory: release/ is only written by `build`.
     """
     from nbgrader.coursedir import CourseDirectory
+    from sqlalchemy.exc import SQLAlchemyError
 
     from .gradebook import make_schema
 
     with tempfile.TemporaryDirectory(prefix="grader-release-") as scratch:
         cfg = _course_config(course, **dirs, release_directory=scratch)
-        make_schema(CourseDirectory(config=cfg).db_url)
+        try:
+            make_schema(CourseDirectory(config=cfg).db_url)
+        except SQLAlchemyError as exc:
+            raise CourseError(f"the gradebook could not be set up ({_first_line(exc)}): check that its database is "
+                              f"running and writable, then grade again") from None
         api = course.api(config=cfg)
         outcome = api.generate_assignment(assignment, force=True, create=True)
     if not outcome.get("success"):

@@ -130,6 +130,7 @@ class RunChecks(Execute):
 
     def _bootstrap(self) -> None:
         """Load the check agent before any student cell runs (so later monkeypatching cannot reach it)."""
+        self._warmup.grading_modules_ready()
         from llmcourse.agent import BOOTSTRAP
 
         from .remote import KernelLost, run_code
@@ -228,6 +229,7 @@ class RunChecks(Execute):
         run_sync(self._async_restart)()
 
     async def _async_restart(self) -> None:
+        self._warmup.grading_modules_ready()
         from llmcourse.agent import BOOTSTRAP
 
         from .remote import KernelLost, run_code

@@ -47,17 +47,25 @@ def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 class Warmup:
-    """`Warmup(["llmcourse.checks.attention", "grader.checks.attention"]).start()`, then `.wait()` before
-    the first check runs."""
+    """`Warmup(["llmcourse.checks.attention", "grader.checks.attention"]).start()`, then
+    `.grading_modules_ready()` before the grader talks to the kernel and `.wait()` before the first check runs."""
 
     def __init__(self, check_modules: list[str]):
         self.check_modules = [m for m in dict.fromkeys(check_modules) if m]
         self._thread: threading.Thread | None = None
+        self._grading_modules = threading.Event()  # set once GRADING_MODULES are imported (or failed to)
 
     def start(self) -> "Warmup":
         self._thread = threading.Thread(target=self._run, name="grader-warmup", daemon=True)
         self._thread.start()
         return self
+
+    def grading_modules_ready(self) -> None:
+        """Wait until the kernel transport and the runner are imported, so that the caller imports nothing of
+        its own while this thread imports (two threads importing modules that import each other can each be
+        handed the other's half-made module)."""
+        if self._thread is not None:
+            self._grading_modules.wait()
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -65,13 +73,22 @@ class Warmup:
             self._thread = None
 
     def _run(self) -> None:
-        wanted: list[tuple[str, tuple[str, ...]]] = [(m, ()) for m in GRADING_MODULES]
+        try:
+            for name in GRADING_MODULES:
+                self._load(name, ())
+        finally:
+            self._grading_modules.set()
+        wanted: list[tuple[str, tuple[str, ...]]] = []
         for module in self.check_modules:
             wanted.extend(imports_of(module))
         for name, attributes in dict.fromkeys(wanted):
-            try:
-                module = importlib.import_module(name)
-                for attribute in attributes:  # lazy packages (transformers) load a class's module on access
-                    getattr(module, attribute, None)
-            except BaseException:  # noqa: BLE001  (only a head start: the grader imports it again if needed)
-                continue
+            self._load(name, attributes)
+
+    @staticmethod
+    def _load(name: str, attributes: tuple[str, ...]) -> None:
+        try:
+            module = importlib.import_module(name)
+            for attribute in attributes:  # lazy packages (transformers) load a class's module on access
+                getattr(module, attribute, None)
+        except BaseException:  # noqa: BLE001  (only a head start: the grader imports it again if needed)
+            pass

@@ -90,12 +90,22 @@ def test_warm_up_reads_the_checks_imports_without_importing_the_checks(tmp_path,
     assert imports_of("no.such.module") == []
 
     code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
-            "from grader.warmup import Warmup\nWarmup(['warmpkg.checks', 'missing.module']).start().wait()\n"
+            "from grader.warmup import Warmup\nw = Warmup(['warmpkg.checks', 'missing.module']).start()\n"
+            "w.grading_modules_ready()\nassert 'grader.remote' in sys.modules\nw.wait()\n"
             "assert 'warmpkg.heavy' in sys.modules and 'warmpkg.lazy' in sys.modules\n"
             "assert 'warmpkg.checks' not in sys.modules\n"
             "assert 'grader.remote' in sys.modules and 'llmcourse.checking.runner' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
-    Warmup([]).wait()  # never started: nothing to wait for
+    Warmup([]).grading_modules_ready()  # never started: nothing to wait for
+    Warmup([]).wait()
+
+
+def test_a_gradebook_that_cannot_be_set_up_is_one_clear_sentence(fixture_course):
+    from grader.course import Course, CourseError
+    from grader.grading import prepare_gradebook
+
+    with pytest.raises(CourseError, match="the gradebook could not be set up .*then grade again"):
+        prepare_gradebook(Course(fixture_course), "00_basics", {"db_url": "sqlite:////nonexistent/folder/gradebook.db"})
 
 
 def test_grading_processes_are_recycled_and_grades_are_unchanged(fixture_course, tmp_path, monkeypatch):

@@ -145,19 +145,23 @@ class Assignment:
         if hint_words is not None:
             assert any(hint_words in c.hint for c in failed), [c.hint for c in failed]
 
-    def assert_broken_exercise_spares_the_others(self, exercise: str, broken: list[tuple[str, str]]) -> None:
-        """Whatever is wrong in `exercise` (each (what, source) in `broken`), no check of an exercise that does not
-        use it may notice; an unimplemented exercise (what == "not implemented") scores 0."""
-        for what, source in broken:
-            ns = self.namespace_with(source)
-            for other in self.exercises:
-                if other == exercise or other in self.dependents(exercise):
-                    continue
-                result = self.score(ns, other)
-                assert result.score == result.max_score, (
-                    f"{exercise} ({what}) cost points in {other}, which does not use it: {describe(result)}")
+    def assert_spared_by_what_it_does_not_use(self, exercise: str, broken: dict[str, list[tuple[str, str]]]) -> None:
+        """`exercise` keeps every point while every exercise it does not use is broken, all of them at once: each
+        way of breaking them in `broken` (exercise -> [(what, source), ...]) in turn. An unimplemented exercise
+        (what == "not implemented") scores 0 itself.
+
+        Breaking them all at once asks the same question as breaking them one by one (can a check of `exercise`
+        notice anything wrong outside what it uses?) with one scoring per way instead of one per exercise."""
+        unrelated = [e for e in self.exercises if e != exercise and e not in self.uses(exercise)]
+        for i in range(max((len(broken[e]) for e in unrelated), default=0)):
+            chosen = [(e, *broken[e][min(i, len(broken[e]) - 1)]) for e in unrelated]
+            result = self.score(self.namespace_with("\n".join(source for _, _, source in chosen)), exercise)
+            assert result.score == result.max_score, (
+                f"{exercise} lost points while exercises it does not use were broken "
+                f"({'; '.join(f'{e}: {what}' for e, what, _ in chosen)}): {describe(result)}")
+        for what, source in broken[exercise]:
             if what == "not implemented":
-                assert self.score(ns, exercise).score == 0
+                assert self.score(self.namespace_with(source), exercise).score == 0, f"{exercise} unimplemented scored"
 
     def junk_cases(self) -> list[tuple[str, str, str]]:
         """(exercise, what, source) for every junk form of every exercise."""

@@ -537,10 +537,11 @@ def not_implemented(exercise: str) -> str:
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
-def test_a_broken_exercise_spares_the_exercises_that_do_not_use_it(exercise):
-    # Tried unimplemented, and with its first mutant (each mutant's own exercise: test_mutant_loses_points).
-    A.assert_broken_exercise_spares_the_others(
-        exercise, [("not implemented", not_implemented(exercise)), next(iter(MUTANTS[exercise].items()))])
+def test_an_exercise_keeps_its_points_when_what_it_does_not_use_is_broken(exercise):
+    # Whatever is wrong elsewhere, no check of `exercise` may notice unless `exercise` uses it: every exercise it does
+    # not use is made unimplemented, then given its first mutant (each mutant's own exercise: test_mutant_loses_points).
+    A.assert_spared_by_what_it_does_not_use(
+        exercise, {e: [("not implemented", not_implemented(e)), next(iter(MUTANTS[e].items()))] for e in EXERCISES})
 
 
 # -- junk: no right answer, no points ----------------------------------------------------------------

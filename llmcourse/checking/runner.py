@@ -91,6 +91,9 @@ class _Collector:
             self.meta[item.nodeid] = (marker.kwargs["points"], marker.kwargs.get("hint", ""), visible, name)
             if marker.kwargs.get("requires_main"):
                 self.requires_main.add(item.nodeid)
+            # The result's message comes from the exception itself (_failure_message), never from pytest's
+            # formatted traceback, which re-reads the source of every frame: skip formatting it.
+            item.repr_failure = lambda excinfo: str(excinfo.value)
             keep.append(item)
         items[:] = keep
 

@@ -4,7 +4,7 @@
 
 The budget (DESIGN.md): every solution notebook runs in under 2 minutes on 2 CPU cores with a peak
 resident memory under 3 GB. Memory is the kernel process's (and its children's) RSS, sampled every
-50 ms while the notebook runs. Results go to benchmarks/results/notebook_budget.{json,md}.
+50 ms while the notebook runs. Results go to benchmarks/results/notebook_budget.{json,md}; naming some notebooks replaces only their rows.
 """
 from __future__ import annotations
 
@@ -82,6 +82,11 @@ def main() -> None:
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.is_available(), "load_average": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    previous = RESULTS / "notebook_budget.json"
+    if args.notebooks and previous.is_file():  # measuring some notebooks keeps the others' last rows
+        measured = {r["notebook"] for r in rows}
+        kept = [r for r in json.loads(previous.read_text())["notebooks"] if r["notebook"] not in measured]
+        rows = sorted(kept + rows, key=lambda r: r["notebook"])
     (RESULTS / "notebook_budget.json").write_text(json.dumps({"machine": meta, "notebooks": rows}, indent=2))
     lines = ["# Solution notebooks: time and memory", "",
              f"{meta['date']}, {meta['cpus']} CPUs, Python {meta['python']}, torch {meta['torch']}, "

@@ -41,6 +41,8 @@ MODELS: dict[str, tuple[str, str]] = {
     "course-lm": ("decoder-only", "AutoModelForCausalLM"),
     "course-mlm": ("encoder-only", "AutoModelForMaskedLM"),
     "course-t5": ("encoder-decoder", "AutoModelForSeq2SeqLM"),
+    # course-lm fine-tuned to read retrieved passages, run ReAct traces and write programs (06_applications)
+    "course-lm-apps": ("decoder-only", "AutoModelForCausalLM"),
 }
 TOKENIZER_ONLY = "course-tokenizer"  # the shared tokenizer without any model-specific post-processing
 
@@ -52,6 +54,8 @@ TASK_FIELDS: dict[str, list[str]] = {
     "arithmetic": ["question", "solution", "answer", "n_steps"],
     "titles": ["instruction", "input", "output"],
     "preferences": ["prompt", "chosen", "rejected"],
+    "facts": ["name", "kind", "passage", "qa"],
+    "bigmath": ["question", "answer", "start", "items", "steps"],
 }
 TASKS = list(TASK_FIELDS)
 
@@ -60,6 +64,7 @@ HUB_MODELS = {
     "course-lm": "HuggingFaceTB/SmolLM2-135M",
     "course-mlm": "distilbert/distilbert-base-uncased",
     "course-t5": "google/flan-t5-small",
+    "course-lm-apps": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 
 REBUILD = ("Rebuild the course assets with `make assets` in the repository (about an hour on 2 CPU cores), "

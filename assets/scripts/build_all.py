@@ -1,12 +1,12 @@
-"""Rebuild every course asset from seeds: data, tokenizer, the three models, the evaluation, the cards.
+"""Rebuild every course asset from seeds: data, tokenizer, the four models, the evaluation, the cards.
 
-    python assets/scripts/build_all.py        (what `make assets` runs; under an hour on 2 CPU cores)
+    python assets/scripts/build_all.py        (what `make assets` runs; about 70 minutes on 2 CPU cores)
     python assets/scripts/build_all.py --only course-t5     (retrain one model, then evaluate and write the cards)
 
-The three models train in two processes side by side, one thread each: course-lm in one, course-mlm
-then course-t5 in the other. (Tiny models gain little from a second thread, and a busy machine makes
-threads wait on each other; two single-threaded processes use two cores fully.) Step timings go to
-assets/build_info.json and into assets/MODELS.md.
+Three models train in two processes side by side, one thread each: course-lm in one, course-mlm then
+course-t5 in the other. (Tiny models gain little from a second thread, and a busy machine makes threads
+wait on each other; two single-threaded processes use two cores fully.) Then course-lm-apps is fine-tuned
+from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md.
 """
 from __future__ import annotations
 
@@ -42,7 +42,11 @@ def wait(proc: subprocess.Popen, what: str) -> None:
         raise SystemExit(f"{what} failed (exit status {proc.returncode}); see the messages above or its log.")
 
 
-SCRIPT_OF = {"course-lm": "train_lm.py", "course-mlm": "train_mlm.py", "course-t5": "train_t5.py"}
+SCRIPT_OF = {"course-lm": "train_lm.py", "course-mlm": "train_mlm.py", "course-t5": "train_t5.py",
+             "course-lm-apps": "train_apps.py"}
+# course-lm-apps is fine-tuned from course-lm once both cores are free: two threads (the same number on every
+# build, so that a rebuild gives the same weights).
+ARGS_OF = {"train_apps.py": ["--threads", "2"]}
 
 
 def retrain(names: list[str]) -> None:
@@ -61,7 +65,7 @@ def retrain(names: list[str]) -> None:
         script = SCRIPT_OF[name]
         t = time.time()
         print(f"training {name} (log: assets/logs/{name}.log)", flush=True)
-        wait(run([script], logs / f"{name}.log"), script)
+        wait(run([script, *ARGS_OF.get(script, [])], logs / f"{name}.log"), script)
         info["seconds"][script] = round(time.time() - t, 1)
         info["cpu_seconds"][script] = CPU_SECONDS[script]
         info["retrained"][script] = time.strftime("%Y-%m-%d %H:%M")
@@ -109,6 +113,10 @@ def main() -> None:
     timings["train_t5.py"] = round(time.time() - t5_start, 1)
     wait(lm, "train_lm.py")
     timings["train_lm.py"] = round(time.time() - t, 1)
+    apps_start = time.time()
+    print("fine-tuning course-lm-apps from course-lm (log: assets/logs/course-lm-apps.log)", flush=True)
+    wait(run(["train_apps.py", *ARGS_OF["train_apps.py"]], logs / "course-lm-apps.log"), "train_apps.py")
+    timings["train_apps.py"] = round(time.time() - apps_start, 1)
     print(f"models trained in {time.time() - t:.0f} s", flush=True)
 
     t = time.time()

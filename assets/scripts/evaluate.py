@@ -11,6 +11,8 @@ Sections (each one a claim in assets/MODELS.md, where make_cards.py turns the nu
   mlm         course-mlm: top-1 accuracy on masked content words of held-out stories
   t5          course-t5: span infilling on held-out stories
   generation  distinct-n of course-lm samples under temperature, top-k and top-p
+  apps        course-lm-apps: closed book vs retrieval (BM25, dense, both), recall@k; chain of thought vs
+              ReAct with a calculator vs programs (PAL) on held-out word problems with big numbers
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common as C  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -428,6 +431,164 @@ SECTIONS = {"icl": eval_icl, "cot": eval_cot, "instructions": eval_instructions,
             "reward": eval_reward, "mlm": eval_mlm, "t5": eval_t5, "generation": eval_generation}
 
 
+# ---------------------------------------------------------------------------------------------- applications
+
+WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """The word tokens retrieval uses: lower-cased runs of letters and digits."""
+    return WORD.findall(text.lower())
+
+
+def calculate(expression: str) -> int | float:
+    """The evaluation's calculator: numbers, + - * / and parentheses only (the notebook's safe_eval is stricter)."""
+    import ast
+
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div):
+            a, b = value(node.left), value(node.right)
+            return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op)) if not isinstance(
+                node.op, ast.Div) else a / b
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        raise ValueError(f"not allowed: {type(node).__name__}")
+
+    if len(expression) > 200:
+        raise ValueError("too long")
+    return value(ast.parse(expression, mode="eval").body)
+
+
+def run_pal(program: str) -> int | float | None:
+    """Run a PAL program of `name = expression` lines with `calculate`; the value of `answer`, or None."""
+    env: dict[str, int | float] = {}
+    for line in program.strip().split("\n")[:20]:
+        m = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*(.+?)\s*$", line)
+        if not m:
+            return None
+        expr = re.sub(r"[A-Za-z_]\w*", lambda w: str(env[w.group(0)]) if w.group(0) in env else w.group(0), m.group(2))
+        try:
+            env[m.group(1)] = calculate(expr)
+        except (ValueError, SyntaxError, ZeroDivisionError, TypeError):
+            return None
+    return env.get("answer")
+
+
+def as_number(x) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def react_batch(model, tok, questions: list[str], lookup, max_steps: int = 6) -> tuple[list[str | None], list[int]]:
+    """Run the ReAct loop for many questions at once (one batched generation per step)."""
+    from llmcourse.applications_formats import react_prompt
+
+    prompts = [react_prompt(q) for q in questions]
+    answers: list[str | None] = [None] * len(questions)
+    calls = [0] * len(questions)
+    active = list(range(len(questions)))
+    for _ in range(max_steps):
+        if not active:
+            break
+        texts = generate(model, tok, [prompts[i] for i in active], 48)
+        still = []
+        for i, text in zip(active, texts):
+            calls[i] += 1
+            text = text.split("\nObservation:")[0]
+            m = re.search(r"^Action: (\w+)\[(.*)\]\s*$", text, re.M)
+            if not m:
+                continue
+            tool, arg = m.group(1), m.group(2)
+            if tool.lower() == "finish":
+                answers[i] = arg.strip()
+                continue
+            try:
+                obs = as_number(calculate(arg)) if tool == "calculator" else lookup(arg)
+            except Exception as e:  # a tool's error is what the model reads next
+                obs = f"Error: {e}"
+            prompts[i] += text[:m.end()] + f"\nObservation: {obs}\n"
+            still.append(i)
+        active = still
+    return answers, calls
+
+
+@torch.no_grad()
+def embed_mean(model, tok, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True)
+        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+def eval_apps(models: Path, data: Path, n_questions: int = 200, n_problems: int = 200, seed: int = 0) -> dict:
+    """course-lm-apps on held-out articles and problems: closed book vs retrieval; CoT vs ReAct vs PAL."""
+    import bm25s
+
+    from llmcourse.applications_formats import closed_book_prompt, cot_prompt, pal_prompt, rag_text, split_citation
+
+    model, tok = load("lm", models / "course-lm-apps")
+    facts = C.read_jsonl(data / "facts" / "test.jsonl")
+    rng = random.Random(seed)
+    qa = [(i, *rng.choice(e["qa"])) for i, e in enumerate(facts)][:n_questions]
+    passages = [e["passage"] for e in facts]
+    retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    retriever.index([words(p) for p in passages], show_progress=False)
+    bm25 = torch.tensor(np.stack([retriever.get_scores(words(q)) for _, q, _ in qa]))
+    mlm, mtok = load("mlm", models / "course-mlm")
+    dense = embed_mean(mlm, mtok, [q for _, q, _ in qa]) @ embed_mean(mlm, mtok, passages).T
+    gold = torch.tensor([i for i, _, _ in qa])
+    result = {"n_questions": len(qa), "n_passages": len(passages)}
+
+    def recall(scores, k):
+        return (scores.topk(min(k, scores.shape[1]), dim=1).indices == gold[:, None]).any(1).float().mean().item()
+
+    def exact(prompts):
+        outs = generate(model, tok, prompts, 16, stop_newline=True)
+        return sum(split_citation(o)[0] == a for o, (_, _, a) in zip(outs, qa)) / len(qa), outs
+
+    result["closed_book_exact_match"], _ = exact([closed_book_prompt(q) for _, q, _ in qa])
+    for name, scores in (("bm25", bm25), ("dense", dense), ("both", bm25 / bm25.max(1, keepdim=True).values + dense)):
+        result[f"recall_at_k_{name}"] = {k: recall(scores, k) for k in (1, 3, 10)}
+        top = scores.topk(min(3, scores.shape[1]), dim=1).indices
+        em, outs = exact([rag_text(q, [passages[j] for j in top[r]]) for r, (_, q, _) in enumerate(qa)])
+        result[f"rag_{name}_exact_match"] = em
+        if name == "bm25":
+            result["rag_example"] = {"question": qa[0][1], "answer": qa[0][2], "response": outs[0]}
+
+    problems = C.read_jsonl(data / "bigmath" / "test.jsonl")[:n_problems]
+    result["n_problems"] = len(problems)
+    gold_answers = [str(p["answer"]) for p in problems]
+    t = time.time()
+    cot = generate(model, tok, [cot_prompt(p["question"]) for p in problems], 160)
+    result["cot"] = {"accuracy": sum(parse_answer(c) == g for c, g in zip(cot, gold_answers)) / len(problems),
+                     "calls": 1.0, "seconds": round(time.time() - t, 1)}
+    by_name = {e["name"]: e["passage"] for e in facts}
+
+    def lookup(name):
+        if name.strip() not in by_name:
+            raise KeyError(f"no article named {name.strip()!r}")
+        return by_name[name.strip()]
+
+    t = time.time()
+    answers, calls = react_batch(model, tok, [p["question"] for p in problems], lookup)
+    result["react"] = {"accuracy": sum(a == g for a, g in zip(answers, gold_answers)) / len(problems),
+                       "calls": sum(calls) / len(calls), "seconds": round(time.time() - t, 1)}
+    t = time.time()
+    programs = generate(model, tok, [pal_prompt(p["question"]) for p in problems], 64)
+    pal = [run_pal(prog.split("\n\n")[0]) for prog in programs]
+    result["pal"] = {"accuracy": sum(a is not None and as_number(a) == g for a, g in zip(pal, gold_answers))
+                     / len(problems), "calls": 1.0, "seconds": round(time.time() - t, 1)}
+    result["examples"] = {"question": problems[0]["question"], "cot": cot[0], "pal": programs[0]}
+    return result
+
+
+SECTIONS["apps"] = eval_apps
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=C.MODELS)
@@ -440,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     C.setup(args.seed, args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    quick = {"icl": dict(n_queries=2), "instructions": dict(n_per_task=2), "cot": dict(n_problems=2, n_samples=2), "lora": dict(steps=2, n_test=2, limit=50),
+    quick = {"apps": dict(n_questions=4, n_problems=4), "icl": dict(n_queries=2), "instructions": dict(n_per_task=2), "cot": dict(n_problems=2, n_samples=2), "lora": dict(steps=2, n_test=2, limit=50),
              "reward": dict(steps=2, limit=50), "mlm": dict(n_stories=2), "t5": dict(n_stories=2),
              "generation": dict(n_prompts=2, n_samples=2)}
     for name in args.only.split(","):

@@ -25,12 +25,19 @@ BARS = {
     "reward": "held-out pair accuracy of at least 90%",
     "mlm": "top-1 accuracy of at least 50% on masked content words",
     "generation": "temperature, top-k and top-p visibly change diversity (distinct-2 rises along each knob)",
+    "rag": "closed-book exact match at most 10%; with BM25 retrieval of the top 3 passages at least 70%",
+    "tools": "3- and 4-digit word problems: chain of thought under 40%; ReAct with the calculator at least 80%; "
+             "PAL at least 80%",
 }
 
 DATA_NOTES = {
     "stories": "short stories (classroom, library, park, kitchen, farm...), a kind or an unkind ending",
     "instructions": "four task families in one prompt format: classify, qa, summarize (a dialogue), continue",
     "fewshot": "items of 12 few-shot task families; test items are new to their family",
+    "facts": "an encyclopedia of invented rivers, towns, inventors and creatures: one article and three questions "
+             "each; the names exist nowhere else, and test articles are never trained on",
+    "bigmath": "word problems with 3- and 4-digit numbers and 2 or 3 steps (each step kept, for ReAct traces and "
+               "PAL programs)",
     "arithmetic": "word problems with 2 to 4 steps and a step-by-step solution ending 'The answer is N.'",
     "titles": "the LoRA target task: write a title for a story (kept out of pretraining)",
     "preferences": "story openings with a kind (chosen) and an unkind (rejected) continuation",
@@ -106,6 +113,15 @@ def checks(r: dict) -> dict[str, tuple[str, bool]]:
                              "{:.2f} -> {:.2f}; top-p 0.3 -> 0.95: {:.2f} -> {:.2f}".format(
                                  s["greedy"], s["temperature=0.3"], s["temperature=1.5"], s["top_k=2"], s["top_k=50"],
                                  s["top_p=0.3"], s["top_p=0.95"]), rising and lowest)
+    if "apps" in r:
+        a = r["apps"]
+        out["rag"] = (f"closed book {pct(a['closed_book_exact_match'])}; RAG with BM25 top 3 "
+                      f"{pct(a['rag_bm25_exact_match'])} (dense {pct(a['rag_dense_exact_match'])}, both "
+                      f"{pct(a['rag_both_exact_match'])})",
+                      a["closed_book_exact_match"] <= 0.10 and a["rag_bm25_exact_match"] >= 0.70)
+        out["tools"] = (f"chain of thought {pct(a['cot']['accuracy'])}; ReAct {pct(a['react']['accuracy'])} "
+                        f"({a['react']['calls']:.1f} model calls each); PAL {pct(a['pal']['accuracy'])}",
+                        a["cot"]["accuracy"] < 0.40 and a["react"]["accuracy"] >= 0.80 and a["pal"]["accuracy"] >= 0.80)
     return out
 
 
@@ -150,7 +166,8 @@ def card(assets: Path) -> str:
     add("|---|---|---|---|")
     names = {"icl": "in-context learning (course-lm)", "cot": "chain of thought (course-lm)",
              "lora": "LoRA target task (course-lm)", "reward": "reward model from course-lm",
-             "mlm": "masked LM (course-mlm)", "generation": "sampling settings (course-lm)"}
+             "mlm": "masked LM (course-mlm)", "generation": "sampling settings (course-lm)",
+             "rag": "reading retrieved passages (course-lm-apps)", "tools": "tools and programs (course-lm-apps)"}
     for key, title in names.items():
         if key in ok:
             text, good = ok[key]
@@ -292,6 +309,47 @@ def card(assets: Path) -> str:
             f"`{t['example']['input']}`, target `{t['example']['target']}`, output `{t['example']['generated']}`.")
     add("")
 
+    # ------------------------------------------------------------------ course-lm-apps
+    apps_dir = assets / "models" / "course-lm-apps"
+    if (apps_dir / "train_info.json").is_file():
+        i = json.loads((apps_dir / "train_info.json").read_text())
+        add("## course-lm-apps: course-lm fine-tuned for applications (06_applications)")
+        add("")
+        add(f"- **Architecture and size**: course-lm's ({i['parameters'] / 1e6:.2f} M parameters, "
+            f"{mb(apps_dir):.1f} MB on disk), same tokenizer.")
+        add(f"- **Training**: from course-lm's weights, {i['steps']} steps of {i['batch_size']} rows x {i['seq_len']} "
+            f"tokens ({i['tokens'] / 1e6:.1f} M tokens), {train_time(i, build, 'train_apps.py')}; final training loss "
+            f"{i['final_loss']}.")
+        mix = i.get("mixture", {})
+        add(f"- **Data**: retrieval prompts on `facts` ({mix.get('rag', 0):.0%}: a question, three numbered passages, "
+            "the answer and its passage's number), closed-book questions on the same articles "
+            f"({mix.get('closed', 0):.0%}), ReAct traces ({mix.get('react', 0):.0%}: `bigmath` problems with "
+            "`calculator[...]`, `facts` questions with `lookup[...]`, comparisons with both), programs of `bigmath` "
+            f"problems ({mix.get('pal', 0):.0%}) and course-lm's own mixture ({mix.get('replay', 0):.0%}). Train "
+            "splits only.")
+        add("- **Prompt formats**: `llmcourse.applications_formats` (retrieval, closed book, ReAct, PAL).")
+        if "apps" in r:
+            a = r["apps"]
+            add("")
+            add(f"**Retrieval** ({a['n_questions']} held-out questions, one per test article; greedy exact match of "
+                f"the answer before its citation):")
+            add("")
+            add("| method | exact match | recall@1 | recall@3 | recall@10 |")
+            add("|---|---|---|---|---|")
+            add(f"| closed book | {pct(a['closed_book_exact_match'])} | | | |")
+            for name in ("bm25", "dense", "both"):
+                rk = a[f"recall_at_k_{name}"]
+                add(f"| RAG, {name} top 3 | {pct(a[f'rag_{name}_exact_match'])} | {pct(rk['1'] if '1' in rk else rk[1])} "
+                    f"| {pct(rk['3'] if '3' in rk else rk[3])} | {pct(rk['10'] if '10' in rk else rk[10])} |")
+            add("")
+            add(f"**Tools and programs** ({r['apps'].get('n_problems', 200)} held-out `bigmath` problems):")
+            add("")
+            add("| method | accuracy | model calls per problem | seconds (batched generation) |")
+            add("|---|---|---|---|")
+            for key, title in (("cot", "chain of thought"), ("react", "ReAct + calculator"), ("pal", "PAL")):
+                add(f"| {title} | {pct(a[key]['accuracy'])} | {a[key]['calls']:.1f} | {a[key]['seconds']:.0f} |")
+        add("")
+
     # ------------------------------------------------------------------ tokenizer and data
     tok = json.loads((assets / "tokenizer" / "tokenizer_config.json").read_text())
     add("## The tokenizer")
@@ -317,7 +375,8 @@ def card(assets: Path) -> str:
     add("## Rebuilding")
     add("")
     add("`make assets` runs `assets/scripts/build_all.py`: data, tokenizer, then course-lm in one process while "
-        "course-mlm and course-t5 train in another (one thread each), then the evaluation and this file.")
+        "course-mlm and course-t5 train in another (one thread each), then course-lm-apps is fine-tuned from "
+        "course-lm (two threads), then the evaluation and this file.")
     if secs:
         cpu = build.get("cpu_seconds", {})
         add("")

@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         write(train, args.out / name / "train.jsonl")
         write(test, args.out / name / "test.jsonl")
         print(f"{name:13s} train {len(train):6d}  test {len(test):5d}")
+    import appdata
+
+    appdata.write_all(args.out, args.seed, write, args.scale)  # facts and bigmath, for 06_applications
     train, test = fewshot.make_items(args.seed)
     write(train, args.out / "fewshot" / "train.jsonl")
     write(test, args.out / "fewshot" / "test.jsonl")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Iterable
 
 import torch
 
+from grader.checks.mistakes import explained
 from grader.reference import prompting as ref
 from llmcourse.checking import CheckFailed, expect, expect_close, expect_tensor, fail, graded
 from llmcourse.checks.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm, draw_counts,
@@ -22,29 +22,6 @@ from llmcourse.wire import Seeded
 
 ASSIGNMENT = "03_prompting"
 INF = float("inf")
-
-Mistakes = Iterable[tuple[Callable[[], object], str]]
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6, equal_nan=True))
-    return a == b
-
-
-def explained(check: Callable[[], None], actual, mistakes: Mistakes, expected=None) -> None:
-    """Run `check`; if it fails and `actual` equals what a known mistake gives, use that mistake's hint."""
-    try:
-        check()
-    except CheckFailed as failure:
-        for wrong, hint in mistakes:
-            try:
-                candidate = wrong()
-            except Exception:  # that mistake cannot happen for these inputs
-                continue
-            if candidate is not None and (expected is None or not _same(candidate, expected)) and _same(actual, candidate):
-                raise CheckFailed(failure.message, hint) from None
-        raise
 
 
 # -- format_prompt ---------------------------------------------------------------------------------

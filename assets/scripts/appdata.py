@@ -23,6 +23,8 @@ sys.path.insert(0, str(HERE))
 import lexicon as L  # noqa: E402
 import textgen as T  # noqa: E402
 
+from llmcourse.applications_formats import trace_text  # noqa: E402
+
 SIZES = {"facts": (1000, 200), "bigmath": (6000, 200)}
 
 ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kl", "m", "n", "p", "qu", "r", "s", "sk", "t", "th", "v",
@@ -162,8 +164,6 @@ if __name__ == "__main__":
 # -- the texts course-lm-apps is trained on (train_apps.py) and evaluated with (evaluate.py) -----------
 def react_trace(row: dict) -> str:
     """A word problem solved with the calculator, one step per change."""
-    from llmcourse.applications_formats import trace_text
-
     value, steps = row["start"], []
     for i, s in enumerate(row["steps"]):
         thought = s["phrase"] if i else f"{row['question'].split('.')[0]}. {s['phrase']}"
@@ -174,8 +174,6 @@ def react_trace(row: dict) -> str:
 
 
 def lookup_trace(ent: dict, question: str, answer: str) -> str:
-    from llmcourse.applications_formats import trace_text
-
     return trace_text([(f"I need the article about {ent['name']}.", "lookup", ent["name"], ent["passage"]),
                        (f"The answer is {answer}.", "Finish", answer, None)])
 
@@ -200,8 +198,6 @@ def compare_question(a: dict, b: dict) -> tuple[str, str] | None:
 
 
 def trace_compare(a: dict, b: dict, facts: str, x: int, y: int, unit: str) -> str:
-    from llmcourse.applications_formats import trace_text
-
     return trace_text([(f"I need the article about {a['name']}.", "lookup", a["name"], a["passage"]),
                        (f"I need the article about {b['name']}.", "lookup", b["name"], b["passage"]),
                        (facts, "calculator", f"{x} - {y}", str(x - y)),

@@ -433,47 +433,14 @@ SECTIONS = {"icl": eval_icl, "cot": eval_cot, "instructions": eval_instructions,
 
 # ---------------------------------------------------------------------------------------------- applications
 
-WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> list[str]:
-    """The word tokens retrieval uses: lower-cased runs of letters and digits."""
-    return WORD.findall(text.lower())
-
-
-def calculate(expression: str) -> int | float:
-    """The evaluation's calculator: numbers, + - * / and parentheses only (the notebook's safe_eval is stricter)."""
-    import ast
-
-    def value(node):
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div):
-            a, b = value(node.left), value(node.right)
-            return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op)) if not isinstance(
-                node.op, ast.Div) else a / b
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -value(node.operand)
-        raise ValueError(f"not allowed: {type(node).__name__}")
-
-    if len(expression) > 200:
-        raise ValueError("too long")
-    return value(ast.parse(expression, mode="eval").body)
-
-
 def run_pal(program: str) -> int | float | None:
-    """Run a PAL program of `name = expression` lines with `calculate`; the value of `answer`, or None."""
-    env: dict[str, int | float] = {}
-    for line in program.strip().split("\n")[:20]:
-        m = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*(.+?)\s*$", line)
-        if not m:
-            return None
-        expr = re.sub(r"[A-Za-z_]\w*", lambda w: str(env[w.group(0)]) if w.group(0) in env else w.group(0), m.group(2))
-        try:
-            env[m.group(1)] = calculate(expr)
-        except (ValueError, SyntaxError, ZeroDivisionError, TypeError):
-            return None
-    return env.get("answer")
+    """The value of `answer` after a PAL program, or None where the program is refused (the reference runner)."""
+    from grader.reference.applications import run_program
+
+    try:
+        return run_program(program)["answer"]
+    except ValueError:
+        return None
 
 
 def as_number(x) -> str:
@@ -481,7 +448,10 @@ def as_number(x) -> str:
 
 
 def react_batch(model, tok, questions: list[str], lookup, max_steps: int = 6) -> tuple[list[str | None], list[int]]:
-    """Run the ReAct loop for many questions at once (one batched generation per step)."""
+    """Run the ReAct loop for many questions at once (one batched generation per step); the calculator is the
+    reference safe_eval."""
+    from grader.reference.applications import safe_eval
+
     from llmcourse.applications_formats import react_prompt
 
     prompts = [react_prompt(q) for q in questions]
@@ -504,7 +474,7 @@ def react_batch(model, tok, questions: list[str], lookup, max_steps: int = 6) ->
                 answers[i] = arg.strip()
                 continue
             try:
-                obs = as_number(calculate(arg)) if tool == "calculator" else lookup(arg)
+                obs = as_number(safe_eval(arg)) if tool == "calculator" else lookup(arg)
             except Exception as e:  # a tool's error is what the model reads next
                 obs = f"Error: {e}"
             prompts[i] += text[:m.end()] + f"\nObservation: {obs}\n"
@@ -529,6 +499,7 @@ def eval_apps(models: Path, data: Path, n_questions: int = 200, n_problems: int 
     import bm25s
 
     from llmcourse.applications_formats import closed_book_prompt, cot_prompt, pal_prompt, rag_text, split_citation
+    from llmcourse.applications_tools import words
 
     model, tok = load("lm", models / "course-lm-apps")
     facts = C.read_jsonl(data / "facts" / "test.jsonl")

@@ -339,8 +339,8 @@ def card(assets: Path) -> str:
             add(f"| closed book | {pct(a['closed_book_exact_match'])} | | | |")
             for name in ("bm25", "dense", "both"):
                 rk = a[f"recall_at_k_{name}"]
-                add(f"| RAG, {name} top 3 | {pct(a[f'rag_{name}_exact_match'])} | {pct(rk['1'] if '1' in rk else rk[1])} "
-                    f"| {pct(rk['3'] if '3' in rk else rk[3])} | {pct(rk['10'] if '10' in rk else rk[10])} |")
+                add(f"| RAG, {name} top 3 | {pct(a[f'rag_{name}_exact_match'])} | {pct(rk['1'])} | {pct(rk['3'])} "
+                    f"| {pct(rk['10'])} |")  # keys are strings: the results were read from JSON
             add("")
             add(f"**Tools and programs** ({r['apps'].get('n_problems', 200)} held-out `bigmath` problems):")
             add("")

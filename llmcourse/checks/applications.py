@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import time
 
 import torch
 
@@ -121,18 +120,16 @@ def outcome(call, *args):
         return ("raised", raised.type_name, message)
 
 
-def expect_refused(call, argument: str, what: str, hint: str, seconds: float = 2.0) -> str:
-    """The call must raise ValueError, within `seconds`; returns its message."""
-    started = time.perf_counter()
+def expect_refused(call, argument: str, what: str, hint: str) -> str:
+    """The call must raise ValueError; returns its message. (How fast: the grader stops any answer that takes
+    longer than its time limit, so a bomb that is computed before it is refused fails there; a deadline measured
+    here, round trip included, would also fail correct code on a busy machine.)"""
     result = outcome(call, argument)
-    elapsed = time.perf_counter() - started
     shown = repr(argument) if len(argument) <= 60 else f"{argument[:24]!r} + ... ({len(argument)} characters)"
     if result[0] == "value":
         fail(f"{what}({shown}) returned {_shown(result[1])}; it should raise ValueError.", hint)
     if result[1] != "ValueError":
         fail(f"{what}({shown}) raised {result[1]} ({result[2] or 'no message'}); it should raise ValueError.", hint)
-    expect(elapsed <= seconds, f"{what}({shown}) took {elapsed:.1f} s to refuse: it must refuse before doing the "
-                               f"work.", hint)
     return result[2]
 
 

@@ -74,8 +74,9 @@ class Assignment:
         """DEPENDS_ON is what the solution cells really call (plus what the checks reach)."""
         cells = self.solution_cells()
         for exercise, source in cells.items():
-            called = {n.func.id for n in ast.walk(ast.parse(source))
-                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            calls_of = [n.func for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+            called = {f.id for f in calls_of if isinstance(f, ast.Name)}
+            called |= {f.value.id for f in calls_of if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)}
             calls = {e for e, name in self.solution_names.items() if e != exercise and name in called}
             assert calls | self.used_by_checks.get(exercise, set()) == self.depends_on[exercise], exercise
         assert set(cells) == set(self.exercises)

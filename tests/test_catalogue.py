@@ -1,6 +1,6 @@
 """The catalogue of hostile and broken submissions (tests/catalogue/cases.py), graded as one class.
 
-All cases are graded in one batch (`grader grade 00_basics --submissions DIR --jobs 2 --json`), and the
+All cases are graded in one batch (`grader grade 00_basics --submissions DIR --jobs 4 --json`), and the
 cases about determinism a second time; then each case's result is held to its expectation, and the
 machine is searched for anything the batch left behind. docs/catalogue.md is the table of one such run
 (tests/catalogue/write_table.py). A case the engine gets wrong today is marked xfail(strict=True) with

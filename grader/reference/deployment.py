@@ -255,22 +255,20 @@ def fit_scaling_law(rows, steps=200):
     best = None
     for log_e in (-1.0, 0.5):
         for exponent in (0.1, 0.5, 1.0):
-            for log_ab in (2.0, 8.0):
-                p = torch.tensor([log_e, log_ab, exponent, log_ab, exponent], dtype=torch.float64,
-                                 requires_grad=True)
-                opt = torch.optim.LBFGS([p], lr=1, max_iter=steps, line_search_fn="strong_wolfe",
-                                        tolerance_grad=1e-12, tolerance_change=1e-15)
+            p = torch.tensor([log_e, 8.0, exponent, 8.0, exponent], dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.LBFGS([p], lr=1, max_iter=steps, line_search_fn="strong_wolfe",
+                                    tolerance_grad=1e-12, tolerance_change=1e-15)
 
-                def closure():
-                    opt.zero_grad()
-                    value = objective(p)
-                    value.backward()
-                    return value
+            def closure():
+                opt.zero_grad()
+                value = objective(p)
+                value.backward()
+                return value
 
-                opt.step(closure)
-                value = objective(p).item()
-                if math.isfinite(value) and (best is None or value < best[0]):
-                    best = (value, p.detach().clone())
+            opt.step(closure)
+            value = objective(p).item()
+            if math.isfinite(value) and (best is None or value < best[0]):
+                best = (value, p.detach().clone())
     p = best[1]
     return {"E": math.exp(p[0]), "A": math.exp(p[1]), "alpha": p[2].item(), "B": math.exp(p[3]),
             "beta": p[4].item()}

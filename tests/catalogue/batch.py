@@ -1,6 +1,6 @@
 """Grade the whole catalogue in one batch, then look at the machine for anything the cases left behind.
 
-    run = run_catalogue()            # a fresh course copy, every case graded at once (--jobs 2)
+    run = run_catalogue()            # a fresh course copy, every case graded at once (--jobs 4)
     for obs in run.observations:     # one per case: the grader's result, the graded notebook's output
         problems = evaluate(obs)     # [] when the case got exactly what it should
     run.cleanup()
@@ -32,7 +32,7 @@ from .cases import ASSIGNMENT, CASES, NOTEBOOK, POINTS, Case, Check, Context, Fi
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixture_course"
-JOBS = 2
+JOBS = 4  # four at a time: many cases wait on a limit (a 10 s cell, a 5 s answer), and waiting takes no core
 
 # The copy's nbgrader_config.py gets these lines: a memory limit that keeps each bomb under about 4 GB on
 # a shared machine (the fixture's own limits stay: 10 s per cell, 5 s per answer to a check, 512 MiB disk,

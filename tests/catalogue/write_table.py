@@ -88,7 +88,7 @@ def render(run: CatalogueRun, seconds: float) -> str:
         "Every case is a submission of the fixture assignment `00_basics` (add 4 points, scale 3, mean_rows 3), "
         "built in code by `tests/catalogue/cases.py` from the released notebook: the hostile code sits where a "
         "student would put it, and every exercise the case is not about is answered correctly. All cases are "
-        "graded in one batch with `grader grade 00_basics --submissions DIR --jobs 2 --json` on a copy of the "
+        f"graded in one batch with `grader grade 00_basics --submissions DIR --jobs {JOBS} --json` on a copy of the "
         "fixture course (its limits: 10 s per cell, 5 s per answer to a check, 512 MiB of disk, 512 processes; "
         "memory lowered to 4 GiB for this run). The course copy lives outside /tmp and is readable by every "
         "user, so that only the sandbox keeps kernels out of it.",

@@ -306,6 +306,10 @@ def test_every_build_script_runs_a_few_steps_on_a_tiny_subset(tmp_path, run_scri
     for name in A.MODELS:
         info = json.loads((models / name / "train_info.json").read_text())
         assert info["steps"] == 2 and (models / name / "model.safetensors").is_file()
+    run_script("train_scaling.py", "--quick", "--data", str(data), "--tokenizer", str(tok),
+               "--out", str(data / "scaling" / "runs.json"))
+    runs = json.loads((data / "scaling" / "runs.json").read_text())["runs"]
+    assert len(runs) == 4 and all(r["loss"] > 0 and r["steps"] >= 10 for r in runs)
     results = tmp_path / "eval_results.json"
     run_script("evaluate.py", "--models", str(models), "--data", str(data), "--quick", "--out", str(results))
     measured = json.loads(results.read_text())
@@ -317,6 +321,19 @@ def test_every_build_script_runs_a_few_steps_on_a_tiny_subset(tmp_path, run_scri
     assert "## course-lm" in card and "## course-mlm" in card and "## course-t5" in card and "## course-lm-apps" in card
     manifest = json.loads((tmp_path / "manifest.json").read_text())["sha256"]
     assert "models/course-lm/model.safetensors" in manifest and "data/stories/test.jsonl" in manifest
+    assert "data/scaling/runs.json" in manifest
+
+
+def test_the_scaling_sweep_is_a_grid_whose_loss_falls_with_size_and_data():
+    """07_deployment fits a law to the committed sweep: 5 sizes x 4 budgets, and more of either helps."""
+    from llmcourse.deployment_tools import scaling_runs
+
+    runs = scaling_runs()
+    sizes, budgets = sorted({r["params"] for r in runs}), sorted({r["tokens"] for r in runs})
+    assert (len(sizes), len(budgets), len(runs)) == (5, 4, 20)
+    loss = {(r["params"], r["tokens"]): r["loss"] for r in runs}
+    assert all(loss[n, budgets[i]] > loss[n, budgets[i + 1]] for n in sizes for i in range(3))
+    assert all(loss[sizes[i], budgets[-1]] > loss[sizes[i + 1], budgets[-1]] for i in range(4))
 
 
 def test_span_corruption_of_the_t5_script_is_invertible():

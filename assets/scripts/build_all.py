@@ -3,9 +3,10 @@
     python assets/scripts/build_all.py        (what `make assets` runs; about 70 minutes on 2 CPU cores)
     python assets/scripts/build_all.py --only course-t5     (retrain one model, then evaluate and write the cards)
 
-Three models train in two processes side by side, one thread each: course-lm in one, course-mlm then
-course-t5 in the other. (Tiny models gain little from a second thread, and a busy machine makes threads
-wait on each other; two single-threaded processes use two cores fully.) Then course-lm-apps is fine-tuned
+Three models train in two processes side by side, one thread each: course-lm in one, course-mlm, course-t5
+and then the scaling-law sweep of 07_deployment (20 small models, assets/data/scaling/runs.json) in the other.
+(Tiny models gain little from a second thread, and a busy machine makes threads wait on each other; two
+single-threaded processes use two cores fully.) Then course-lm-apps is fine-tuned
 from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md.
 """
 from __future__ import annotations
@@ -111,6 +112,10 @@ def main() -> None:
     t5 = run(["train_t5.py"], logs / "course-t5.log")
     wait(t5, "train_t5.py")
     timings["train_t5.py"] = round(time.time() - t5_start, 1)
+    scaling_start = time.time()  # the scaling-law sweep of 07_deployment takes the second lane next
+    print("training the scaling-law sweep (log: assets/logs/scaling.log)", flush=True)
+    wait(run(["train_scaling.py"], logs / "scaling.log"), "train_scaling.py")
+    timings["train_scaling.py"] = round(time.time() - scaling_start, 1)
     wait(lm, "train_lm.py")
     timings["train_lm.py"] = round(time.time() - t, 1)
     apps_start = time.time()

@@ -372,6 +372,26 @@ def card(assets: Path) -> str:
         d = assets / "data" / name
         add(f"| `{name}` | {rows(d / 'train.jsonl')} | {rows(d / 'test.jsonl')} | {', '.join(fields)} | {DATA_NOTES[name]} |")
     add("")
+    sweep_path = assets / "data" / "scaling" / "runs.json"
+    if sweep_path.is_file():
+        sweep = json.loads(sweep_path.read_text())
+        runs = sweep["runs"]
+        sizes = sorted({(r["params"], r["hidden_size"], r["layers"]) for r in runs})
+        budgets = sorted({r["tokens"] for r in runs})
+        loss = {(r["params"], r["tokens"]): r["loss"] for r in runs}
+        add("## The scaling-law sweep (07_deployment)")
+        add("")
+        add(f"`assets/data/scaling/runs.json`, made by `assets/scripts/train_scaling.py` in {sweep['seconds'] / 60:.0f} "
+            f"minutes on one core: {len(runs)} fresh Llama-style models, each trained on course-lm's mixture with its "
+            f"own warmup and cosine schedule to its token budget (batches of {sweep['batch_size']} x {sweep['seq_len']} "
+            f"tokens, peak learning rate {sweep['lr']}). Held-out loss (nats per token) on the `stories` test split; "
+            "parameters exclude the embedding table. The notebook fits the Chinchilla law to it.")
+        add("")
+        add("| parameters (hidden x layers) | " + " | ".join(f"{b / 1e6:.2f} M tokens" for b in budgets) + " |")
+        add("|---|" + "---|" * len(budgets))
+        for n, d, layers in sizes:
+            add(f"| {n:,} ({d} x {layers}) | " + " | ".join(f"{loss[n, b]:.3f}" for b in budgets) + " |")
+        add("")
     add("## Rebuilding")
     add("")
     add("`make assets` runs `assets/scripts/build_all.py`: data, tokenizer, then course-lm in one process while "

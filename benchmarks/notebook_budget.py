@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    notebooks = args.notebooks or sorted((REPO / "solutions").glob("*/*.ipynb"))
+    notebooks = [p.resolve() for p in args.notebooks] or sorted((REPO / "solutions").glob("*/*.ipynb"))
     rows = []
     for path in notebooks:
         runs = [run_once(path) for _ in range(args.runs)]

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse.checking import StudentRaised, expect, expect_tensor, fail, graded
+from llmcourse.checks.lora import local_llama as eval_local_llama  # the same tiny Llama, here and in the kernel
+from llmcourse.checks.lora import student_llama as eval_student_llama
 
 ASSIGNMENT = "07_deployment"
 
@@ -52,23 +54,6 @@ def eval_llama_weights(config: dict, seed: int, head_scale: float = 1.0) -> dict
             value = noise / math.sqrt(shape[-1]) * (head_scale if name == "lm_head.weight" else 1.0)
         weights[name] = value.float()
     return weights
-
-
-def eval_local_llama(config: dict, weights: dict[str, torch.Tensor]):
-    """transformers' LlamaForCausalLM with these weights, here in the checker."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    model = LlamaForCausalLM(LlamaConfig(**config))
-    model.load_state_dict(weights)
-    return model.eval()
-
-
-def eval_student_llama(student, config: dict, weights: dict[str, torch.Tensor]):
-    """The same LlamaForCausalLM, built inside the student's kernel."""
-    model = student.construct("transformers.LlamaForCausalLM", student.construct("transformers.LlamaConfig", **config))
-    model.load_state_dict(weights)
-    model.eval()
-    return model
 
 
 @functools.lru_cache(maxsize=None)

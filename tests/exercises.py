@@ -47,6 +47,7 @@ class Assignment:
         self.used_by_checks = used_by_checks or {}
         self._base: dict | None = None
         self._solutions: dict[str, str] | None = None
+        self._mutant_results: dict[tuple[str, str], object] = {}
 
     # -- what depends on what -------------------------------------------------------------------------
     def uses(self, exercise: str) -> set[str]:
@@ -135,16 +136,31 @@ class Assignment:
             return f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        raise NotImplementedError()\n"
         return f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n"
 
+    def mutant_result(self, exercise: str, name: str, source: str):
+        """The mutant's result in its exercise, scored once per session (the visible-catch test reuses it)."""
+        if (exercise, name) not in self._mutant_results:
+            self._mutant_results[exercise, name] = self.score(self.namespace_with(source), exercise)
+        return self._mutant_results[exercise, name]
+
     def assert_mutant_loses_points(self, exercise: str, name: str, source: str, hint_words: str | None = None) -> None:
         """A wrong implementation loses points in its exercise, every failing check explains itself, and where
         the hidden checks know this mistake, some hint names it (`hint_words`)."""
-        result = self.score(self.namespace_with(source), exercise)
+        result = self.mutant_result(exercise, name, source)
         assert not result.error, result.error
         assert result.score < result.max_score, f"the mutant '{name}' kept all {result.max_score} points of {exercise}"
         failed = [c for c in result.checks if not c.passed]
         assert all(c.message and c.hint for c in failed), "every failing check explains itself"
         if hint_words is not None:
             assert any(hint_words in c.hint for c in failed), [c.hint for c in failed]
+
+    def assert_visible_checks_catch_nine_in_ten(self, mutants: dict[str, dict[str, str]]) -> None:
+        """What a student sees before grading already points at most mistakes: a visible check fails by itself
+        (not merely because a hidden main check failed) for at least 9 in 10 mutants."""
+        missed = [f"{e}: {n}" for e, by_name in mutants.items() for n, source in by_name.items()
+                  if not any(c.visible and not c.passed and not c.message.startswith("This check counts once")
+                             for c in self.mutant_result(e, n, source).checks)]
+        total = sum(len(m) for m in mutants.values())
+        assert len(missed) <= total // 10, f"the visible checks miss {len(missed)} of {total} mutants: {missed}"
 
     def assert_spared_by_what_it_does_not_use(self, exercise: str, broken: dict[str, list[tuple[str, str]]]) -> None:
         """`exercise` keeps every point while every exercise it does not use is broken, all of them at once: each

@@ -84,15 +84,6 @@ def test_check_points_match_the_notebook(reference_results):
 MUTANT_CASES = [pytest.param(exercise, name, source, id=f"{exercise}: {name}")
                 for exercise, mutants in MUTANTS.items() for name, source in mutants.items()]
 
-_mutant_results: dict[tuple[str, str], object] = {}
-
-
-def mutant_result(exercise: str, name: str):
-    """The mutant's result in its exercise, scored once per session (the visible-catch test reuses it)."""
-    if (exercise, name) not in _mutant_results:
-        _mutant_results[exercise, name] = score(namespace_with(MUTANTS[exercise][name]), exercise)
-    return _mutant_results[exercise, name]
-
 
 def test_every_exercise_has_three_mutants():
     assert set(MUTANTS) == set(EXERCISES)
@@ -101,32 +92,15 @@ def test_every_exercise_has_three_mutants():
 
 @pytest.mark.parametrize("exercise, name, source", MUTANT_CASES)
 def test_mutant_loses_points(exercise, name, source):
-    result = mutant_result(exercise, name)
-    assert not result.error, result.error
-    assert result.score < result.max_score, f"the mutant '{name}' kept all {result.max_score} points of {exercise}"
-    failed = [c for c in result.checks if not c.passed]
-    assert all(c.message and c.hint for c in failed), "every failing check explains itself"
-    words = EXPECTED_HINT.get((exercise, name))
-    if words is not None:
-        assert any(words in c.hint for c in failed), [c.hint for c in failed]
+    A.assert_mutant_loses_points(exercise, name, source, EXPECTED_HINT.get((exercise, name)))
 
 
 def test_specific_hints_refer_to_real_mutants():
     assert all(mutant in MUTANTS[exercise] for exercise, mutant, _ in SPECIFIC_HINTS)
 
 
-def caught_by_visible_checks(result) -> bool:
-    """Whether a visible check fails by itself (not merely because a hidden main check failed)."""
-    return any(c.visible and not c.passed and not c.message.startswith("This check counts once")
-               for c in result.checks)
-
-
 def test_visible_checks_catch_nine_in_ten_mutants():
-    """What a student sees before grading already points at most mistakes."""
-    missed = [f"{e}: {n}" for e, mutants in MUTANTS.items() for n in mutants
-              if not caught_by_visible_checks(mutant_result(e, n))]
-    total = sum(len(m) for m in MUTANTS.values())
-    assert len(missed) <= total // 10, f"the visible checks miss {len(missed)} of {total} mutants: {missed}"
+    A.assert_visible_checks_catch_nine_in_ten(MUTANTS)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

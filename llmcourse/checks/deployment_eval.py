@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse.checking import StudentRaised, expect, expect_tensor, fail, graded
-from llmcourse.checks.lora import local_llama as eval_local_llama  # the same tiny Llama, here and in the kernel
+from llmcourse.checks.lora import llama_weights, tiny_llama_config  # the same tiny Llama, here and in the kernel
+from llmcourse.checks.lora import local_llama as eval_local_llama
 from llmcourse.checks.lora import student_llama as eval_student_llama
 
 ASSIGNMENT = "07_deployment"
@@ -28,31 +29,15 @@ ASSIGNMENT = "07_deployment"
 
 def eval_llama_config(**changes) -> dict:
     """LlamaConfig arguments for a tiny model over the course tokenizer's vocabulary (no dropout anywhere)."""
-    config = dict(vocab_size=1659, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2, attention_dropout=0.0)
-    config.update(changes)
-    return config
+    return tiny_llama_config(**{"vocab_size": 1659, "intermediate_size": 32, "max_position_embeddings": 1024,
+                                **changes})
 
 
 def eval_llama_weights(config: dict, seed: int, head_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Random weights for every parameter of a LlamaForCausalLM with this config, from a fixed seed (the output
     layer `head_scale` times larger than usual: a more confident model)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in LlamaForCausalLM(LlamaConfig(**config)).state_dict().items()}
-    gen = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name, shape in shapes.items():
-        noise = torch.randn(shape, generator=gen, dtype=torch.float64)
-        if "norm" in name:
-            value = 1.0 + 0.1 * noise
-        elif "embed" in name:
-            value = noise
-        else:
-            value = noise / math.sqrt(shape[-1]) * (head_scale if name == "lm_head.weight" else 1.0)
-        weights[name] = value.float()
+    weights = llama_weights(config, seed)
+    weights["lm_head.weight"] = weights["lm_head.weight"] * head_scale
     return weights
 
 

@@ -34,11 +34,13 @@ def describe(result) -> str:
 
 class Assignment:
     def __init__(self, name: str, depends_on: dict[str, set[str]], solution_names: dict[str, str] | None = None,
-                 used_by_checks: dict[str, set[str]] | None = None, course: Path = ROOT):
+                 used_by_checks: dict[str, set[str]] | None = None, course: Path = ROOT, trained: tuple = ()):
         """`depends_on`: the exercises each exercise's solution calls; `solution_names`: the name each exercise
         defines, where it is not the exercise's id; `used_by_checks`: exercises a check reaches besides its own
-        (e.g. a model class it builds to test a loader)."""
+        (e.g. a model class it builds to test a loader); `trained`: exercises whose cell trains a model, run
+        once with the notebook and not again for each variant."""
         self.name = name
+        self.trained = set(trained)
         self.notebook = next((course / "source" / name).glob("*.ipynb"))
         self.visible, self.hidden = check_modules(name)
         self.depends_on = depends_on
@@ -87,8 +89,9 @@ class Assignment:
         if self._base is None:
             self._base = notebook_namespace(self.notebook)
         ns = dict(self._base)
-        for cell in self.solution_cells().values():
-            exec(compile(cell, "<solution>", "exec"), ns)
+        for exercise, cell in self.solution_cells().items():
+            if exercise not in self.trained:
+                exec(compile(cell, f"<solution {exercise}>", "exec"), ns)
         exec(compile(source, "<variant>", "exec"), ns)
         return ns
 
@@ -129,9 +132,24 @@ class Assignment:
         assert sum(points.values()) == 100
 
     # -- mutants and alternatives ---------------------------------------------------------------------
+    def defined_name(self, exercise: str) -> str | None:
+        """The function or class the exercise's cell defines; None where it defines values or runs a script."""
+        tree = ast.parse(self.solution_cells()[exercise])
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        return self.solution_names[exercise] if self.solution_names[exercise] in defined else None
+
+    def assigned_names(self, exercise: str) -> list[str]:
+        """The top-level names the exercise's cell assigns."""
+        tree = ast.parse(self.solution_cells()[exercise])
+        return list(dict.fromkeys(t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                                  if isinstance(t, ast.Name)))
+
     def not_implemented(self, exercise: str) -> str:
-        """The exercise as a student receives it: defined, but raising NotImplementedError."""
-        name = self.solution_names[exercise]
+        """The exercise as a student receives it: defined, but raising NotImplementedError (a values or script
+        cell: its names not defined)."""
+        name = self.defined_name(exercise)
+        if name is None:
+            return "".join(f"globals().pop({n!r}, None)\n" for n in self.assigned_names(exercise))
         if name[0].isupper():
             return f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        raise NotImplementedError()\n"
         return f"def {name}(*args, **kwargs):\n    raise NotImplementedError()\n"

@@ -1,0 +1,214 @@
+"""Every assignment's checks, run in-process against the notebook's own code, wrong code and other right code.
+
+One class per spec in tests/specs/ (a new spec is tested by being there). For each assignment:
+- the reference solution (the source notebook's cells) earns every point, and each exercise's checks are
+  worth exactly the points of its check cell, 100 in all;
+- every exercise has at least three plausible wrong implementations (mutants); each loses points in its
+  exercise, every failing check explains itself, and the visible checks alone (what a student sees before
+  grading) catch at least 9 in 10 of them;
+- no check notices anything wrong in an exercise that its exercise does not use;
+- every exercise has at least two other correct implementations; they earn full marks, in their exercise and
+  in every exercise that builds on it;
+- junk (code that returns no right answer) earns nothing;
+- what ships to students holds no reference solution, and the notebook follows the course's conventions.
+
+The notebook's defining cells run once per class (a trained exercise's training included); each case runs in
+a copy of that namespace, so the notebook's other functions pick it up as they would in a student's kernel.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import nbformat
+import pytest
+from pyflakes import api as pyflakes_api
+from pyflakes import messages as pyflakes_messages
+from pyflakes import reporter as pyflakes_reporter
+
+from tests.exercises import Assignment
+from tests.notebooks import is_check_cell
+from tests.specs import Spec, all_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = list(all_specs())
+
+
+def assignment_of(spec: Spec) -> Assignment:
+    return Assignment(spec.assignment, spec.depends_on, solution_names=spec.solution_names,
+                      used_by_checks=spec.used_by_checks, trained=spec.trained)
+
+
+def pytest_generate_tests(metafunc):
+    """Each class's cases: its spec's exercises, mutants, alternatives and junk."""
+    spec: Spec | None = getattr(metafunc.cls, "spec", None)
+    if spec is None:
+        return
+    A = metafunc.cls.A
+
+    def marked(case):
+        return [pytest.mark.slow] if case.slow else []
+
+    if "exercise" in metafunc.fixturenames:
+        metafunc.parametrize("exercise", spec.exercises)
+    if "mutant" in metafunc.fixturenames:
+        metafunc.parametrize("mutant", [pytest.param(c, id=f"{c.exercise}: {c.name}", marks=marked(c))
+                                        for c in spec.cases if c.kind == "mutant"])
+    if "alternative" in metafunc.fixturenames:
+        metafunc.parametrize("alternative", [pytest.param(c, id=f"{c.exercise}: {c.name}", marks=marked(c))
+                                             for c in spec.cases if c.kind == "alternative"])
+    if "junk" in metafunc.fixturenames:
+        cases = [(exercise, what, source) for exercise, what, source in A.junk_cases()]
+        cases += [(c.exercise, c.name, c.source(A.defined_name(c.exercise))) for c in spec.cases if c.kind == "junk"]
+        metafunc.parametrize("junk", [pytest.param(case, id=f"{case[0]}: {case[1]}") for case in cases])
+
+
+class SpecChecks:
+    """The tests every assignment's checks pass; a subclass per spec sets `spec`."""
+    spec: Spec
+    A: Assignment
+
+    def source(self, case) -> str:
+        return case.source(self.A.defined_name(case.exercise))
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def reference_results(cls):
+        yield from cls.A.reference_results()
+
+    # -- the spec itself --------------------------------------------------------------------------------
+    def test_dependencies_are_what_the_notebook_calls(self):
+        self.A.assert_dependencies_match_the_notebook()
+
+    def test_every_exercise_has_three_mutants_and_two_alternatives(self):
+        mutants, alternatives = self.spec.of("mutant"), self.spec.of("alternative")
+        assert {e: len(m) for e, m in mutants.items() if len(m) < 3} == {}, "fewer than three mutants"
+        assert {e: len(a) for e, a in alternatives.items() if len(a) < 2} == {}, "fewer than two alternatives"
+
+    # -- the reference solution ---------------------------------------------------------------------------
+    def test_reference_solution_gets_full_marks(self, reference_results, exercise):
+        self.A.assert_full_marks(reference_results[exercise])
+
+    def test_check_points_match_the_notebook(self, reference_results):
+        self.A.assert_points_match_the_notebook(reference_results)
+
+    # -- wrong implementations ----------------------------------------------------------------------------
+    def test_mutant_loses_points(self, mutant):
+        self.A.assert_mutant_loses_points(mutant.exercise, mutant.name, self.source(mutant), mutant.hint)
+
+    def test_visible_checks_catch_nine_in_ten_mutants(self):
+        fast = {e: {n: self.source(c) for n, c in by_name.items() if not c.slow}
+                for e, by_name in self.spec.of("mutant").items()}
+        self.A.assert_visible_checks_catch_nine_in_ten(fast)
+
+    def test_an_exercise_keeps_its_points_when_what_it_does_not_use_is_broken(self, exercise):
+        broken = {e: [("not implemented", self.A.not_implemented(e)),
+                      *((n, self.source(c)) for n, c in by_name.items() if not c.slow)]
+                  for e, by_name in self.spec.of("mutant").items()}
+        self.A.assert_spared_by_what_it_does_not_use(exercise, broken)
+
+    # -- junk: no right answer, no points ---------------------------------------------------------------
+    def test_junk_scores_nothing(self, junk):
+        """A function that returns junk or raises earns no check's points, side properties included."""
+        self.A.assert_junk_scores_nothing(*junk)
+
+    # -- other correct implementations ------------------------------------------------------------------
+    def test_alternative_gets_full_marks(self, alternative):
+        self.A.assert_alternative_gets_full_marks(alternative.exercise, alternative.name, self.source(alternative))
+
+    # -- what ships to students, and the notebook's shape -------------------------------------------------
+    def test_student_files_hold_no_reference_solution(self):
+        """The visible checks (and the assignment's other student modules) neither import the grader nor
+        define anything the reference solution defines."""
+        reference = importlib.import_module(f"grader.reference.{self.A.hidden.rsplit('.', 1)[-1]}")
+        solution_names = {name for name, obj in vars(reference).items()
+                          if not name.startswith("_") and getattr(obj, "__module__", None) == reference.__name__}
+        assert solution_names
+        paths = [Path(importlib.import_module(m).__file__) for m in (self.A.visible, *self.spec.student_modules)]
+        paths += [p for p in Path(paths[0]).parent.glob(f"{Path(paths[0]).stem}_*.py")]  # a topic split
+        for path in paths:
+            tree = ast.parse(path.read_text())
+            imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+            imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+            assert not any(name.split(".")[0] == "grader" for name in imported), (path, imported)
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            assert not defined & solution_names, (path, defined & solution_names)
+
+    def test_notebook_follows_the_course_conventions(self):
+        nb = nbformat.read(str(self.A.notebook), as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code[0].metadata["nbgrader"]["grade_id"] == "setup" and code[0].metadata["nbgrader"]["locked"]
+        assert "notebook_setup()" in code[0].source
+        solutions = {c.metadata["nbgrader"]["grade_id"]: c for c in code if c.metadata.get("nbgrader", {}).get("solution")}
+        assert set(solutions) == set(self.spec.exercises)
+        for exercise, cell in solutions.items():
+            assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source, exercise
+        checked = []
+        for cell in code:
+            assert not cell.get("outputs") and cell.get("execution_count") is None
+            assert not any(line.lstrip().startswith(("%", "!")) for line in cell.source.splitlines())
+            if is_check_cell(cell):
+                exercise = cell.metadata["nbgrader"]["grade_id"].removeprefix("check_")
+                checked.append(exercise)
+                assert cell.source == (f'check("{self.spec.assignment}/{exercise}")\n### BEGIN HIDDEN TESTS\n'
+                                       f'check("{self.spec.assignment}/{exercise}", hidden=True)\n'
+                                       f'### END HIDDEN TESTS')
+        assert sorted(checked) == sorted(self.spec.exercises)
+        assert any("```mermaid" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+for _spec in SPECS:
+    _name = "Test_" + _spec.assignment
+    globals()[_name] = type(_name, (SpecChecks,), {"spec": _spec, "A": assignment_of(_spec), "__module__": __name__})
+
+
+# -- the specs themselves ------------------------------------------------------------------------------
+
+def test_every_assignment_has_a_spec():
+    assert [s.assignment for s in SPECS] == sorted(p.name for p in (ROOT / "source").iterdir() if p.is_dir())
+
+
+def test_specs_are_clean_code():
+    """The cases are linted like any code: no undefined name, no unused import, no redefinition. (An unused
+    variable is allowed: a case of a values cell assigns names that only the notebook reads.)"""
+    class Collect(pyflakes_reporter.Reporter):
+        def __init__(self):
+            self.found: list[str] = []
+
+        def flake(self, message):
+            if not isinstance(message, pyflakes_messages.UnusedVariable):
+                self.found.append(str(message))
+
+        def syntaxError(self, filename, msg, lineno, offset, text):
+            self.found.append(f"{filename}:{lineno}: {msg}")
+
+        def unexpectedError(self, filename, msg):
+            self.found.append(f"{filename}: {msg}")
+
+    report = Collect()
+    for path in sorted((ROOT / "tests" / "specs").glob("*.py")):
+        pyflakes_api.checkPath(str(path), report)
+    assert report.found == []
+
+
+def test_case_sources_are_renamed_and_undecorated():
+    """A case becomes the exercise's own definition: renamed (references to itself too), no decorator."""
+    spec = Spec("00_example", {"f": set(), "values": set()})
+
+    @spec.mutant("f")
+    def recursive_by_its_own_name(n):
+        return 0 if n == 0 else recursive_by_its_own_name(n - 1)
+
+    @spec.mutant("values")
+    def all_the_same(notebook_answers):
+        """The answers, all one."""
+        ANSWERS = {k: "a" for k in notebook_answers}  # noqa: F841
+
+    function, values = spec.cases
+    assert function.source("f") == "def f(n):\n    return 0 if n == 0 else f(n - 1)\n"
+    assert values.source(None) == "ANSWERS = {k: 'a' for k in notebook_answers}\n"
+    assert function.name == "recursive by its own name"
+    with pytest.raises(ValueError, match="no exercise"):
+        spec.mutant("g")

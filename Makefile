@@ -32,11 +32,13 @@ demo: install
 	$(BIN)/grader build
 	$(BIN)/grader demo
 
+# --dist loadscope: a test file's functions stay on one worker (they share module fixtures, e.g. a notebook run
+# once), and each class of tests/test_checks.py (one assignment's checks) goes to a worker of its own.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30 tests
+	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=30 tests
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadscope -m "not slow" tests
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=release --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

@@ -18,6 +18,7 @@ a copy of that namespace, so the notebook's other functions pick it up as they w
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from pathlib import Path
 
@@ -124,7 +125,8 @@ class SpecChecks:
         reference = importlib.import_module(f"grader.reference.{self.A.hidden.rsplit('.', 1)[-1]}")
         solution_names = {name for name, obj in vars(reference).items()
                           if not name.startswith("_") and getattr(obj, "__module__", None) == reference.__name__}
-        assert solution_names
+        defined_by_cells = {self.A.defined_name(e) for e in self.spec.exercises} - {None}
+        assert defined_by_cells <= solution_names, "the reference defines every function and class of the exercises"
         paths = [Path(importlib.import_module(m).__file__) for m in (self.A.visible, *self.spec.student_modules)]
         paths += [p for p in Path(paths[0]).parent.glob(f"{Path(paths[0]).stem}_*.py")]  # a topic split
         for path in paths:
@@ -139,8 +141,10 @@ class SpecChecks:
         nb = nbformat.read(str(self.A.notebook), as_version=4)
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert code[0].metadata["nbgrader"]["grade_id"] == "setup" and code[0].metadata["nbgrader"]["locked"]
-        assert "notebook_setup()" in code[0].source
+        assert code[0].metadata["nbgrader"] == {"grade": False, "solution": False, "locked": True, "grade_id": "setup",
+                                                "schema_version": 3}
+        assert code[0].source.startswith("import torch\n")
+        assert code[0].source.endswith("from llmcourse import notebook_setup, check\n\ndevice = notebook_setup()")
         solutions = {c.metadata["nbgrader"]["grade_id"]: c for c in code if c.metadata.get("nbgrader", {}).get("solution")}
         assert set(solutions) == set(self.spec.exercises)
         for exercise, cell in solutions.items():
@@ -194,21 +198,28 @@ def test_specs_are_clean_code():
 
 
 def test_case_sources_are_renamed_and_undecorated():
-    """A case becomes the exercise's own definition: renamed (references to itself too), no decorator."""
-    spec = Spec("00_example", {"f": set(), "values": set()})
+    """A case becomes the exercise's own definition: renamed (references to itself too), without the spec's
+    decorator but with its others."""
+    SPEC = Spec("00_example", {"f": set(), "values": set()})
 
-    @spec.mutant("f")
+    @SPEC.mutant("f")
     def recursive_by_its_own_name(n):
         return 0 if n == 0 else recursive_by_its_own_name(n - 1)
 
-    @spec.mutant("values")
+    @SPEC.mutant("values")
     def all_the_same(notebook_answers):
         """The answers, all one."""
         ANSWERS = {k: "a" for k in notebook_answers}  # noqa: F841
 
-    function, values = spec.cases
+    @SPEC.alternative("f")
+    @functools.lru_cache
+    def cached(n):
+        return 0
+
+    function, values, decorated = SPEC.cases
+    assert decorated.source("f") == "@functools.lru_cache\ndef f(n):\n    return 0\n"
     assert function.source("f") == "def f(n):\n    return 0 if n == 0 else f(n - 1)\n"
     assert values.source(None) == "ANSWERS = {k: 'a' for k in notebook_answers}\n"
     assert function.name == "recursive by its own name"
     with pytest.raises(ValueError, match="no exercise"):
-        spec.mutant("g")
+        SPEC.mutant("g")

@@ -124,12 +124,13 @@ class Spec:
 def _parse(definition) -> ast.FunctionDef | ast.ClassDef:
     node = ast.parse(textwrap.dedent(inspect.getsource(definition))).body[0]
     assert isinstance(node, (ast.FunctionDef, ast.ClassDef)), definition
-    node.decorator_list = []
+    # The spec's own decorator goes; others (e.g. @torch.no_grad()) are part of the case.
+    node.decorator_list = [d for d in node.decorator_list if not ast.unparse(d).startswith("SPEC.")]
     return node
 
 
 def definition_source(definition, name: str | None = None) -> str:
-    """The source of a function or class, without decorators, renamed to `name` (every reference to it too)."""
+    """The source of a function or class, without the spec's decorator, renamed to `name` (every reference to it too)."""
     node = _parse(definition)
     if name and name != node.name:
         old, node.name = node.name, name

@@ -1,0 +1,732 @@
+"""01_attention: the cases its checks are tried against (see tests/specs/__init__.py for the form).
+
+A case of a module exercise subclasses the notebook's own class (named like it, as a student's later cell
+would be) and replaces what it gets wrong; a class's case name is given with `name=`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from grader.reference.attention import (MiniGPT, MultiHeadAttention, TransformerBlock, causal_mask,
+                                        load_gpt2_weights as _load_right, scaled_dot_product_attention, softmax)
+from tests.specs import Spec
+
+SPEC = Spec(
+    "01_attention",
+    depends_on={
+        "softmax": set(),
+        "scaled_dot_product_attention": {"softmax"},
+        "causal_mask": set(),
+        "padding_mask": set(),
+        "sinusoidal_positional_encoding": set(),
+        "multi_head_attention": {"scaled_dot_product_attention"},
+        "transformer_block": {"multi_head_attention"},
+        "mini_gpt": {"transformer_block", "causal_mask"},
+        "load_gpt2_weights": {"mini_gpt"},
+        "count_parameters": set(),
+    },
+    solution_names={"multi_head_attention": "MultiHeadAttention", "transformer_block": "TransformerBlock",
+                    "mini_gpt": "MiniGPT"},
+    # The load_gpt2_weights checks build a MiniGPT to load into.
+    used_by_checks={"load_gpt2_weights": {"mini_gpt"}},
+)
+
+
+# -- softmax ----------------------------------------------------------------------------------------------
+
+@SPEC.mutant("softmax", name="no max subtraction (overflows)")
+def no_max_subtraction(x, dim=-1):
+    e = torch.exp(x)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+@SPEC.mutant("softmax", hint="along another dim")
+def always_the_last_dim(x, dim=-1):
+    top = x.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    e = torch.exp(x - top)
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+@SPEC.mutant("softmax", name="NaN for fully masked rows")
+def nan_for_fully_masked_rows(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+@SPEC.mutant("softmax")
+def computes_in_float32(x, dim=-1):
+    x = x.float()
+    top = x.amax(dim=dim, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    e = torch.exp(x - top)
+    total = e.sum(dim=dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+@SPEC.mutant("softmax")
+def subtracts_the_max_in_place(x, dim=-1):
+    top = x.amax(dim=dim, keepdim=True)
+    x.sub_(torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    e = torch.exp(x)
+    total = e.sum(dim=dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+@SPEC.alternative("softmax", name="log-sum-exp")
+def log_sum_exp(x, dim=-1):
+    lse = torch.logsumexp(x, dim=dim, keepdim=True)
+    return torch.exp(x - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)))
+
+
+@SPEC.alternative("softmax", name="move the dim last, then nan_to_num")
+def move_the_dim_last_then_nan_to_num(x, dim=-1):
+    z = x.movedim(dim, -1)
+    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)
+    return torch.nan_to_num(e / e.sum(-1, keepdim=True), nan=0.0).movedim(-1, dim)
+
+
+# -- scaled_dot_product_attention -------------------------------------------------------------------------
+
+@SPEC.mutant("scaled_dot_product_attention", name="no sqrt(d) scaling", hint="not scaled")
+def no_scaling(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@SPEC.mutant("scaled_dot_product_attention")
+def scaled_by_d(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@SPEC.mutant("scaled_dot_product_attention", hint="over the queries")
+def softmax_over_the_queries(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-2)
+    return weights @ v, weights
+
+
+@SPEC.mutant("scaled_dot_product_attention", hint="wrong way round")
+def mask_inverted(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@SPEC.mutant("scaled_dot_product_attention", name="-1e9 without zeroing fully masked rows")
+def large_negative_fill_without_zeroing_fully_masked_rows(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -1e9)
+    weights = softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@SPEC.mutant("scaled_dot_product_attention", name="torch.softmax gives NaN rows")
+def torch_softmax_gives_nan_rows(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@SPEC.alternative("scaled_dot_product_attention")
+def einsum(q, k, v, mask=None):
+    scores = torch.einsum("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.tensor(float("-inf"), dtype=scores.dtype))
+    weights = softmax(scores)
+    return torch.einsum("...qk,...kv->...qv", weights, v), weights
+
+
+@SPEC.alternative("scaled_dot_product_attention", name="large negative fill, then zero the masked weights")
+def large_negative_fill_then_zero_the_masked_weights(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # a fully masked row would otherwise be uniform
+    return weights @ v, weights
+
+
+@SPEC.alternative("scaled_dot_product_attention")
+def computed_in_float64(q, k, v, mask=None):
+    dtype = q.dtype
+    q, k, v = q.double(), k.double(), v.double()
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    return (weights @ v).to(dtype), weights.to(dtype)
+
+
+# -- causal_mask ------------------------------------------------------------------------------------------
+
+@SPEC.mutant("causal_mask", hint="diagonal is missing")
+def diagonal_excluded(n):
+    return torch.ones(n, n, dtype=torch.bool).tril(-1)
+
+
+@SPEC.mutant("causal_mask")
+def upper_triangle(n):
+    return torch.ones(n, n, dtype=torch.bool).triu()
+
+
+@SPEC.mutant("causal_mask", name="float 0/1 mask")
+def float_mask(n):
+    return torch.ones(n, n).tril()
+
+
+@SPEC.mutant("causal_mask", hint="inverted")
+def inverted(n):
+    return torch.ones(n, n, dtype=torch.bool).triu(1)
+
+
+@SPEC.alternative("causal_mask")
+def compare_indices(n):
+    i = torch.arange(n)
+    return i[:, None] >= i[None, :]
+
+
+@SPEC.alternative("causal_mask")
+def python_loops(n):
+    return torch.tensor([[j <= i for j in range(n)] for i in range(n)], dtype=torch.bool).reshape(n, n)
+
+
+@SPEC.alternative("causal_mask")
+def not_the_strict_upper_triangle(n):
+    return ~torch.ones(n, n, dtype=torch.bool).triu(1)
+
+
+# -- padding_mask -----------------------------------------------------------------------------------------
+
+@SPEC.mutant("padding_mask", name="<= instead of <", hint="j < length")
+def less_or_equal(lengths, max_len):
+    return torch.arange(max_len) <= lengths[:, None]
+
+
+@SPEC.mutant("padding_mask", name="True at padding", hint="inverted")
+def true_at_padding(lengths, max_len):
+    return torch.arange(max_len) >= lengths[:, None]
+
+
+@SPEC.mutant("padding_mask")
+def width_from_the_longest_sequence(lengths, max_len):
+    return torch.arange(int(lengths.max())) < lengths[:, None]
+
+
+@SPEC.mutant("padding_mask", name="0/1 integers")
+def integers(lengths, max_len):
+    return (torch.arange(max_len) < lengths[:, None]).long()
+
+
+@SPEC.alternative("padding_mask")
+def python_loop(lengths, max_len):
+    mask = torch.zeros(len(lengths), max_len, dtype=torch.bool)
+    for b, n in enumerate(lengths.tolist()):
+        mask[b, :n] = True
+    return mask
+
+
+@SPEC.alternative("padding_mask")
+def cumulative_count(lengths, max_len):
+    count = torch.ones(len(lengths), max_len, dtype=torch.long).cumsum(dim=1)  # 1, 2, ..., max_len
+    return count <= lengths.long().unsqueeze(1)
+
+
+# -- sinusoidal_positional_encoding -----------------------------------------------------------------------
+
+@SPEC.mutant("sinusoidal_positional_encoding", hint="swapped")
+def sin_and_cos_swapped(n_positions, d_model):
+    angle = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.cos(angle), torch.sin(angle)
+    return pe
+
+
+@SPEC.mutant("sinusoidal_positional_encoding", hint="10000")
+def base_1000(n_positions, d_model):
+    angle = torch.arange(n_positions)[:, None] * 1000.0 ** (-torch.arange(0, d_model, 2) / d_model)
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe
+
+
+@SPEC.mutant("sinusoidal_positional_encoding", name="exponent i/d instead of 2i/d")
+def exponent_i_over_d(n_positions, d_model):
+    angle = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(d_model // 2) / d_model)
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe
+
+
+@SPEC.mutant("sinusoidal_positional_encoding")
+def sines_then_cosines_in_halves(n_positions, d_model):
+    angle = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+
+
+@SPEC.mutant("sinusoidal_positional_encoding", name="positions from 1")
+def encoded_positions_from_1(n_positions, d_model):
+    angle = torch.arange(1, n_positions + 1)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe
+
+
+@SPEC.alternative("sinusoidal_positional_encoding", name="exp-log in float32")
+def exp_log_in_float32(n_positions, d_model):
+    position = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2] = torch.sin(position * div)
+    pe[:, 1::2] = torch.cos(position * div)
+    return pe
+
+
+@SPEC.alternative("sinusoidal_positional_encoding")
+def python_math_loops(n_positions, d_model):
+    rows = []
+    for p in range(n_positions):
+        row = []
+        for i in range(0, d_model, 2):
+            angle = p / 10000 ** (i / d_model)
+            row += [math.sin(angle), math.cos(angle)]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float32).reshape(n_positions, d_model)
+
+
+# -- multi_head_attention ---------------------------------------------------------------------------------
+
+@SPEC.mutant("multi_head_attention", name="heads split in the wrong order", hint="wrong order")
+class HeadsSplitInTheWrongOrder(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        b, lq, d = x.shape
+        lk = context.shape[1]
+        q = self.q_proj(x).reshape(b, self.n_heads, lq, self.d_head)
+        k = self.k_proj(context).reshape(b, self.n_heads, lk, self.d_head)
+        v = self.v_proj(context).reshape(b, self.n_heads, lk, self.d_head)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        self.last_weights = weights.detach()
+        return self.out_proj(out.reshape(b, lq, d))
+
+
+@SPEC.mutant("multi_head_attention", name="no out_proj", hint="output projection")
+class NoOutProj(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        b, lq, d = x.shape
+        lk = context.shape[1]
+        q = self.q_proj(x).view(b, lq, self.n_heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(context).view(b, lk, self.n_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(context).view(b, lk, self.n_heads, self.d_head).transpose(1, 2)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        self.last_weights = weights.detach()
+        return out.transpose(1, 2).reshape(b, lq, d)
+
+
+@SPEC.mutant("multi_head_attention", name="scaled by sqrt(d_model)", hint="sqrt(d_head)")
+class ScaledBySqrtDModel(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        b, lq, d = x.shape
+        lk = context.shape[1]
+        q = self.q_proj(x).view(b, lq, self.n_heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(context).view(b, lk, self.n_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(context).view(b, lk, self.n_heads, self.d_head).transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = softmax(scores)
+        self.last_weights = weights.detach()
+        return self.out_proj((weights @ v).transpose(1, 2).reshape(b, lq, d))
+
+
+@SPEC.mutant("multi_head_attention", name="context ignored")
+class ContextIgnored(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        b, lq, d = x.shape
+        q, k, v = (p(x).view(b, lq, self.n_heads, self.d_head).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        out, weights = scaled_dot_product_attention(q, k, v, mask if context is None else None)
+        self.last_weights = weights.detach()
+        return self.out_proj(out.transpose(1, 2).reshape(b, lq, d))
+
+
+@SPEC.mutant("multi_head_attention", name="last_weights averaged over heads")
+class LastWeightsAveragedOverHeads(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        out = super().forward(x, context=context, mask=mask)
+        self.last_weights = self.last_weights.mean(1)
+        return out
+
+
+@SPEC.mutant("multi_head_attention", name="mask ignored", hint="mask is not used")
+class MaskIgnored(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        return super().forward(x, context=context)
+
+
+@SPEC.alternative("multi_head_attention", name="one head at a time")
+class OneHeadAtATime(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        b, lq, d = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(context), self.v_proj(context)
+        if mask is not None:
+            mask = torch.broadcast_to(mask, (b, self.n_heads, lq, context.shape[1]))
+        outs, weights = [], []
+        for h in range(self.n_heads):
+            part = slice(h * self.d_head, (h + 1) * self.d_head)
+            out, w = scaled_dot_product_attention(q[..., part], k[..., part], v[..., part],
+                                                  None if mask is None else mask[:, h])
+            outs.append(out)
+            weights.append(w)
+        self.last_weights = torch.stack(weights, dim=1).detach()
+        return self.out_proj(torch.cat(outs, dim=-1))
+
+
+@SPEC.alternative("multi_head_attention", name="unflatten and einsum")
+class UnflattenAndEinsum(MultiHeadAttention):
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+
+        def split(t):  # (B, L, d) -> (B, h, L, d_head)
+            return t.unflatten(-1, (self.n_heads, self.d_head)).permute(0, 2, 1, 3)
+
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(context)), split(self.v_proj(context))
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(self.d_head)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = softmax(scores)
+        self.last_weights = weights.detach()
+        out = torch.einsum("bhqk,bhkd->bqhd", weights, v).flatten(2)
+        return self.out_proj(out)
+
+
+# -- transformer_block ------------------------------------------------------------------------------------
+
+@SPEC.mutant("transformer_block", name="post-norm", hint="post-norm")
+class PostNorm(TransformerBlock):
+    def forward(self, x, mask=None):
+        x = self.ln1(x + self.attn(x, mask=mask))
+        return self.ln2(x + self.mlp(x))
+
+
+@SPEC.mutant("transformer_block", name="no residual around attention", hint="residual connection is missing")
+class NoResidualAroundAttention(TransformerBlock):
+    def forward(self, x, mask=None):
+        x = self.attn(self.ln1(x), mask=mask)
+        return x + self.mlp(self.ln2(x))
+
+
+@SPEC.mutant("transformer_block", name="ReLU instead of GELU", hint="ReLU")
+class ReluInsteadOfGelu(TransformerBlock):
+    def __init__(self, d_model, n_heads, d_ff):
+        super().__init__(d_model, n_heads, d_ff)
+        self.mlp[1] = nn.ReLU()
+
+
+@SPEC.mutant("transformer_block", name="tanh approximation of GELU")
+class TanhApproximationOfGelu(TransformerBlock):
+    def __init__(self, d_model, n_heads, d_ff):
+        super().__init__(d_model, n_heads, d_ff)
+        self.mlp[1] = nn.GELU(approximate="tanh")
+
+
+@SPEC.mutant("transformer_block", name="mask not passed on", hint="not passed on")
+class MaskNotPassedOn(TransformerBlock):
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+@SPEC.mutant("transformer_block", name="norms swapped")
+class NormsSwapped(TransformerBlock):
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.ln2(x), mask=mask)
+        return x + self.mlp(self.ln1(x))
+
+
+@SPEC.alternative("transformer_block", name="named sublayers")
+class NamedSublayers(TransformerBlock):
+    def _attend(self, x, mask):
+        return self.attn(self.ln1(x), context=None, mask=mask)
+
+    def _feed_forward(self, x):
+        return self.mlp(self.ln2(x))
+
+    def forward(self, x, mask=None):
+        x = x + self._attend(x, mask)
+        x = x + self._feed_forward(x)
+        return x
+
+
+@SPEC.alternative("transformer_block", name="explicit GELU and a 4-D mask")
+class ExplicitGeluAndA4dMask(TransformerBlock):
+    def __init__(self, d_model, n_heads, d_ff):
+        super().__init__(d_model, n_heads, d_ff)
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(approximate="none"), nn.Linear(d_ff, d_model))
+
+    def forward(self, x, mask=None):
+        if mask is not None and mask.dim() == 2:
+            mask = mask[None, None]  # (1, 1, L, L)
+        h = self.ln1(x)
+        x = x + self.attn(h, mask=mask)
+        h = self.ln2(x)
+        return x + self.mlp(h)
+
+
+# -- mini_gpt ---------------------------------------------------------------------------------------------
+
+@SPEC.mutant("mini_gpt", name="not causal", hint="not causal")
+class NotCausal(MiniGPT):
+    def forward(self, input_ids):
+        x = self.tok_emb(input_ids) + self.pos_emb(torch.arange(input_ids.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+@SPEC.mutant("mini_gpt", name="positions added after the blocks", hint="before the first block")
+class PositionsAddedAfterTheBlocks(MiniGPT):
+    def forward(self, input_ids):
+        n = input_ids.shape[1]
+        x = self.tok_emb(input_ids)
+        for block in self.blocks:
+            x = block(x, mask=causal_mask(n))
+        return self.lm_head(self.ln_f(x + self.pos_emb(torch.arange(n))))
+
+
+@SPEC.mutant("mini_gpt", name="no final LayerNorm", hint="final LayerNorm")
+class NoFinalLayerNorm(MiniGPT):
+    def forward(self, input_ids):
+        n = input_ids.shape[1]
+        x = self.tok_emb(input_ids) + self.pos_emb(torch.arange(n))
+        for block in self.blocks:
+            x = block(x, mask=causal_mask(n))
+        return self.lm_head(x)
+
+
+@SPEC.mutant("mini_gpt", name="positions from 1")
+class EmbeddedPositionsFrom1(MiniGPT):
+    def forward(self, input_ids):
+        n = input_ids.shape[1]
+        x = self.tok_emb(input_ids) + self.pos_emb(torch.arange(1, n + 1))
+        for block in self.blocks:
+            x = block(x, mask=causal_mask(n))
+        return self.lm_head(self.ln_f(x))
+
+
+@SPEC.mutant("mini_gpt", name="lm_head with a bias")
+class LmHeadWithABias(MiniGPT):
+    def __init__(self, vocab_size, max_len, d_model, n_heads, n_layers, d_ff):
+        super().__init__(vocab_size, max_len, d_model, n_heads, n_layers, d_ff)
+        self.lm_head = nn.Linear(d_model, vocab_size)
+
+
+@SPEC.alternative("mini_gpt", name="mask kept as a persistent buffer")
+class MaskKeptAsAPersistentBuffer(MiniGPT):
+    def __init__(self, vocab_size, max_len, d_model, n_heads, n_layers, d_ff):
+        super().__init__(vocab_size, max_len, d_model, n_heads, n_layers, d_ff)
+        self.register_buffer("mask", causal_mask(max_len))
+
+    def forward(self, input_ids):
+        n = input_ids.shape[1]
+        x = self.tok_emb(input_ids) + self.pos_emb.weight[:n]
+        for block in self.blocks:
+            x = block(x, mask=self.mask[:n, :n])
+        return self.lm_head(self.ln_f(x))
+
+
+@SPEC.alternative("mini_gpt", name="inline mask, expanded positions")
+class InlineMaskExpandedPositions(MiniGPT):
+    def forward(self, input_ids):
+        b, n = input_ids.shape
+        positions = torch.arange(n, device=input_ids.device).unsqueeze(0).expand(b, n)
+        h = self.tok_emb(input_ids) + self.pos_emb(positions)
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=input_ids.device))
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.lm_head(self.ln_f(h))
+
+
+# -- load_gpt2_weights: most mutants load right, then spoil one part --------------------------------------
+# A case's decorators are dropped, so these use `with torch.no_grad()` where the notebook's cell has the
+# @torch.no_grad() decorator.
+
+@SPEC.mutant("load_gpt2_weights", original="_load_right", hint="transposed")
+def attention_weights_not_transposed(model, hf_model):
+    with torch.no_grad():
+        _load_right(model, hf_model)
+        d = model.tok_emb.embedding_dim
+        for block, hf_block in zip(model.blocks, hf_model.transformer.h):
+            for linear, w in zip((block.attn.q_proj, block.attn.k_proj, block.attn.v_proj),
+                                 hf_block.attn.c_attn.weight.split(d, dim=1)):
+                linear.weight.copy_(w)
+            block.attn.out_proj.weight.copy_(hf_block.attn.c_proj.weight)
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", name="q, k, v split in the wrong order", original="_load_right",
+             hint="[q | k | v]")
+def qkv_split_in_the_wrong_order(model, hf_model):
+    with torch.no_grad():
+        _load_right(model, hf_model)
+        d = model.tok_emb.embedding_dim
+        for block, hf_block in zip(model.blocks, hf_model.transformer.h):
+            w_k, w_q, w_v = hf_block.attn.c_attn.weight.split(d, dim=1)
+            b_k, b_q, b_v = hf_block.attn.c_attn.bias.split(d)
+            for linear, w, b in ((block.attn.q_proj, w_q, b_q), (block.attn.k_proj, w_k, b_k),
+                                 (block.attn.v_proj, w_v, b_v)):
+                linear.weight.copy_(w.T)
+                linear.bias.copy_(b)
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", name="lm_head not copied", original="_load_right")
+def lm_head_not_copied(model, hf_model):
+    with torch.no_grad():
+        keep = model.lm_head.weight.clone()
+        _load_right(model, hf_model)
+        model.lm_head.weight.copy_(keep)
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", name="lm_head taken from wte", original="_load_right",
+             hint="hf_model.lm_head.weight")
+def lm_head_taken_from_wte(model, hf_model):
+    with torch.no_grad():
+        _load_right(model, hf_model)
+        model.lm_head.weight.copy_(hf_model.transformer.wte.weight)
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", name="LayerNorm biases not copied", original="_load_right",
+             hint="nothing was copied")
+def layer_norm_biases_not_copied(model, hf_model):
+    with torch.no_grad():
+        _load_right(model, hf_model)
+        for norm in [model.ln_f] + [n for b in model.blocks for n in (b.ln1, b.ln2)]:
+            norm.bias.zero_()
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", name="transposes GPT-2's weight in place", original="_load_right")
+def transposes_the_weight_in_place(model, hf_model):
+    with torch.no_grad():
+        _load_right(model, hf_model)
+        for block, hf_block in zip(model.blocks, hf_model.transformer.h):
+            block.attn.out_proj.weight.copy_(hf_block.attn.c_proj.weight.t_())
+    return model
+
+
+@SPEC.mutant("load_gpt2_weights", original="_load_right")
+def returns_a_new_model(model, hf_model):
+    import copy
+    return _load_right(copy.deepcopy(model), hf_model)
+
+
+@SPEC.alternative("load_gpt2_weights")
+def renamed_state_dict(model, hf_model):
+    sd = hf_model.state_dict()
+    new = {"tok_emb.weight": sd["transformer.wte.weight"], "pos_emb.weight": sd["transformer.wpe.weight"],
+           "ln_f.weight": sd["transformer.ln_f.weight"], "ln_f.bias": sd["transformer.ln_f.bias"],
+           "lm_head.weight": sd["lm_head.weight"]}
+    for i in range(len(model.blocks)):
+        g, m = f"transformer.h.{i}.", f"blocks.{i}."
+        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
+            new[m + ours + ".weight"] = sd[g + theirs + ".weight"]
+            new[m + ours + ".bias"] = sd[g + theirs + ".bias"]
+        for name, w, b in zip("qkv", sd[g + "attn.c_attn.weight"].chunk(3, dim=-1), sd[g + "attn.c_attn.bias"].chunk(3)):
+            new[m + f"attn.{name}_proj.weight"] = w.t()
+            new[m + f"attn.{name}_proj.bias"] = b
+        for ours, theirs in (("attn.out_proj", "attn.c_proj"), ("mlp.0", "mlp.c_fc"), ("mlp.2", "mlp.c_proj")):
+            new[m + ours + ".weight"] = sd[g + theirs + ".weight"].t()
+            new[m + ours + ".bias"] = sd[g + theirs + ".bias"]
+    model.load_state_dict(new)
+    return model
+
+
+@SPEC.alternative("load_gpt2_weights", name="parameter by parameter with .data")
+def parameter_by_parameter_with_data(model, hf_model):
+    t = hf_model.transformer
+    model.tok_emb.weight.data = t.wte.weight.data.clone()
+    model.pos_emb.weight.data = t.wpe.weight.data.clone()
+    for ours, theirs in zip(model.blocks, t.h):
+        q, k, v = theirs.attn.c_attn.weight.data.t().contiguous().chunk(3, dim=0)
+        bq, bk, bv = theirs.attn.c_attn.bias.data.chunk(3)
+        pairs = [(ours.attn.q_proj.weight, q), (ours.attn.k_proj.weight, k), (ours.attn.v_proj.weight, v),
+                 (ours.attn.q_proj.bias, bq), (ours.attn.k_proj.bias, bk), (ours.attn.v_proj.bias, bv),
+                 (ours.attn.out_proj.weight, theirs.attn.c_proj.weight.data.t()),
+                 (ours.attn.out_proj.bias, theirs.attn.c_proj.bias.data),
+                 (ours.mlp[0].weight, theirs.mlp.c_fc.weight.data.t()), (ours.mlp[0].bias, theirs.mlp.c_fc.bias.data),
+                 (ours.mlp[2].weight, theirs.mlp.c_proj.weight.data.t()), (ours.mlp[2].bias, theirs.mlp.c_proj.bias.data),
+                 (ours.ln1.weight, theirs.ln_1.weight.data), (ours.ln1.bias, theirs.ln_1.bias.data),
+                 (ours.ln2.weight, theirs.ln_2.weight.data), (ours.ln2.bias, theirs.ln_2.bias.data)]
+        for param, value in pairs:
+            param.data.copy_(value)
+    model.ln_f.weight.data.copy_(t.ln_f.weight.data)
+    model.ln_f.bias.data.copy_(t.ln_f.bias.data)
+    model.lm_head.weight.data.copy_(hf_model.lm_head.weight.data)
+    return model
+
+
+# -- count_parameters -------------------------------------------------------------------------------------
+
+@SPEC.mutant("count_parameters")
+def counts_frozen_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@SPEC.mutant("count_parameters", name="counts the state dict (buffers too)")
+def counts_the_state_dict(model):
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+@SPEC.mutant("count_parameters", name="counts tensors, not elements")
+def counts_tensors_not_elements(model):
+    return sum(1 for p in model.parameters() if p.requires_grad)
+
+
+@SPEC.mutant("count_parameters")
+def counts_a_shared_weight_twice(model):
+    return sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False) if p.requires_grad)
+
+
+@SPEC.mutant("count_parameters", hint="wrap it in a tensor")
+def returns_a_tensor(model):
+    return torch.tensor(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+@SPEC.alternative("count_parameters")
+def deduplicate_by_identity(model):
+    unique = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
+    return sum(math.prod(p.shape) for p in unique.values() if p.requires_grad)
+
+
+@SPEC.alternative("count_parameters")
+def explicit_loop(model):
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            total += p.numel()
+    return int(total)

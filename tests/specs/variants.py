@@ -1,0 +1,854 @@
+"""02_variants: the cases its checks are tried against (see tests/specs/__init__.py for the form).
+
+The random procedures (mask_tokens, span_corrupt) have alternatives that draw in another order or by another
+procedure: the checks must judge the distribution, not one seeded draw. `architectures` and `parameters` are
+quiz cells: a case's body is the cell, run after the solution's, and its parameters are the answers it edits.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from grader.reference.variants import _split as random_split, next_token_loss
+from tests.specs import Spec
+
+SPEC = Spec(
+    "02_variants",
+    depends_on={
+        "attention_visibility": set(),
+        "mask_tokens": set(),
+        "span_corrupt": set(),
+        "merge_spans": set(),
+        "causal_lm_labels": set(),
+        "next_token_loss": set(),
+        "architectures": set(),
+        "build_model": set(),
+        "parameters": set(),
+        "training_step": {"next_token_loss"},
+    },
+    solution_names={"architectures": "ARCHITECTURE_FOR_TASK", "parameters": "PARAMETER_OR_HYPERPARAMETER"},
+    student_modules=("llmcourse.variants_tools",),
+)
+
+
+# -- attention_visibility ---------------------------------------------------------------------------------
+
+@SPEC.mutant("attention_visibility", hint="tril, not triu")
+def causal_is_the_upper_triangle(kind, n_query, n_key=None):
+    n_key = n_query if n_key is None else n_key
+    if kind in ("bidirectional", "cross"):
+        return torch.ones(n_query, n_key, dtype=torch.bool)
+    if kind == "causal":
+        return torch.ones(n_query, n_query, dtype=torch.bool).triu()
+    raise ValueError(kind)
+
+
+@SPEC.mutant("attention_visibility", hint="keep the diagonal")
+def causal_without_the_diagonal(kind, n_query, n_key=None):
+    n_key = n_query if n_key is None else n_key
+    if kind in ("bidirectional", "cross"):
+        return torch.ones(n_query, n_key, dtype=torch.bool)
+    if kind == "causal":
+        return torch.ones(n_query, n_query, dtype=torch.bool).tril(-1)
+    raise ValueError(kind)
+
+
+@SPEC.mutant("attention_visibility")
+def cross_is_square(kind, n_query, n_key=None):
+    if kind in ("bidirectional", "cross"):
+        return torch.ones(n_query, n_query, dtype=torch.bool)
+    if kind == "causal":
+        return torch.ones(n_query, n_query, dtype=torch.bool).tril()
+    raise ValueError(kind)
+
+
+@SPEC.mutant("attention_visibility")
+def float_mask(kind, n_query, n_key=None):
+    n_key = n_query if n_key is None else n_key
+    if kind in ("bidirectional", "cross"):
+        return torch.ones(n_query, n_key)
+    if kind == "causal":
+        return torch.ones(n_query, n_query).tril()
+    raise ValueError(kind)
+
+
+@SPEC.mutant("attention_visibility")
+def unknown_kinds_get_a_full_mask(kind, n_query, n_key=None):
+    n_key = n_query if n_key is None else n_key
+    if kind == "causal":
+        return torch.ones(n_query, n_query, dtype=torch.bool).tril()
+    return torch.ones(n_query, n_key, dtype=torch.bool)
+
+
+@SPEC.alternative("attention_visibility")
+def comparing_positions(kind, n_query, n_key=None):
+    n_key = n_query if n_key is None else n_key
+    rows, cols = torch.arange(n_query)[:, None], torch.arange(n_key)[None, :]
+    if kind == "causal" and n_key == n_query:
+        return cols <= rows
+    if kind in ("bidirectional", "cross"):
+        return (rows >= 0) & (cols >= 0)
+    raise ValueError(f"bad kind {kind}")
+
+
+@SPEC.alternative("attention_visibility")
+def triu_complement_and_full(kind, n_query, n_key=None):
+    if n_key is None:
+        n_key = n_query
+    masks = {"bidirectional": lambda: torch.full((n_query, n_key), True),
+             "cross": lambda: torch.full((n_query, n_key), True),
+             "causal": lambda: ~torch.ones(n_query, n_key, dtype=torch.bool).triu(1)}
+    if kind not in masks or (kind == "causal" and n_key != n_query):
+        raise ValueError(kind)
+    return masks[kind]()
+
+
+# -- mask_tokens ------------------------------------------------------------------------------------------
+
+@SPEC.mutant("mask_tokens", name="80/10/10 applied to all positions", hint="only to the picked positions")
+def eighty_ten_ten_applied_to_all_positions(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                            mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size, shape, generator=generator)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where((roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+@SPEC.mutant("mask_tokens", hint="-100 everywhere else")
+def labels_left_at_the_original_ids(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                    mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    roll = torch.rand(shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size, shape, generator=generator)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, input_ids.clone()
+
+
+@SPEC.mutant("mask_tokens", hint="special_tokens_mask is True")
+def special_tokens_can_be_picked(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                 mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size, shape, generator=generator)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+@SPEC.mutant("mask_tokens")
+def every_picked_position_masked(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                 mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    return input_ids.masked_fill(picked, mask_token_id), labels
+
+
+@SPEC.mutant("mask_tokens", name="random share drawn with 0.1 from the rest (2%)")
+def random_share_drawn_with_a_tenth_of_the_rest(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                                mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.bernoulli(torch.full(shape, mlm_probability), generator=generator).bool()
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = input_ids.clone()
+    labels[~picked] = -100
+    inputs = input_ids.clone()
+    masked = torch.bernoulli(torch.full(shape, 0.8), generator=generator).bool() & picked
+    inputs[masked] = mask_token_id
+    rand = torch.bernoulli(torch.full(shape, 0.1), generator=generator).bool() & picked & ~masked
+    inputs[rand] = torch.randint(vocab_size, shape, generator=generator)[rand]
+    return inputs, labels
+
+
+@SPEC.mutant("mask_tokens", name="random ids up to vocab_size inclusive", hint="excludes vocab_size")
+def random_ids_up_to_vocab_size_inclusive(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                          mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size + 1, shape, generator=generator)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+@SPEC.mutant("mask_tokens")
+def ignores_the_generator(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                          mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape)
+    random_ids = torch.randint(0, vocab_size, shape)
+    inputs = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+@SPEC.mutant("mask_tokens", name="masks input_ids in place", hint="clone")
+def masks_input_ids_in_place(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                             mlm_probability=0.15, generator=None):
+    shape = input_ids.shape
+    picked = torch.rand(shape, generator=generator) < mlm_probability
+    if special_tokens_mask is not None:
+        picked &= ~special_tokens_mask.bool()
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size, shape, generator=generator)
+    input_ids[picked & (roll < 0.8)] = mask_token_id
+    rand = picked & (roll >= 0.8) & (roll < 0.9)
+    input_ids[rand] = random_ids[rand]
+    return input_ids, labels
+
+
+@SPEC.alternative("mask_tokens", name="Bernoulli draws as in transformers' data collator")
+def bernoulli_draws_as_in_the_data_collator(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                            mlm_probability=0.15, generator=None):
+    labels = input_ids.clone()
+    probability = torch.full(labels.shape, mlm_probability)
+    if special_tokens_mask is not None:
+        probability.masked_fill_(special_tokens_mask.bool(), 0.0)
+    picked = torch.bernoulli(probability, generator=generator).bool()
+    labels[~picked] = -100
+    inputs = input_ids.clone()
+    replaced = torch.bernoulli(torch.full(labels.shape, 0.8), generator=generator).bool() & picked
+    inputs[replaced] = mask_token_id
+    randomised = torch.bernoulli(torch.full(labels.shape, 0.5), generator=generator).bool() & picked & ~replaced
+    inputs[randomised] = torch.randint(vocab_size, labels.shape, generator=generator, dtype=input_ids.dtype)[randomised]
+    return inputs, labels
+
+
+@SPEC.alternative("mask_tokens", name="random ids first, flat indexing")
+def random_ids_first_flat_indexing(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
+                                   mlm_probability=0.15, generator=None):
+    flat = input_ids.reshape(-1)
+    random_ids = torch.randint(0, vocab_size, flat.shape, generator=generator)
+    u = torch.rand(flat.shape, generator=generator)
+    v = torch.rand(flat.shape, generator=generator)
+    allowed = (torch.ones_like(flat, dtype=torch.bool) if special_tokens_mask is None
+               else special_tokens_mask.reshape(-1) == 0)
+    picked = (v < mlm_probability) & allowed
+    inputs, labels = flat.clone(), torch.full_like(flat, -100)
+    labels[picked] = flat[picked]
+    inputs[picked & (u >= 0.2)] = mask_token_id  # 80%
+    choose = picked & (u < 0.1)  # 10% random
+    inputs[choose] = random_ids[choose].to(flat.dtype)
+    return inputs.reshape(input_ids.shape), labels.reshape(input_ids.shape)
+
+
+# -- span_corrupt: most mutants count and lay out spans as the solution does, and err in one step ---------
+
+def noise_counts(ids, sentinel_ids, noise_density, mean_span_length):
+    """(n_noise, n_spans) by the notebook's rule; fewer than two tokens is an error."""
+    n = len(ids)
+    if n < 2:
+        raise ValueError("too short")
+    n_noise = min(max(round(n * noise_density), 1), n - 1)
+    n_spans = max(1, min(round(n_noise / mean_span_length), n_noise, n - n_noise, len(sentinel_ids) - 1))
+    return n_noise, n_spans
+
+
+def corrupted_pair(ids, sentinel_ids, gaps, lengths):
+    """(inputs, targets): gaps[k] kept tokens, then span k (lengths[k] tokens) behind sentinel k; the rest kept,
+    and the targets closed by the next sentinel."""
+    inputs, targets, pos = [], [], 0
+    for k in range(len(lengths)):
+        inputs += ids[pos:pos + gaps[k]]
+        pos += gaps[k]
+        inputs.append(sentinel_ids[k])
+        targets += [sentinel_ids[k]] + ids[pos:pos + lengths[k]]
+        pos += lengths[k]
+    inputs += ids[pos:]
+    targets.append(sentinel_ids[len(lengths)])
+    return inputs, targets
+
+
+@SPEC.mutant("span_corrupt", hint="one span", uses=(noise_counts, corrupted_pair))
+def spans_may_touch(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = list(token_ids)
+    n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
+    lengths = random_split(n_noise, n_spans, generator)
+    gaps = random_split(len(ids) - n_noise + n_spans + 1, n_spans + 1, generator)
+    gaps = [g - 1 for g in gaps]  # every stretch may be empty, the inner ones too
+    return corrupted_pair(ids, sentinel_ids, gaps, lengths)
+
+
+@SPEC.mutant("span_corrupt", hint="close the targets", uses=(noise_counts, corrupted_pair))
+def no_closing_sentinel(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = list(token_ids)
+    n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
+    lengths = random_split(n_noise, n_spans, generator)
+    gaps = random_split(len(ids) - n_noise + 2, n_spans + 1, generator)
+    gaps[0] -= 1
+    gaps[-1] -= 1
+    inputs, targets = corrupted_pair(ids, sentinel_ids, gaps, lengths)
+    return inputs, targets[:-1]
+
+
+@SPEC.mutant("span_corrupt", name="every span exactly mean_span_length long", uses=(noise_counts, corrupted_pair))
+def every_span_equally_long(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = list(token_ids)
+    n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
+    lengths = [n_noise // n_spans] * n_spans
+    lengths[-1] += n_noise - sum(lengths)
+    gaps = random_split(len(ids) - n_noise + 2, n_spans + 1, generator)
+    gaps[0] -= 1
+    gaps[-1] -= 1
+    return corrupted_pair(ids, sentinel_ids, gaps, lengths)
+
+
+@SPEC.mutant("span_corrupt", name="each token corrupted with probability noise_density")
+def each_token_corrupted_independently(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0,
+                                       generator=None):
+    ids = list(token_ids)
+    if len(ids) < 2:
+        raise ValueError("too short")
+    noise = (torch.rand(len(ids), generator=generator) < noise_density).tolist()
+    if not any(noise):
+        noise[0] = True
+    if all(noise):
+        noise[-1] = False
+    inputs, targets, k = [], [], 0
+    for i, t in enumerate(ids):
+        if noise[i]:
+            if i == 0 or not noise[i - 1]:
+                inputs.append(sentinel_ids[k])
+                targets.append(sentinel_ids[k])
+                k += 1
+            targets.append(t)
+        else:
+            inputs.append(t)
+    targets.append(sentinel_ids[k])
+    return inputs, targets
+
+
+@SPEC.mutant("span_corrupt", uses=(noise_counts, corrupted_pair))
+def spans_always_at_the_start(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = list(token_ids)
+    n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
+    lengths = random_split(n_noise, n_spans, generator)
+    gaps = [0] + [1] * (n_spans - 1) + [len(ids) - n_noise - (n_spans - 1)]
+    return corrupted_pair(ids, sentinel_ids, gaps, lengths)
+
+
+@SPEC.mutant("span_corrupt", hint=".tolist()", uses=(noise_counts, corrupted_pair))
+def returns_tensors(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = list(token_ids)
+    n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
+    lengths = random_split(n_noise, n_spans, generator)
+    gaps = random_split(len(ids) - n_noise + 2, n_spans + 1, generator)
+    gaps[0] -= 1
+    gaps[-1] -= 1
+    inputs, targets = corrupted_pair(ids, sentinel_ids, gaps, lengths)
+    return torch.tensor(inputs), torch.tensor(targets)
+
+
+@SPEC.alternative("span_corrupt", name="T5's original: every span after a kept stretch")
+def every_span_after_a_kept_stretch(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0,
+                                    generator=None):
+    ids = list(token_ids)
+    n = len(ids)
+    if n < 2:
+        raise ValueError("need two tokens")
+    n_noise = min(max(round(n * noise_density), 1), n - 1)
+    n_spans = max(1, min(round(n_noise / mean_span_length), n_noise, n - n_noise, len(sentinel_ids) - 1))
+
+    def split(total, parts):
+        order = torch.randperm(total - 1, generator=generator)[:parts - 1]
+        cuts = sorted((order + 1).tolist())
+        return [b - a for a, b in zip([0] + cuts, cuts + [total])]
+
+    noise, kept = split(n_noise, n_spans), split(n - n_noise, n_spans)
+    inputs, targets, pos = [], [], 0
+    for k in range(n_spans):  # kept stretch, then span
+        inputs += ids[pos:pos + kept[k]]
+        pos += kept[k]
+        inputs.append(sentinel_ids[k])
+        targets += [sentinel_ids[k], *ids[pos:pos + noise[k]]]
+        pos += noise[k]
+    targets.append(sentinel_ids[n_spans])
+    return inputs, targets
+
+
+@SPEC.alternative("span_corrupt", name="slots among the kept tokens, lengths grown one token at a time")
+def slots_among_the_kept_tokens(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
+    ids = [int(t) for t in token_ids]
+    n = len(ids)
+    if n < 2:
+        raise ValueError("need two tokens")
+    n_noise = min(max(round(n * noise_density), 1), n - 1)
+    n_spans = max(1, min(round(n_noise / mean_span_length), n_noise, n - n_noise, len(sentinel_ids) - 1))
+    n_keep = n - n_noise
+    # A span goes in a slot before kept token j (j = 0..n_keep, n_keep = after the last): distinct slots never touch.
+    slots = sorted(torch.randperm(n_keep + 1, generator=generator)[:n_spans].tolist())
+    lengths = [1] * n_spans
+    for k in torch.randint(0, n_spans, (n_noise - n_spans,), generator=generator).tolist():
+        lengths[k] += 1
+    noise_at = dict(zip(slots, lengths))
+    inputs, targets, pos, k = [], [], 0, 0
+    for j in range(n_keep + 1):
+        if j in noise_at:
+            inputs.append(sentinel_ids[k])
+            targets += [sentinel_ids[k]] + ids[pos:pos + noise_at[j]]
+            pos += noise_at[j]
+            k += 1
+        if j < n_keep:
+            inputs.append(ids[pos])
+            pos += 1
+    targets.append(sentinel_ids[k])
+    return inputs, targets
+
+
+# -- merge_spans ------------------------------------------------------------------------------------------
+
+@SPEC.mutant("merge_spans", hint="still contains sentinels")
+def keeps_the_sentinels(inputs, targets, sentinel_ids):
+    spans, current = {}, None
+    for t in targets:
+        if t in sentinel_ids:
+            current, spans[t] = t, []
+        elif current is not None:
+            spans[current].append(t)
+    out = []
+    for t in inputs:
+        out += [t] + spans[t] if t in sentinel_ids else [t]
+    return out
+
+
+@SPEC.mutant("merge_spans")
+def assumes_consecutive_sentinel_ids(inputs, targets, sentinel_ids):
+    first = sentinel_ids[0]
+    is_sentinel = lambda t: first <= t < first + len(sentinel_ids)
+    spans, current = {}, None
+    for t in targets:
+        if is_sentinel(t):
+            current, spans[t] = t, []
+        elif current is not None:
+            spans[current].append(t)
+    out = []
+    for t in inputs:
+        out += spans.get(t, []) if is_sentinel(t) else [t]
+    return out
+
+
+@SPEC.mutant("merge_spans", hint="missing")
+def drops_the_last_span(inputs, targets, sentinel_ids):
+    positions = [i for i, t in enumerate(targets) if t in sentinel_ids]
+    spans = {targets[a]: targets[a + 1:b] for a, b in zip(positions, positions[1:-1])}
+    out = []
+    for t in inputs:
+        out += spans.get(t, []) if t in sentinel_ids else [t]
+    return out
+
+
+@SPEC.alternative("merge_spans")
+def index_lookups(inputs, targets, sentinel_ids):
+    out = []
+    for t in inputs:
+        if t not in sentinel_ids:
+            out.append(t)
+            continue
+        k = sentinel_ids.index(t)
+        start = targets.index(t) + 1
+        end = targets.index(sentinel_ids[k + 1])
+        out.extend(targets[start:end])
+    return out
+
+
+@SPEC.alternative("merge_spans")
+def one_iterator_over_the_spans(inputs, targets, sentinel_ids):
+    marks = set(sentinel_ids)
+    spans, current = [], None
+    for t in targets:
+        if t in marks:
+            current = []
+            spans.append(current)
+        else:
+            current.append(t)
+    it = iter(spans)
+    result = []
+    for t in inputs:
+        result.extend(next(it) if t in marks else [t])
+    return result
+
+
+# -- causal_lm_labels -------------------------------------------------------------------------------------
+
+@SPEC.mutant("causal_lm_labels", hint="shift them inside the loss")
+def shifted_labels(input_ids, attention_mask):
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+
+
+@SPEC.mutant("causal_lm_labels")
+def padding_not_replaced(input_ids, attention_mask):
+    return input_ids.clone()
+
+
+@SPEC.mutant("causal_lm_labels", name="-100 at the real tokens")
+def minus_100_at_the_real_tokens(input_ids, attention_mask):
+    return input_ids.masked_fill(attention_mask == 1, -100)
+
+
+@SPEC.mutant("causal_lm_labels", name="changes input_ids in place")
+def changes_input_ids_in_place(input_ids, attention_mask):
+    return input_ids.masked_fill_(attention_mask == 0, -100)
+
+
+@SPEC.alternative("causal_lm_labels", name="torch.where")
+def torch_where(input_ids, attention_mask):
+    return torch.where(attention_mask.bool(), input_ids, torch.tensor(-100))
+
+
+@SPEC.alternative("causal_lm_labels")
+def clone_and_assign(input_ids, attention_mask):
+    labels = input_ids.clone()
+    labels[attention_mask == 0] = -100
+    return labels
+
+
+# -- next_token_loss --------------------------------------------------------------------------------------
+
+@SPEC.mutant("next_token_loss", hint="not shifted")
+def not_shifted(logits, labels):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+@SPEC.mutant("next_token_loss", hint="wrong way")
+def shifted_the_wrong_way(logits, labels):
+    return F.cross_entropy(logits[:, 1:].reshape(-1, logits.shape[-1]), labels[:, :-1].reshape(-1), ignore_index=-100)
+
+
+@SPEC.mutant("next_token_loss", name="mean of per-sequence means", hint="per-sequence means")
+def mean_of_per_sequence_means(logits, labels):
+    rows = [F.cross_entropy(logits[b, :-1], labels[b, 1:], ignore_index=-100) for b in range(len(labels))]
+    return torch.stack(rows).mean()
+
+
+@SPEC.mutant("next_token_loss", hint="not ignored")
+def padding_not_ignored(logits, labels):
+    logp = logits[:, :-1].log_softmax(-1)
+    targets = labels[:, 1:].clamp(min=0)
+    return -logp.gather(-1, targets[..., None]).mean()
+
+
+@SPEC.mutant("next_token_loss")
+def sum_instead_of_mean(logits, labels):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=-100, reduction="sum")
+
+
+@SPEC.alternative("next_token_loss", name="log-softmax and gather")
+def log_softmax_and_gather(logits, labels):
+    logp = logits[:, :-1].log_softmax(dim=-1)
+    targets = labels[:, 1:]
+    keep = targets != -100
+    picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return -(picked * keep).sum() / keep.sum()
+
+
+@SPEC.alternative("next_token_loss", name="labels shifted left with -100 padding")
+def labels_shifted_left_with_padding(logits, labels):
+    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    return F.cross_entropy(logits.transpose(1, 2), shifted, ignore_index=-100)
+
+
+# -- architectures: the body is the quiz cell, run after the solution's ----------------------------------
+
+@SPEC.mutant("architectures", name="generative QA as decoder-only")
+def generative_qa_as_decoder_only(ARCHITECTURE_FOR_TASK):
+    ARCHITECTURE_FOR_TASK = {**ARCHITECTURE_FOR_TASK, "generative question answering": "decoder-only"}
+
+
+@SPEC.mutant("architectures", name="T5 as encoder-only")
+def t5_as_encoder_only(ARCHITECTURE_OF_MODEL):
+    ARCHITECTURE_OF_MODEL = {**ARCHITECTURE_OF_MODEL, "T5": "encoder-only", "course-t5": "encoder-only"}
+
+
+@SPEC.mutant("architectures", name="everything decoder-only")
+def everything_decoder_only(ARCHITECTURE_FOR_TASK, ARCHITECTURE_OF_MODEL):
+    ARCHITECTURE_FOR_TASK = {k: "decoder-only" for k in ARCHITECTURE_FOR_TASK}
+    ARCHITECTURE_OF_MODEL = {k: "decoder-only" for k in ARCHITECTURE_OF_MODEL}
+
+
+@SPEC.mutant("architectures")
+def a_misspelt_value(ARCHITECTURE_OF_MODEL):
+    ARCHITECTURE_OF_MODEL = {**ARCHITECTURE_OF_MODEL, "BERT": "encoder"}
+
+
+@SPEC.alternative("architectures", name="written out")
+def architectures_written_out():
+    ARCHITECTURE_FOR_TASK = {
+        "sentiment analysis": "encoder-only", "named entity recognition": "encoder-only",
+        "word classification": "encoder-only", "extractive question answering": "encoder-only",
+        "translation": "encoder-decoder", "summarization": "encoder-decoder",
+        "generative question answering": "encoder-decoder", "open text generation": "decoder-only"}
+
+
+@SPEC.alternative("architectures")
+def built_from_lists():
+    families = {"encoder-only": ["BERT", "DistilBERT", "RoBERTa", "course-mlm"],
+                "encoder-decoder": ["BART", "T5", "course-t5"],
+                "decoder-only": ["GPT-2", "BLOOM", "LLaMA", "PaLM", "course-lm"]}
+    ARCHITECTURE_OF_MODEL = {m: f for f, models in families.items() for m in models}
+
+
+# -- build_model: most mutants build like the solution, but for one family ------------------------------
+
+def small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads):
+    """The solution's three models (without its special-token ids and position limits)."""
+    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5Config,
+                              T5ForConditionalGeneration)
+
+    if kind == "encoder-only":
+        return BertForMaskedLM(BertConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                                          num_attention_heads=n_heads, intermediate_size=4 * d_model))
+    if kind == "encoder-decoder":
+        return T5ForConditionalGeneration(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads,
+                                                   num_decoder_layers=n_layers, d_ff=4 * d_model,
+                                                   num_layers=n_layers, num_heads=n_heads, decoder_start_token_id=0))
+    if kind == "decoder-only":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads))
+    raise ValueError(kind)
+
+
+@SPEC.mutant("build_model", name="BertModel without the masked-LM head", uses=(small_transformers_model,))
+def bert_model_without_the_head(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    from transformers import BertConfig, BertModel
+
+    if kind == "encoder-only":
+        return BertModel(BertConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                                    num_attention_heads=n_heads, intermediate_size=4 * d_model))
+    return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
+
+
+@SPEC.mutant("build_model", name="T5 with the default d_kv", uses=(small_transformers_model,))
+def t5_with_the_default_head_size(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    if kind == "encoder-decoder":
+        return T5ForConditionalGeneration(T5Config(vocab_size=vocab_size, d_model=d_model, num_decoder_layers=n_layers,
+                                                   d_ff=4 * d_model, num_layers=n_layers, num_heads=n_heads,
+                                                   decoder_start_token_id=0))
+    return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
+
+
+@SPEC.mutant("build_model", name="T5 with one decoder layer", uses=(small_transformers_model,))
+def t5_with_one_decoder_layer(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    if kind == "encoder-decoder":
+        return T5ForConditionalGeneration(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads,
+                                                   num_decoder_layers=1, d_ff=4 * d_model, num_layers=n_layers,
+                                                   num_heads=n_heads, decoder_start_token_id=0))
+    return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
+
+
+@SPEC.mutant("build_model", name="GPT-2 always with 4 heads", uses=(small_transformers_model,))
+def gpt2_always_with_four_heads(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if kind == "decoder-only":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=4))
+    return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
+
+
+@SPEC.mutant("build_model", name="unknown kinds give None", uses=(small_transformers_model,))
+def unknown_kinds_give_none(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    if kind not in ("encoder-only", "encoder-decoder", "decoder-only"):
+        return None
+    return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
+
+
+@SPEC.alternative("build_model", name="Auto classes from configs")
+def auto_classes_from_configs(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, BertConfig,
+                              GPT2Config, T5Config)
+
+    configs = {
+        "encoder-only": (AutoModelForMaskedLM, lambda: BertConfig(
+            vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            intermediate_size=2 * d_model)),
+        "encoder-decoder": (AutoModelForSeq2SeqLM, lambda: T5Config(
+            vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads, d_ff=2 * d_model, num_layers=n_layers,
+            num_heads=n_heads, feed_forward_proj="gated-gelu", decoder_start_token_id=0)),
+        "decoder-only": (AutoModelForCausalLM, lambda: GPT2Config(
+            vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=512, bos_token_id=1,
+            eos_token_id=2)),
+    }
+    if kind not in configs:
+        raise ValueError(f"no such kind: {kind}")
+    auto, config = configs[kind]
+    return auto.from_config(config())
+
+
+@SPEC.alternative("build_model", name="no dropout, explicit decoder layers")
+def no_dropout_explicit_decoder_layers(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
+    if kind == "decoder-only":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
+            attn_pdrop=0.0))
+    if kind == "encoder-only":
+        return transformers.BertForMaskedLM(transformers.BertConfig(
+            vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            intermediate_size=4 * d_model, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    if kind == "encoder-decoder":
+        return transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads, d_ff=4 * d_model, num_layers=n_layers,
+            num_decoder_layers=n_layers, num_heads=n_heads, dropout_rate=0.0, pad_token_id=0,
+            decoder_start_token_id=0))
+    raise ValueError(kind)
+
+
+# -- parameters: the body is the quiz cell, run after the solution's -------------------------------------
+
+@SPEC.mutant("parameters")
+def hidden_size_as_a_parameter(PARAMETER_OR_HYPERPARAMETER):
+    PARAMETER_OR_HYPERPARAMETER = {**PARAMETER_OR_HYPERPARAMETER, "hidden size": "parameter"}
+
+
+@SPEC.mutant("parameters")
+def embeddings_as_a_hyperparameter(PARAMETER_OR_HYPERPARAMETER):
+    PARAMETER_OR_HYPERPARAMETER = {**PARAMETER_OR_HYPERPARAMETER, "token embeddings": "hyperparameter"}
+
+
+@SPEC.mutant("parameters")
+def a_key_renamed(PARAMETER_OR_HYPERPARAMETER):
+    PARAMETER_OR_HYPERPARAMETER = {("learning_rate" if k == "learning rate" else k): v
+                                   for k, v in PARAMETER_OR_HYPERPARAMETER.items()}
+
+
+@SPEC.alternative("parameters", name="written out")
+def parameters_written_out():
+    PARAMETER_OR_HYPERPARAMETER = {
+        "attention weights": "parameter", "feed-forward weights": "parameter", "token embeddings": "parameter",
+        "biases": "parameter", "LayerNorm gains": "parameter", "learning rate": "hyperparameter",
+        "batch size": "hyperparameter", "number of layers": "hyperparameter", "number of heads": "hyperparameter",
+        "hidden size": "hyperparameter", "dropout rate": "hyperparameter", "warmup steps": "hyperparameter"}
+
+
+@SPEC.alternative("parameters")
+def the_hyperparameters_listed(PARAMETER_OR_HYPERPARAMETER):
+    chosen = {"learning rate", "batch size", "number of layers", "number of heads", "hidden size", "dropout rate",
+              "warmup steps"}
+    PARAMETER_OR_HYPERPARAMETER = {k: "hyperparameter" if k in chosen else "parameter"
+                                   for k in PARAMETER_OR_HYPERPARAMETER}
+
+
+# -- training_step ----------------------------------------------------------------------------------------
+
+@SPEC.mutant("training_step", name="no zero_grad", hint="pile up")
+def no_zero_grad(model, batch, optimizer):
+    model.train()
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss
+    else:
+        loss = next_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@SPEC.mutant("training_step", hint="loss.item()")
+def returns_the_loss_tensor(model, batch, optimizer):
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss
+    else:
+        loss = next_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@SPEC.mutant("training_step")
+def step_before_backward(model, batch, optimizer):
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss
+    else:
+        loss = next_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+    optimizer.zero_grad()
+    optimizer.step()
+    loss.backward()
+    return loss.item()
+
+
+@SPEC.mutant("training_step", name="decoder-only loss not shifted")
+def decoder_only_loss_not_shifted(model, batch, optimizer):
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@SPEC.mutant("training_step", name="T5 fed its labels as decoder inputs")
+def t5_fed_its_labels_as_decoder_inputs(model, batch, optimizer):
+    if model.config.model_type == "bert":
+        loss = model(**batch).loss
+    elif model.config.model_type == "t5":
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=labels.clamp(min=0)).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    else:
+        loss = next_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@SPEC.alternative("training_step", name="the model's own loss for every kind")
+def the_models_own_loss_for_every_kind(model, batch, optimizer):
+    optimizer.zero_grad()
+    model.train()
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    return float(loss)
+
+
+@SPEC.alternative("training_step", name="decoder by model class, zero_grad after the step")
+def decoder_by_model_class(model, batch, optimizer):
+    from transformers import GPT2LMHeadModel
+
+    if isinstance(model, GPT2LMHeadModel):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss = next_token_loss(out.logits, batch["labels"])
+    else:
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.detach().item()

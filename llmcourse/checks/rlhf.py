@@ -179,7 +179,7 @@ def implicit_reward_accuracy(policy, reference, batch: dict[str, torch.Tensor]) 
 
 # -- preference_loss -------------------------------------------------------------------------------
 
-@graded("preference_loss", points=3, hint="Bradley-Terry: the loss of one pair is -log(sigmoid(r_chosen - r_rejected)); "
+@graded("preference_loss", points=2, hint="Bradley-Terry: the loss of one pair is -log(sigmoid(r_chosen - r_rejected)); "
                                           "return the mean over the pairs.")
 def test_preference_loss_small_example(student):
     chosen, rejected = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.0, 0.0, 1.0])
@@ -198,9 +198,21 @@ def test_preference_loss_prefers_the_chosen(student):
                                      "is rewarded for scoring the chosen response higher.")
 
 
+@graded("preference_loss", points=1,
+        hint="-log(sigmoid(x)) computed as torch.log(torch.sigmoid(x)) becomes log(0) = -inf once sigmoid(x) "
+             "rounds to 0 (x below about -100 in float32). F.logsigmoid computes the same value without that "
+             "rounding.")
+def test_preference_loss_is_stable_for_large_margins(student):
+    loss = expect_tensor(student.preference_loss(torch.tensor([-120.0]), torch.tensor([80.0])),
+                         "preference_loss([-120], [80])", shape=())
+    expect(bool(torch.isfinite(loss)), "preference_loss([-120], [80]) is not finite: a reward model can be this "
+                                       "wrong early in training, and one such pair would make the loss infinite.")
+    expect_close(loss, torch.tensor(200.0), "preference_loss([-120], [80]) (the loss of a pair 200 nats wrong)")
+
+
 # -- gather_logprobs -------------------------------------------------------------------------------
 
-@graded("gather_logprobs", points=3, hint="log_softmax over the vocabulary (the last dim), then pick each label's "
+@graded("gather_logprobs", points=2, hint="log_softmax over the vocabulary (the last dim), then pick each label's "
                                           "entry with .gather(-1, labels.unsqueeze(-1)).")
 def test_gather_logprobs_matches_cross_entropy(student):
     gen = generator(1)
@@ -211,9 +223,22 @@ def test_gather_logprobs_matches_cross_entropy(student):
     expect_close(out, expected, "gather_logprobs(logits (2, 5, 7), labels (2, 5)) (vs -F.cross_entropy)")
 
 
+@graded("gather_logprobs", points=1, requires_main=True,
+        hint="Compute in the logits' own dtype: a .float() (float32) anywhere loses the precision that float64 "
+             "logits carry.")
+def test_gather_logprobs_keeps_float64(student):
+    gen = generator(11)
+    logits = randn(gen, 2, 3, 5, dtype=torch.float64)
+    labels = torch.randint(0, 5, (2, 3), generator=gen)
+    out = expect_tensor(student.gather_logprobs(logits, labels), "gather_logprobs(float64 logits, labels)",
+                        dtype=torch.float64)
+    expected = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    expect_close(out, expected, "gather_logprobs of float64 logits, at float64 precision")
+
+
 # -- sequence_logprob ------------------------------------------------------------------------------
 
-@graded("sequence_logprob", points=5, hint="logits at position t predict token t + 1: score input_ids[:, 1:] with "
+@graded("sequence_logprob", points=3, hint="logits at position t predict token t + 1: score input_ids[:, 1:] with "
                                            "logits[:, :-1], and add up only the response tokens (response_mask[:, 1:]).")
 def test_sequence_logprob_right_padded(student):
     gen = generator(2)
@@ -223,6 +248,19 @@ def test_sequence_logprob_right_padded(student):
     out = expect_tensor(out, "sequence_logprob(...) for 3 sequences", shape=(3,))
     expect_close(out, expected_sequence_logprob(tiny_llama(weights), ids, attention, response).float(),
                  "sequence_logprob of a right-padded batch", rtol=1e-4, atol=1e-4)
+
+
+@graded("sequence_logprob", points=2,
+        hint="With padding on the left the model must be told which tokens are padding: pass attention_mask to "
+             "the model, or it attends to the padding and its positions shift.")
+def test_sequence_logprob_left_padded(student):
+    gen = generator(12)
+    weights = tiny_llama_weights(13)
+    ids, attention, response = padded_batch(gen, [9, 5, 7], [4, 2, 3], side="left")
+    out = student.sequence_logprob(student_tiny_llama(student, weights), ids, attention, response)
+    out = expect_tensor(out, "sequence_logprob(...) for 3 left-padded sequences", shape=(3,))
+    expect_close(out, expected_sequence_logprob(tiny_llama(weights), ids, attention, response).float(),
+                 "sequence_logprob of a left-padded batch", rtol=1e-4, atol=1e-4)
 
 
 # -- shaped_rewards --------------------------------------------------------------------------------
@@ -241,7 +279,7 @@ def test_shaped_rewards_small_example(student):
 
 # -- gae -------------------------------------------------------------------------------------------
 
-@graded("gae", points=4, hint="With lam=0 the advantage is the one-step TD error r_t + gamma * V_{t+1} - V_t, "
+@graded("gae", points=3, hint="With lam=0 the advantage is the one-step TD error r_t + gamma * V_{t+1} - V_t, "
                               "with V = 0 after the last step.")
 def test_gae_lambda_zero_is_one_step_td(student):
     gen = generator(4)
@@ -254,7 +292,7 @@ def test_gae_lambda_zero_is_one_step_td(student):
     expect_close(returns, advantages + values, "returns (advantages + values)")
 
 
-@graded("gae", points=4, hint="With lam=1 and gamma=1 the advantage is the sum of the rewards from t to the end, "
+@graded("gae", points=3, hint="With lam=1 and gamma=1 the advantage is the sum of the rewards from t to the end, "
                               "minus V_t (Monte Carlo return minus the value).")
 def test_gae_lambda_one_is_monte_carlo(student):
     gen = generator(5)
@@ -264,6 +302,23 @@ def test_gae_lambda_one_is_monte_carlo(student):
     to_go = rewards.flip(1).cumsum(1).flip(1)
     expect_close(returns, to_go, "returns with gamma=1, lam=1 (the rewards still to come)")
     expect_close(advantages, to_go - values, "advantages with gamma=1, lam=1")
+
+
+@graded("gae", points=2, hint="Only the steps in the mask are part of the episode: after a row's last step the "
+                              "next value is 0 (the episode ends there), never the value of a padding position; "
+                              "advantages and returns are 0 outside the mask.")
+def test_gae_stops_at_the_padding(student):
+    rewards = torch.tensor([[1.0, 0.0, 2.0, 5.0], [0.5, 1.0, 1.0, 1.0]])
+    values = torch.tensor([[0.5, 1.0, 1.5, 9.0], [1.0, 2.0, 3.0, 4.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    advantages, returns = tuple_of(student.gae(rewards, values, gamma=0.5, lam=0.0, mask=mask), 2, "gae(...)",
+                                   hint="Return (advantages, returns).")
+    # lam=0: one-step TD errors r_t + 0.5 * V_{t+1} - V_t; row 0's last step (t=2) is followed by padding: V = 0.
+    expected = torch.tensor([[1.0 + 0.5 - 0.5, 0.0 + 0.75 - 1.0, 2.0 - 1.5, 0.0],
+                             [0.5 + 1.0 - 1.0, 1.0 + 1.5 - 2.0, 1.0 + 2.0 - 3.0, 1.0 - 4.0]])
+    expect_close(advantages, expected, "advantages with lam=0 and a padded row (mask False at its last position)")
+    expect_close(returns, torch.where(mask, expected + values, torch.zeros_like(values)),
+                 "returns (advantages + values on the mask's steps, 0 elsewhere)")
 
 
 # -- ppo_clip_loss ---------------------------------------------------------------------------------

@@ -360,7 +360,7 @@ def split_spans(ids: list[int], sentinels: list[int]) -> dict[int, list[int]]:
 @torch.no_grad()
 def eval_t5(models: Path, data: Path, n_stories: int = 200, seed: int = 0) -> dict:
     """Corrupt held-out stories with the span objective; does the model restore the spans?"""
-    from train_t5 import span_corrupt
+    from grader.reference.variants import span_corrupt
 
     model, tok = load("t5", models / "course-t5")
     sentinels = [tok.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(32)]
@@ -371,7 +371,7 @@ def eval_t5(models: Path, data: Path, n_stories: int = 200, seed: int = 0) -> di
     example = None
     for row in rows:
         ids = tok(row["text"], add_special_tokens=False)["input_ids"]
-        inp, tgt = span_corrupt(ids, sentinels, rng)
+        inp, tgt = span_corrupt(ids, sentinels, generator=rng)
         x = torch.tensor([inp + [tok.eos_token_id]])
         y = torch.tensor([tgt + [tok.eos_token_id]])
         pred = model(input_ids=x, labels=y).logits.argmax(-1)[0]

@@ -794,6 +794,24 @@ def test_alternative_solution_gets_full_marks(exercise, name, source):
     A.assert_alternative_gets_full_marks(exercise, name, source)
 
 
+# -- past the contract -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_positions, d_model", [(1, 1), (7, 5), (50, 33)])
+def test_solution_and_reference_agree_on_an_odd_d_model(n_positions, d_model):
+    """The contract asks for an even d_model only, so no check tries an odd one; the notebook's solution and the
+    reference still give the same answer there (they once did not): the standard formula, ending on a sine."""
+    import torch
+
+    from grader.reference.attention import sinusoidal_positional_encoding as reference
+
+    ns = {"torch": torch}
+    exec(compile(A.solution_cells()["sinusoidal_positional_encoding"], "<solution>", "exec"), ns)
+    pe = ns["sinusoidal_positional_encoding"](n_positions, d_model)
+    assert pe.shape == (n_positions, d_model) and torch.equal(pe, reference(n_positions, d_model))
+    assert torch.equal(pe[:, -1], torch.sin(torch.arange(n_positions, dtype=torch.float64)
+                                            * 10000.0 ** (-(d_model - 1) / d_model)).float())
+
+
 # -- what ships to students -------------------------------------------------------------------------
 
 def test_visible_checks_hold_no_reference_solution():

@@ -334,6 +334,12 @@ class StripHiddenChecks(NbGraderPreprocessor):
 
     The check cells' report is written again from the student's form of the results, so that a notebook
     graded before hidden messages were redacted gets redacted feedback too.
+
+    nbgrader's ClearHiddenTests leaves the same `check("a/x")` of a check cell, but does not serve: it keeps the
+    outputs, where the instructor's results ride, and it raises on a student's own text. "BEGIN HIDDEN TESTS"
+    in a comment of a solution cell is a "hidden test region in a non-grade cell", one without its END is "no
+    end hidden tests statement", and either exception costs that student the feedback. Here only exact
+    delimiter lines count, and nothing a student writes can make it raise.
     """
 
     begin = Unicode("### BEGIN HIDDEN TESTS").tag(config=True)

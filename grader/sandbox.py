@@ -71,9 +71,13 @@ def sandbox_base() -> Path:
 
 
 def kernel_environment(workdir: str, threads: int) -> dict[str, str]:
-    """A small, clean environment: nothing of the grader's leaks in, nothing reaches a hub."""
-    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-            if k in os.environ}
+    """A small, clean environment: nothing of the grader's leaks in, nothing reaches a hub.
+
+    LLMCOURSE_THREADS is the one course setting passed on: the kernel's torch threads are the course's thread
+    setting (llmcourse.setup.threads_wanted), so that the instructor who sets it for a bigger model grades with it.
+    """
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                       "LLMCOURSE_THREADS") if k in os.environ}
     return {
         **keep,
         "HOME": workdir,
@@ -106,8 +110,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                                       "...).").tag(config=True)
     cpu_time_limit = Integer(3600, help="CPU seconds for the kernel's whole life (a backstop; wall-clock limits come first).").tag(config=True)
     threads = Integer(0, help="Threads the kernel's BLAS libraries may use (OMP_NUM_THREADS, MKL_NUM_THREADS; 0: one "
-                      "per core). torch itself uses LLMCOURSE_THREADS threads, 1 by default, set by "
-                      "notebook_setup().").tag(config=True)
+                      "per core). torch's own threads are the course's setting, LLMCOURSE_THREADS, which "
+                      "notebook_setup() applies (llmcourse.setup.threads_wanted).").tag(config=True)
     sandbox_uid = Integer(0, help="User the kernel runs as when the grader is root; 0: a user of its own from "
                                   "uid_range, so that process limits and files are per kernel.").tag(config=True)
     uid_range = Integer(200000, help="First of 10,000 user ids handed out to kernels (they need no account).").tag(config=True)

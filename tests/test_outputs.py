@@ -184,6 +184,23 @@ def test_feedback_drops_the_instructors_results_and_redacts_notebooks_graded_bef
     assert "Hint: Subtract the maximum first." in cell.outputs[-1].data["text/plain"]
 
 
+def test_a_student_writing_the_hidden_tests_delimiter_still_gets_feedback():
+    """Why StripHiddenChecks and not nbgrader's ClearHiddenTests: that one raises on these cells of a student's."""
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    solution = {"grade": False, "solution": True, "locked": False, "grade_id": "s", "schema_version": 3}
+
+    def notebook(source):
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"nbgrader": solution})])
+
+    for source in ("x = 1  # BEGIN HIDDEN TESTS\ny = 2",
+                   "print('### BEGIN HIDDEN TESTS')\n### END HIDDEN TESTS\nz = 3"):
+        with pytest.raises(RuntimeError):
+            ClearHiddenTests()(notebook(source), {})
+        nb, _ = StripHiddenChecks()(notebook(source), {})
+        assert nb.cells[0].source.splitlines()[0] == source.splitlines()[0]
+
+
 def test_format_report_never_prints_a_hidden_checks_message():
     text = format_report(mixed_result())
     assert SECRET not in text and "[FAIL] softmax edge cases" in text and "Normalise along dim." in text

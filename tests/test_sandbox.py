@@ -213,6 +213,20 @@ def test_without_gpus_kernels_see_none_and_keep_the_memory_limit():
         shutil.rmtree(km.sandbox_dir, ignore_errors=True)
 
 
+def test_the_kernel_gets_the_courses_thread_setting_and_nothing_else_of_the_graders(monkeypatch, tmp_path):
+    """LLMCOURSE_THREADS is the one course setting a grading kernel inherits: the notebooks' torch threads follow it
+    at grading time as they do on a laptop. The grader's other variables (a secret among them) stay out."""
+    from grader.sandbox import kernel_environment
+
+    monkeypatch.setenv("LLMCOURSE_THREADS", "3")
+    monkeypatch.setenv("GRADER_DATABASE_PASSWORD", "hunter2")
+    env = kernel_environment(str(tmp_path), threads=2)
+    assert env["LLMCOURSE_THREADS"] == "3" and env["OMP_NUM_THREADS"] == "2"
+    assert "GRADER_DATABASE_PASSWORD" not in env
+    monkeypatch.delenv("LLMCOURSE_THREADS")
+    assert "LLMCOURSE_THREADS" not in kernel_environment(str(tmp_path), threads=2)  # the course's default applies
+
+
 def test_a_refused_protection_is_reported_and_the_others_still_hold(tmp_path):
     """Ask for something the OS refuses (a scratch tmpfs of an impossible size): it is named in the
     report, and the network namespace and the limits after it are still applied."""

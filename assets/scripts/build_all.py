@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from llmcourse.setup import threads_wanted
+
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parent
 
@@ -25,7 +27,6 @@ ASSETS = HERE.parent
 def run(args: list[str], log: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PYTHONUNBUFFERED="1")
-    env.setdefault("LLMCOURSE_THREADS", "1")
     out = open(log, "w") if log else None
     return subprocess.Popen([sys.executable, str(HERE / args[0]), *args[1:]], env=env, stdout=out,
                             stderr=subprocess.STDOUT if out else None)
@@ -130,7 +131,7 @@ def main() -> None:
     timings["total"] = round(time.time() - start, 1)
     (ASSETS / "build_info.json").write_text(json.dumps({
         "seconds": timings, "cpu_seconds": CPU_SECONDS, "cpu_count": os.cpu_count(),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "threads_per_process": int(os.environ.get("LLMCOURSE_THREADS", "1")),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "threads_per_process": threads_wanted(),
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }, indent=2) + "\n")
     wait(run(["make_cards.py"]), "make_cards.py")

@@ -27,8 +27,8 @@ def setup(seed: int, threads: int | None = None) -> None:
     """Seed everything and set the number of CPU threads.
 
     One process per model with one thread each is the fastest use of a small, busy machine: torch's
-    threads wait on each other at every operation, and tiny models have many small operations. The
-    default is the LLMCOURSE_THREADS variable, else 1.
+    threads wait on each other at every operation, and tiny models have many small operations. Without
+    `threads`, the scripts use what the notebooks use (llmcourse.setup.threads_wanted).
     """
     random.seed(seed)
     np.random.seed(seed)

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from grader.reference.lora import rouge_l  # noqa: E402  (ROUGE-L as 04_lora defines it)
 from llmcourse.assets import format_few_shot, format_instruction  # noqa: E402
 from make_data import DIRECT, STEP_BY_STEP  # noqa: E402  (the two ways a word problem is asked)
 
@@ -100,27 +101,6 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
             texts.append(text.split("\n")[0] if stop_newline else text)
     tok.padding_side = "right"
     return texts
-
-
-def lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    c, r = candidate.lower().split(), reference.lower().split()
-    if not c or not r:
-        return 0.0
-    n = lcs(c, r)
-    if n == 0:
-        return 0.0
-    p, rec = n / len(c), n / len(r)
-    return 2 * p * rec / (p + rec)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -202,7 +182,7 @@ def eval_instructions(models: Path, data: Path, n_per_task: int = 50) -> dict:
         responses = generate(model, tok, [format_instruction(r["instruction"], r["input"]) for r in rows], 60)
         responses = [x.strip() for x in responses]
         out[task] = {"exact_match": sum(x == r["output"] for x, r in zip(responses, rows)) / len(rows),
-                     "rouge_l": sum(rouge_l(x, r["output"]) for x, r in zip(responses, rows)) / len(rows),
+                     "rouge_l": sum(rouge_l(x, r["output"])["f1"] for x, r in zip(responses, rows)) / len(rows),
                      "n": len(rows), "example": {"input": rows[0]["input"], "reference": rows[0]["output"],
                                                  "response": responses[0]}}
     return out
@@ -223,7 +203,7 @@ def eval_lora(models: Path, data: Path, steps: int = 120, batch_size: int = 16, 
 
     def score(m):
         outs = generate(m, tok, [title_prompt(t) for t in test], 16, stop_newline=True)
-        return sum(rouge_l(o, t["output"]) for o, t in zip(outs, test)) / len(test), outs
+        return sum(rouge_l(o, t["output"])["f1"] for o, t in zip(outs, test)) / len(test), outs
 
     before, outs_before = score(model)
     torch.manual_seed(seed)
@@ -360,7 +340,7 @@ def split_spans(ids: list[int], sentinels: list[int]) -> dict[int, list[int]]:
 @torch.no_grad()
 def eval_t5(models: Path, data: Path, n_stories: int = 200, seed: int = 0) -> dict:
     """Corrupt held-out stories with the span objective; does the model restore the spans?"""
-    from train_t5 import span_corrupt
+    from grader.reference.variants import span_corrupt
 
     model, tok = load("t5", models / "course-t5")
     sentinels = [tok.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(32)]
@@ -371,7 +351,7 @@ def eval_t5(models: Path, data: Path, n_stories: int = 200, seed: int = 0) -> di
     example = None
     for row in rows:
         ids = tok(row["text"], add_special_tokens=False)["input_ids"]
-        inp, tgt = span_corrupt(ids, sentinels, rng)
+        inp, tgt = span_corrupt(ids, sentinels, generator=rng)
         x = torch.tensor([inp + [tok.eos_token_id]])
         y = torch.tensor([tgt + [tok.eos_token_id]])
         pred = model(input_ids=x, labels=y).logits.argmax(-1)[0]

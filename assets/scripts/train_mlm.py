@@ -22,6 +22,9 @@ SIZES = {"tiny": (64, 2, 2, 128), "small": (128, 4, 4, 512)}
 
 def mask_batch(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, gen: torch.Generator,
                p: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's 80/10/10 rule, as 02_variants' mask_tokens, but not that function: its random ids skip ids 0-4
+    (<pad> to <mask>) and are drawn only where needed, which is what course-mlm was trained on. The reference's
+    contract draws from [0, vocab_size) at every position, so sharing it would change the training data."""
     picked = (torch.rand(ids.shape, generator=gen) < p) & ~special
     labels = torch.where(picked, ids, torch.full_like(ids, -100))
     inputs = ids.clone()

@@ -4,7 +4,8 @@
 
 Each story loses about 15% of its tokens in spans of about 3 tokens. The encoder reads the story with
 every span replaced by the next sentinel (<extra_id_0>, <extra_id_1>, ...); the decoder writes each
-sentinel followed by the tokens it replaced, and one closing sentinel at the end.
+sentinel followed by the tokens it replaced, and one closing sentinel at the end. The corruption is the
+reference solution of 02_variants (`grader.reference.variants.span_corrupt`), the one students write.
 """
 from __future__ import annotations
 
@@ -18,39 +19,9 @@ sys.path.insert(0, str(HERE))
 import common as C  # noqa: E402
 import torch  # noqa: E402
 
+from grader.reference.variants import span_corrupt  # noqa: E402
+
 SIZES = {"tiny": (64, 2, 2, 128), "small": (128, 3, 4, 384)}
-
-
-def _split(rng: random.Random, total: int, parts: int) -> list[int]:
-    """`total` as a sum of `parts` positive integers, uniformly among all such splits."""
-    cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
-    bounds = [0, *cuts, total]
-    return [b - a for a, b in zip(bounds, bounds[1:])]
-
-
-def span_corrupt(ids: list[int], sentinels: list[int], rng: random.Random, noise_density: float = 0.15,
-                 mean_span_length: float = 3.0) -> tuple[list[int], list[int]]:
-    """T5's objective on one token list: (inputs with sentinels, targets of sentinels and spans)."""
-    n = len(ids)
-    if n < 2:
-        raise ValueError("span corruption needs at least two tokens")
-    n_noise = min(n - 1, max(1, round(n * noise_density)))
-    n_spans = max(1, min(len(sentinels) - 1, n_noise, n - n_noise + 1, round(n_noise / mean_span_length)))
-    noise = _split(rng, n_noise, n_spans)
-    # Kept stretches around the spans: the ones between two spans are not empty; the first and the last may be.
-    keep = _split(rng, n - n_noise + 2, n_spans + 1)
-    keep[0] -= 1
-    keep[-1] -= 1
-    inputs, targets, pos = [], [], 0
-    for i, (k, s) in enumerate(zip(keep, noise)):
-        inputs += ids[pos:pos + k]
-        pos += k
-        inputs.append(sentinels[i])
-        targets += [sentinels[i]] + ids[pos:pos + s]
-        pos += s
-    inputs += ids[pos:]
-    targets.append(sentinels[n_spans])
-    return inputs, targets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
     for step in range(args.steps):
-        pairs = [span_corrupt(rng.choice(encoded), sentinels, rng) for _ in range(args.batch_size)]
+        pairs = [span_corrupt(rng.choice(encoded), sentinels, generator=rng) for _ in range(args.batch_size)]
         inputs = [i + [tok.eos_token_id] for i, _ in pairs]
         targets = [t + [tok.eos_token_id] for _, t in pairs]
         x = pad(inputs, tok.pad_token_id)

@@ -2,11 +2,16 @@
 
 The hidden checks run these on the same inputs as the student's code and compare, or use them to build
 known-good data (span-corrupted pairs for `merge_spans`). Written to be read, like the notebook's solution.
+`span_corrupt` is also what course-t5 was pretrained on (assets/scripts/train_t5.py imports it).
 """
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn.functional as F
+
+from llmcourse.checks.variants import span_counts
 
 KINDS = ("encoder-only", "encoder-decoder", "decoder-only")
 
@@ -78,28 +83,28 @@ def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int,
     return inputs, labels
 
 
-def _split(total: int, parts: int, generator: torch.Generator | None) -> list[int]:
-    """`total` as an ordered sum of `parts` positive integers, uniformly among all such sums."""
-    cuts = (torch.randperm(total - 1, generator=generator)[:parts - 1] + 1).sort().values.tolist()
+def _split(total: int, parts: int, generator: torch.Generator | random.Random | None) -> list[int]:
+    """`total` as an ordered sum of `parts` positive integers, uniformly among all such sums.
+
+    The notebook's contract draws from a torch.Generator. A random.Random is accepted too because course-t5 was
+    pretrained with one (assets/scripts/train_t5.py): its seed must keep giving the spans the model learned from.
+    """
+    if isinstance(generator, random.Random):
+        cuts = sorted(generator.sample(range(1, total), parts - 1))
+    else:
+        cuts = (torch.randperm(total - 1, generator=generator)[:parts - 1] + 1).sort().values.tolist()
     bounds = [0, *cuts, total]
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
-def _span_counts(n: int, noise_density: float, mean_span_length: float, n_sentinels: int) -> tuple[int, int]:
-    """(number of corrupted tokens, number of spans) for a sequence of n tokens: the notebook's rule."""
-    n_noise = min(max(round(n * noise_density), 1), n - 1)
-    n_spans = max(1, min(round(n_noise / mean_span_length), n_noise, n - n_noise, n_sentinels - 1))
-    return n_noise, n_spans
-
-
 def span_corrupt(token_ids: list[int], sentinel_ids: list[int], noise_density: float = 0.15,
-                 mean_span_length: float = 3.0, generator: torch.Generator | None = None
+                 mean_span_length: float = 3.0, generator: torch.Generator | random.Random | None = None
                  ) -> tuple[list[int], list[int]]:
     ids = [int(t) for t in token_ids]
     n = len(ids)
     if n < 2:
         raise ValueError("span corruption needs at least two tokens")
-    n_noise, n_spans = _span_counts(n, noise_density, mean_span_length, len(sentinel_ids))
+    n_noise, n_spans = span_counts(n, noise_density, mean_span_length, len(sentinel_ids))
     noise = _split(n_noise, n_spans, generator)
     # n_spans + 1 kept stretches: the inner ones at least one token, the first and last possibly empty.
     keep = _split(n - n_noise + 2, n_spans + 1, generator)

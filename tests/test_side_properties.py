@@ -58,8 +58,10 @@ def test_a_side_property_counts_once_the_main_result_is_right(basics):
 
 
 def test_every_assignment_has_a_junk_test():
-    """A new assignment gets its junk test in its check tests, next to its mutants."""
-    for notebook in sorted((ROOT / "source").glob("*/*.ipynb")):
-        short = notebook.parent.name.split("_", 1)[1]
-        tests = (ROOT / "tests" / f"test_{short}_checks.py").read_text()
-        assert "def test_junk_scores_nothing(" in tests, f"tests/test_{short}_checks.py has no junk test"
+    """A new assignment gets its junk test with its spec: test_checks.py runs one for every spec, and every
+    assignment has one."""
+    from tests.specs import all_specs
+    from tests.test_checks import SpecChecks
+
+    assert callable(getattr(SpecChecks, "test_junk_scores_nothing", None))
+    assert {s.assignment for s in all_specs()} == {p.parent.name for p in (ROOT / "source").glob("*/*.ipynb")}

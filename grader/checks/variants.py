@@ -107,7 +107,7 @@ def test_parameter_or_hyperparameter(student):
 
 # -- attention_visibility ---------------------------------------------------------------------------
 
-@graded("attention_visibility", points=3,
+@graded("attention_visibility", points=2,
         hint="Return torch.bool tensors of shape (n_query, n_key), with n_key = n_query when it is not given.")
 def test_visibility_matches_reference(student):
     for kind, nq, nk in (("bidirectional", 1, None), ("bidirectional", 7, None), ("bidirectional", 3, 5),
@@ -167,7 +167,7 @@ def test_mask_tokens_picks_at_the_right_rate(student):
                     "do not count, and are never picked).")
 
 
-@graded("mask_tokens", points=4,
+@graded("mask_tokens", points=2,
         hint="Of the picked positions, 80% become mask_token_id, 10% a random id, 10% keep their token: one uniform "
              "draw per position, split at 0.8 and 0.9.")
 def test_mask_tokens_splits_80_10_10(student):
@@ -260,7 +260,7 @@ def _span_calls(student, draws: int, sentinels: list[int], seed: int):
     return results
 
 
-@graded("span_corrupt", points=5,
+@graded("span_corrupt", points=4,
         hint="Every corrupted span becomes the next sentinel in `inputs`; `targets` lists each sentinel with its span, "
              "then a closing sentinel; spans never touch (a kept token between two spans) and never overlap.")
 def test_span_corrupt_structure_on_many_draws(student):
@@ -289,7 +289,7 @@ def test_span_corrupt_respects_the_noise_density(student):
                         "sentinels to close them (len(sentinel_ids) - 1) or kept tokens to separate them.")
 
 
-@graded("span_corrupt", points=3, requires_main=True,
+@graded("span_corrupt", points=2, requires_main=True,
         hint="Draw span lengths and places at random from `generator`: the same seed gives the same result, different "
              "draws put spans of different lengths in different places.")
 def test_span_corrupt_is_random_and_seeded(student):
@@ -338,7 +338,7 @@ def test_span_corrupt_leaves_its_input_and_rejects_short_lists(student):
 
 # -- merge_spans -----------------------------------------------------------------------------------
 
-@graded("merge_spans", points=5,
+@graded("merge_spans", points=3,
         hint="Find each sentinel's span in `targets` by the sentinel's id (sentinel_ids may be in any order, and "
              "need not be consecutive numbers); then replace each sentinel in `inputs` with its span.")
 def test_merge_spans_inverts_span_corruption(student):
@@ -369,7 +369,7 @@ def test_merge_spans_inverts_span_corruption(student):
 
 # -- causal_lm_labels ------------------------------------------------------------------------------
 
-@graded("causal_lm_labels", points=4,
+@graded("causal_lm_labels", points=3,
         hint="Copy input_ids and set -100 where attention_mask is 0 (0/1 integers or booleans, padding on either "
              "side); do not shift, do not change input_ids in place.")
 def test_causal_lm_labels_matches_reference(student):
@@ -460,7 +460,7 @@ SIZE_FIELDS = {"encoder-only": ("hidden_size", "num_hidden_layers", "num_attenti
                "decoder-only": ("n_embd", "n_layer", "n_head")}
 
 
-@graded("build_model", points=3,
+@graded("build_model", points=1,
         hint="Pass vocab_size, d_model, n_layers and n_heads on to the config (T5: d_model, d_kv = d_model // n_heads, "
              "num_layers = num_decoder_layers = n_layers, num_heads, decoder_start_token_id=0, without which T5 cannot turn "
              "labels into decoder inputs); the model's logits cover the whole vocabulary.")
@@ -502,7 +502,7 @@ def test_build_model_rejects_unknown_kinds(student):
 
 # -- training_step ---------------------------------------------------------------------------------
 
-@graded("training_step", points=5,
+@graded("training_step", points=3,
         hint="For every kind: loss of the model's own objective; optimizer.zero_grad(); loss.backward(); "
              "optimizer.step(); return loss.item().")
 def test_training_step_on_all_three_kinds(student):

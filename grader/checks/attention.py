@@ -54,7 +54,7 @@ _NAN_HINT = ("NaN appeared. exp() of a large number overflows to inf (subtract t
              "is all -inf gives -inf - (-inf) = NaN (subtract 0 there, and return zeros when the sum is 0).")
 
 
-@graded("softmax", points=2, hint="Normalise along the `dim` you are given, and keep the input's dtype (no .float()).")
+@graded("softmax", points=1, hint="Normalise along the `dim` you are given, and keep the input's dtype (no .float()).")
 def test_softmax_matches_reference_on_random_inputs(student):
     gen = generator(100)
     for shape in ((7,), (3, 5), (2, 3, 4, 5)):
@@ -608,7 +608,7 @@ def _check_minigpt(module, reference, ids, what, hint):
         compare(actual, expected, what, hint, mistakes, rtol=1e-4, atol=1e-4)
 
 
-@graded("mini_gpt", points=4, hint="logits = lm_head(ln_f(blocks(tok_emb(ids) + pos_emb(positions), causal mask))).")
+@graded("mini_gpt", points=3, hint="logits = lm_head(ln_f(blocks(tok_emb(ids) + pos_emb(positions), causal mask))).")
 def test_minigpt_matches_reference(student):
     gen = generator(220)
     for config, shape in (((30, 12, 16, 4, 2, 32), (2, 12)), ((17, 20, 24, 3, 1, 48), (3, 5)),
@@ -619,7 +619,7 @@ def test_minigpt_matches_reference(student):
                        hint="Embed tokens + positions, run the blocks with a causal mask, then ln_f and lm_head.")
 
 
-@graded("mini_gpt", points=2, requires_main=True,
+@graded("mini_gpt", points=1, requires_main=True,
         hint="Build the mask from the input's length L with causal_mask(L) and pass it to every block.")
 def test_minigpt_is_causal_everywhere(student):
     module, _ = _student_minigpt(student, (25, 10, 16, 2, 2, 32), seed=230)
@@ -717,7 +717,7 @@ _LOAD_HINT = ("Conv1D weights are (in, out): copy their .T into nn.Linear; split
               "LayerNorm's weight and bias, both embeddings and lm_head.")
 
 
-@graded("load_gpt2_weights", points=4, hint=_LOAD_HINT)
+@graded("load_gpt2_weights", points=3, hint=_LOAD_HINT)
 def test_load_matches_gpt2_on_other_shapes(student):
     configs = (gpt2_config(50, 16, 24, 3, 1, 96), gpt2_config(30, 10, 16, 2, 3, 16),
                gpt2_config(20, 8, 8, 2, 2, 32, tie=False))

@@ -179,7 +179,7 @@ def torch_mha(weights: dict[str, torch.Tensor], d_model: int, n_heads: int) -> n
 
 # -- softmax ---------------------------------------------------------------------------------------
 
-@graded("softmax", points=2, hint="exp(x) divided by its sum over `dim` (use keepdim=True so the shapes line up); "
+@graded("softmax", points=1, hint="exp(x) divided by its sum over `dim` (use keepdim=True so the shapes line up); "
                                   "the default dim is the last one.")
 def test_softmax_matches_torch(student):
     x = randn(generator(0), 3, 4, 5)
@@ -204,6 +204,28 @@ def test_softmax_is_numerically_stable(student):
              hint="Where the maximum is -inf, subtract 0 instead; where the sum of exponentials is 0, divide by 1.")
     expect_close(out, torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.0, 0.75], [0.0, 0.0, 0.0]]),
                  "softmax of [[1000, 0, -1000], [0, -inf, log 3], [-inf, -inf, -inf]]")
+
+
+@graded("softmax", points=1, requires_main=True,
+        hint="A tensor's dtype is its number format (float32 keeps about 7 digits, float64 about 16). Compute in "
+             "the dtype you are given: no .float() or dtype=torch.float32 inside softmax.")
+def test_softmax_keeps_the_dtype(student):
+    for dtype in (torch.float64, torch.float32):
+        x = randn(generator(13), 2, 5, dtype=dtype)
+        out = expect_tensor(student.softmax(x), f"softmax(x) for a {dtype} x of shape (2, 5)", shape=(2, 5))
+        expect(out.dtype == dtype, f"softmax of a {dtype} x returned a {out.dtype} tensor; it should keep the "
+                                   f"input's dtype, {dtype}.")
+
+
+@graded("softmax", points=1, requires_main=True,
+        hint="Work on new tensors (x - m), not in place (x -= m, x.sub_(m), x.exp_()): an in-place operation "
+             "overwrites the caller's tensor, e.g. the attention scores they still need.")
+def test_softmax_leaves_x_unchanged(student):
+    x = randn(generator(14), 3, 4)
+    for dim in (-1, 0):
+        remote = student.put(x.clone())  # a tensor that stays in your kernel, to see whether softmax changes it
+        student.softmax(remote, dim=dim)
+        expect(torch.equal(remote.fetch(), x), f"softmax(x, dim={dim}) changed its input x in place.")
 
 
 # -- scaled dot-product attention ------------------------------------------------------------------
@@ -266,6 +288,11 @@ def test_causal_mask_small(student):
 def test_padding_mask_small(student):
     expected = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     expect_close(student.padding_mask(torch.tensor([3, 1, 6]), 6), expected, "padding_mask(tensor([3, 1, 6]), 6)")
+    # No sequence fills the batch here: the mask is still max_len wide (the model's input is padded to it).
+    expected = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    expect_close(student.padding_mask(torch.tensor([2, 0]), 4), expected, "padding_mask(tensor([2, 0]), 4)",
+                 hint="The mask has max_len columns even when every sequence is shorter: compare torch.arange(max_len) "
+                      "with the lengths.")
 
 
 # -- sinusoidal positional encoding ------------------------------------------------------------------
@@ -386,7 +413,7 @@ def test_minigpt_structure_and_output_shape(student):
                   hint="Return the logits of lm_head: one score per vocabulary entry at every position.")
 
 
-@graded("mini_gpt", points=3, requires_main=True,
+@graded("mini_gpt", points=2, requires_main=True,
         hint="Give every block the causal mask: causal_mask(L) for a sequence of length L.")
 def test_minigpt_is_causal(student):
     model = student.MiniGPT(30, 12, 16, 4, 2, 32)
@@ -401,24 +428,105 @@ def test_minigpt_is_causal(student):
            "positions 6-9: does the model use its input at all?")
 
 
+def _blocks_switched_off(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights with every block's two output layers at zero: each block then returns x + 0 + 0 = x."""
+    silent = dict(weights)
+    for name in weights:
+        if name.startswith("blocks.") and (".attn.out_proj." in name or ".mlp.2." in name):
+            silent[name] = torch.zeros_like(weights[name])
+    return silent
+
+
+@graded("mini_gpt", points=2,
+        hint="Embed the tokens with tok_emb and the positions 0, 1, ..., L-1 with pos_emb, add them, run the blocks, "
+             "then the final LayerNorm ln_f, then lm_head.")
+def test_minigpt_with_the_blocks_switched_off(student):
+    vocab, max_len, d = 30, 12, 16
+    weights = _blocks_switched_off(random_weights(minigpt_shapes(vocab, max_len, d, 2, 32), seed=15))
+    model = student.MiniGPT(vocab, max_len, d, 4, 2, 32)
+    load_weights(model, weights, "MiniGPT", hint="Use the contract's names.")
+    ids = torch.randint(0, vocab, (2, 7), generator=generator(16))
+    # With blocks that add nothing, only the embeddings, the final LayerNorm and the head are left.
+    x = weights["tok_emb.weight"][ids] + weights["pos_emb.weight"][:7]
+    x = F.layer_norm(x, (d,), weights["ln_f.weight"], weights["ln_f.bias"], eps=1e-5)
+    expect_close(model(ids), x @ weights["lm_head.weight"].T,
+                 "the logits with every block switched off (out_proj and mlp[2] zero, so a block returns x as it "
+                 "is), compared with lm_head(ln_f(tok_emb(ids) + pos_emb(0..L-1)))", rtol=1e-4, atol=1e-4)
+
+
+@graded("mini_gpt", points=1, requires_main=True,
+        hint="Add pos_emb(positions) to the token embeddings BEFORE the first block: attention can then carry a "
+             "token's position to the later tokens that look at it. Position p uses row p of pos_emb (from 0).")
+def test_minigpt_positions_reach_later_tokens(student):
+    vocab, max_len, d, p = 30, 12, 16, 3
+    weights = random_weights(minigpt_shapes(vocab, max_len, d, 2, 32), seed=17)
+    model = student.MiniGPT(vocab, max_len, d, 4, 2, 32)
+    load_weights(model, weights, "MiniGPT", hint="Use the contract's names.")
+    ids = torch.randint(0, vocab, (2, 8), generator=generator(18))
+    before = model(ids)
+    moved = dict(weights)
+    moved["pos_emb.weight"] = weights["pos_emb.weight"].clone()
+    moved["pos_emb.weight"][p] += randn(generator(19), d)
+    load_weights(model, moved, "MiniGPT", hint="Use the contract's names.")
+    after = expect_tensor(model(ids), "MiniGPT's logits", shape=tuple(before.shape))
+    changed = [(after[:, i] - before[:, i]).abs().max().item() > 1e-3 for i in range(8)]
+    expect(not any(changed[:p]), f"Changing row {p} of pos_emb changed the logits at position "
+           f"{changed.index(True)}, before position {p}.",
+           hint="Position p must use row p of pos_emb, counting from 0 (torch.arange(L)), and no position may see "
+                "a later one.")
+    expect(changed[p], f"Changing row {p} of pos_emb did not change the logits at position {p}: are the position "
+                       f"embeddings added at all?")
+    expect(all(changed[p + 1:]), f"Changing row {p} of pos_emb changed the logits at position {p} but not at the "
+           f"later positions {p + 1}-7, which attend to position {p}: the blocks never saw the position embeddings.",
+           hint="Add the position embeddings to the token embeddings before the first block, not after the last "
+                "one: x = tok_emb(ids) + pos_emb(positions), then the blocks.")
+
+
 # -- loading GPT-2 ---------------------------------------------------------------------------------
 
 _SMALL_GPT2 = gpt2_config(vocab_size=40, n_positions=12, d_model=16, n_heads=4, n_layers=2, d_ff=48)
+# The same shape with lm_head a separate matrix, not the token embedding (tie_word_embeddings=False).
+_UNTIED_GPT2 = gpt2_config(vocab_size=40, n_positions=12, d_model=16, n_heads=4, n_layers=2, d_ff=48, tie=False)
 
 
 @graded("load_gpt2_weights", points=2,
-        hint="Copy wte into tok_emb, wpe into pos_emb and lm_head into lm_head (under torch.no_grad()), "
-             "and return the model you were given.")
+        hint="Copy wte into tok_emb, wpe into pos_emb and hf_model.lm_head.weight into lm_head (under "
+             "torch.no_grad()), into the parameters of the model you were given, and return that model.")
 def test_load_copies_embeddings_and_returns_the_model(student):
-    weights = gpt2_weights(_SMALL_GPT2, seed=10)
+    for config, seed in ((_SMALL_GPT2, 10), (_UNTIED_GPT2, 20)):
+        weights = gpt2_weights(config, seed=seed)
+        hf = student_gpt2(student, config, weights)
+        given = student.MiniGPT(40, 12, 16, 4, 2, 48)
+        model = student.load_gpt2_weights(given, hf)
+        if model is None or not hasattr(model, "type_name") or not model.type_name.endswith("MiniGPT"):
+            fail("load_gpt2_weights should return the MiniGPT it filled.", hint="End with `return model`.")
+        sd = state_dict_of(model, "the loaded MiniGPT")
+        expect_close(sd["tok_emb.weight"], weights["transformer.wte.weight"], "tok_emb.weight after loading")
+        expect_close(sd["pos_emb.weight"], weights["transformer.wpe.weight"], "pos_emb.weight after loading")
+        expect_close(sd["lm_head.weight"], weights["lm_head.weight"],
+                     "lm_head.weight after loading a GPT-2 whose lm_head is not tied to its token embedding" if
+                     config is _UNTIED_GPT2 else "lm_head.weight after loading",
+                     hint="Copy hf_model.lm_head.weight into lm_head. GPT-2 usually shares it with the token "
+                          "embedding wte (\"tied\" weights), but not every model does.")
+        expect_close(state_dict_of(given, "the MiniGPT passed in")["tok_emb.weight"], weights["transformer.wte.weight"],
+                     "tok_emb.weight of the MiniGPT passed to load_gpt2_weights",
+                     hint="Fill the model you are given (copy_ into its parameters) and return that same model, "
+                          "not a new one or a copy.")
+
+
+@graded("load_gpt2_weights", points=1, requires_main=True,
+        hint="Only read from the GPT-2 model: take a transposed view (.T or .t()) and copy it into MiniGPT; "
+             "in-place operations such as .t_() or .copy_() on GPT-2's tensors change GPT-2 itself.")
+def test_load_leaves_the_gpt2_model_as_it_was(student):
+    weights = gpt2_weights(_SMALL_GPT2, seed=21)
     hf = student_gpt2(student, _SMALL_GPT2, weights)
-    model = student.load_gpt2_weights(student.MiniGPT(40, 12, 16, 4, 2, 48), hf)
-    if model is None or not hasattr(model, "type_name") or not model.type_name.endswith("MiniGPT"):
-        fail("load_gpt2_weights should return the MiniGPT it filled.", hint="End with `return model`.")
-    sd = state_dict_of(model, "the loaded MiniGPT")
-    expect_close(sd["tok_emb.weight"], weights["transformer.wte.weight"], "tok_emb.weight after loading")
-    expect_close(sd["pos_emb.weight"], weights["transformer.wpe.weight"], "pos_emb.weight after loading")
-    expect_close(sd["lm_head.weight"], weights["lm_head.weight"], "lm_head.weight after loading")
+    student.load_gpt2_weights(student.MiniGPT(40, 12, 16, 4, 2, 48), hf)
+    after = state_dict_of(hf, "the GPT-2 model")
+    for name, value in weights.items():
+        expect(name in after and torch.equal(after[name], value),
+               f"Loading changed the GPT-2 model's `{name}`" +
+               (" (it now holds its transpose)." if name in after and after[name].shape == value.T.shape and
+                torch.equal(after[name], value.T) else "."))
 
 
 @graded("load_gpt2_weights", points=3,
@@ -435,7 +543,7 @@ def test_load_gives_gpt2_logits(student):
 
 # -- counting parameters ---------------------------------------------------------------------------
 
-@graded("count_parameters", points=2,
+@graded("count_parameters", points=1,
         hint="Add up p.numel() over model.parameters(), keeping only the parameters with p.requires_grad.")
 def test_count_parameters_small_modules(student):
     n = student.count_parameters(student.construct("torch.nn.Linear", 10, 5))
@@ -448,3 +556,22 @@ def test_count_parameters_small_modules(student):
     expect(n == 18, f"With its first layer frozen, Linear(4, 8) -> ReLU -> Linear(8, 2) has 8 * 2 + 2 = 18 trainable "
                     f"parameters, but count_parameters says {n!r}.",
            hint="Frozen parameters (requires_grad=False) are not trainable: skip them.")
+    shared = student.construct("torch.nn.Linear", 3, 3)
+    n = student.count_parameters(student.construct("torch.nn.Sequential", shared, student.construct("torch.nn.Tanh"),
+                                                   shared))
+    expect(n == 12, f"Sequential(lin, Tanh(), lin), which uses one Linear(3, 3) twice, has 3 * 3 + 3 = 12 parameters, "
+                    f"but count_parameters says {n!r}.",
+           hint="A weight shared by two layers (as GPT-2's lm_head shares the token embedding) is one parameter: "
+                "model.parameters() lists it once, while named_parameters(remove_duplicate=False) and the state "
+                "dict list it twice.")
+
+
+@graded("count_parameters", points=1, requires_main=True,
+        hint="sum(p.numel() for p in ...) is already a Python int; don't wrap it in torch.tensor(...). A one-element "
+             "tensor prints like a number but is not one (json.dumps and isinstance(n, int) reject it).")
+def test_count_parameters_gives_a_python_int(student):
+    for what, model in (("nn.Linear(10, 5)", student.construct("torch.nn.Linear", 10, 5)),
+                        ("nn.ReLU()", student.construct("torch.nn.ReLU"))):
+        n = student.count_parameters(model)
+        expect(isinstance(n, int) and not isinstance(n, bool),
+               f"count_parameters({what}) returned {n!r} ({type(n).__name__}); it should return a Python int.")

@@ -23,7 +23,7 @@ ASSIGNMENT = "04_lora"
 
 # -- counting --------------------------------------------------------------------------------------
 
-@graded("count_trainable_parameters", points=3,
+@graded("count_trainable_parameters", points=2,
         hint="Use model.parameters() (each shared tensor once, no buffers) and p.numel() of those with "
              "requires_grad; return a Python int.")
 def test_count_trainable_shared_weights_and_buffers(student):
@@ -82,7 +82,7 @@ def _same(a, b) -> bool:
     return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
 
 
-@graded("lora_linear", points=4,
+@graded("lora_linear", points=3,
         hint="forward(x) = base(x) + (alpha / r) * lora_B(lora_A(dropout(x))), for inputs with any leading dims.")
 def test_lora_linear_forward_matches_reference(student):
     gen = generator(100)
@@ -127,7 +127,7 @@ def test_lora_linear_gradients_reach_only_a_and_b(student):
            f"not {trainable}.")
 
 
-@graded("lora_linear", points=3,
+@graded("lora_linear", points=1,
         hint="merged() returns a new nn.Linear with weight W + scaling * lora_B.weight @ lora_A.weight (shape "
              "(out, in)) and the base's bias, and leaves the LoRALinear unchanged.")
 def test_lora_linear_merged(student):
@@ -161,7 +161,7 @@ def test_lora_linear_merged(student):
                      hint="merged() must build a new layer, not add B @ A into the base's weight in place.")
 
 
-@graded("lora_linear", points=2,
+@graded("lora_linear", points=1,
         hint="Create lora_A and lora_B with the base's dtype and device (nn.Linear(..., dtype=base.weight.dtype, "
              "device=base.weight.device)).")
 def test_lora_linear_keeps_the_dtype(student):
@@ -176,7 +176,7 @@ def test_lora_linear_keeps_the_dtype(student):
         expect_close(layer(x), reference(x), "LoRALinear's output on float64", check_dtype=True)
 
 
-@graded("lora_linear", points=3,
+@graded("lora_linear", points=1,
         hint="Apply dropout to the input of the LoRA path only: base(x) + scaling * lora_B(lora_A(dropout(x))). "
              "With B = 0 the output then equals base(x) even in training mode.")
 def test_lora_linear_dropout_only_on_the_lora_path(student):
@@ -266,7 +266,7 @@ def _module_tree(student, gen):
                                                      "proj_head": linear(6, 3), "inner": inner})
 
 
-@graded("inject_lora", points=3,
+@graded("inject_lora", points=1,
         hint="A target matches a layer whose qualified name equals it or ends with '.' + target (whole "
              "dot-separated parts): not a substring test, and not a bare str.endswith(target).")
 def test_inject_lora_matches_whole_name_parts(student):
@@ -285,7 +285,7 @@ def test_inject_lora_matches_whole_name_parts(student):
                  hint)
 
 
-@graded("inject_lora", points=3, requires_main=True,
+@graded("inject_lora", points=1, requires_main=True,
         hint="model.requires_grad_(False) before wrapping freezes everything: weights, biases, norms, embeddings. "
              "Only the new lora_A and lora_B are trainable afterwards.")
 def test_inject_lora_freezes_everything_else(student):
@@ -306,7 +306,7 @@ def test_inject_lora_freezes_everything_else(student):
 
 # -- merge_lora ------------------------------------------------------------------------------------
 
-@graded("merge_lora", points=4,
+@graded("merge_lora", points=3,
         hint="Each LoRALinear becomes an nn.Linear with weight W + (alpha / r) * B @ A, under the same name, so the "
              "model's state dict has its original keys again.")
 def test_merge_lora_weights(student):
@@ -339,7 +339,7 @@ def test_merge_lora_weights(student):
         expect_close(sd[key], w + (alpha / r) * b @ a, f"{key} after merge_lora")
 
 
-@graded("merge_lora", points=3,
+@graded("merge_lora", points=2,
         hint="Replace every LoRALinear wherever it sits (use the names from named_modules()), and keep each base "
              "layer's bias in the merged layer.")
 def test_merge_lora_keeps_biases_and_nested_layers(student):
@@ -396,7 +396,7 @@ _ROUGE_N_CASES = [  # candidate, reference, n, (precision, recall, f1), what it 
 ]
 
 
-@graded("rouge_n", points=4,
+@graded("rouge_n", points=3,
         hint="Tokens are text.lower().split(); count n-grams with a Counter; clip with the minimum of the two counts; "
              "a side with no n-grams scores 0 (and f1 is 0 when precision + recall is 0): never divide by zero.")
 def test_rouge_n_edge_cases(student):
@@ -432,7 +432,7 @@ _ROUGE_L_CASES = [
 ]
 
 
-@graded("rouge_l", points=4,
+@graded("rouge_l", points=3,
         hint="LCS by dynamic programming: L[i][j] = L[i-1][j-1] + 1 if the tokens match, else max(L[i-1][j], "
              "L[i][j-1]). Lower-case and split on whitespace first; an empty side scores 0.")
 def test_rouge_l_edge_cases(student):
@@ -440,7 +440,7 @@ def test_rouge_l_edge_cases(student):
         expect_scores(student.rouge_l(cand, refr), expected, f"rouge_l({cand!r}, {refr!r}) ({what})", hint)
 
 
-@graded("rouge_l", points=3, hint="precision = LCS / candidate length, recall = LCS / reference length, "
+@graded("rouge_l", points=2, hint="precision = LCS / candidate length, recall = LCS / reference length, "
                                   "f1 their harmonic mean.")
 def test_rouge_l_random_texts(student):
     for cand, refr in _random_pairs(401, 30):
@@ -465,7 +465,7 @@ def _identical_examples(n: int) -> list[dict]:
     return [{"input_ids": list(ids), "labels": [-100] * 2 + ids[2:]} for _ in range(n)]
 
 
-@graded("finetune", points=4,
+@graded("finetune", points=2,
         hint="Every step: loss = model(**batch).loss; optimizer.zero_grad(); loss.backward(); optimizer.step(); "
              "with torch.optim.AdamW(trainable parameters, lr=lr) made once, before the loop, at a constant lr.")
 def test_finetune_losses_match_the_reference(student):
@@ -480,7 +480,7 @@ def test_finetune_losses_match_the_reference(student):
                  "the 6 losses on a repeated batch (vs the reference loop)", rtol=1e-4, atol=1e-5)
 
 
-@graded("finetune", points=3,
+@graded("finetune", points=1,
         hint="Pad each batch with pad_batch (labels -100 and attention 0 at padding) and use every example once per "
              "shuffled pass: with batch_size == len(dataset) the first batch is the whole data set.")
 def test_finetune_first_batch_is_padded_correctly(student):
@@ -497,7 +497,7 @@ def test_finetune_first_batch_is_padded_correctly(student):
            f"{losses[0]:.4f}.")
 
 
-@graded("finetune", points=3, requires_main=True,
+@graded("finetune", points=2, requires_main=True,
         hint="Give the optimizer only the parameters with requires_grad=True, and do not unfreeze anything: frozen "
              "parameters must come out of training unchanged.")
 def test_finetune_changes_only_trainable_parameters(student):
@@ -514,7 +514,7 @@ def test_finetune_changes_only_trainable_parameters(student):
            "finetune did not change the only trainable parameter (lm_head.weight).")
 
 
-@graded("finetune", points=2, requires_main=True,
+@graded("finetune", points=1, requires_main=True,
         hint="Shuffle with your own torch.Generator().manual_seed(seed) (not the global random state), so that the "
              "same seed gives the same batches, and another seed other batches.")
 def test_finetune_is_reproducible(student):

@@ -18,12 +18,14 @@ a copy of that namespace, so the notebook's other functions pick it up as they w
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import importlib
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from pyflakes import api as pyflakes_api
 from pyflakes import messages as pyflakes_messages
 from pyflakes import reporter as pyflakes_reporter
@@ -59,6 +61,8 @@ def pytest_generate_tests(metafunc):
     if "alternative" in metafunc.fixturenames:
         metafunc.parametrize("alternative", [pytest.param(c, id=f"{c.exercise}: {c.name}", marks=marked(c))
                                              for c in spec.cases if c.kind == "alternative"])
+    if "compared" in metafunc.fixturenames:  # a trained cell has no reference to compare with
+        metafunc.parametrize("compared", [e for e in spec.exercises if e not in spec.trained])
     if "junk" in metafunc.fixturenames:
         cases = [(exercise, what, source) for exercise, what, source in A.junk_cases()]
         cases += [(c.exercise, c.name, c.source(A.defined_name(c.exercise))) for c in spec.cases if c.kind == "junk"]
@@ -120,6 +124,30 @@ class SpecChecks:
     def test_alternative_gets_full_marks(self, alternative):
         self.A.assert_alternative_gets_full_marks(alternative.exercise, alternative.name, self.source(alternative))
 
+    # -- the reference the hidden checks compare with ----------------------------------------------------
+    def test_solution_agrees_with_the_reference(self, compared):
+        """The notebook's solution and grader/reference (what the hidden checks compare with) give the same
+        answers: on the spec's inputs for a function, by the spec's own comparison for anything else, and value
+        by value for a cell of values."""
+        reference = importlib.import_module(f"grader.reference.{self.A.hidden.rsplit('.', 1)[-1]}")
+        ns = self.A.namespace_with()
+        name = self.A.defined_name(compared)
+        if name is None:
+            names = [n for n in self.A.assigned_names(compared) if hasattr(reference, n)]
+            assert names, f"the reference defines none of {self.A.assigned_names(compared)}"
+            for n in names:
+                assert_same(ns[n], getattr(reference, n), n)
+        elif compared in self.spec.agreements:
+            self.spec.agreements[compared](ns[name], getattr(reference, name))
+        else:
+            assert compared in self.spec.inputs, f"the spec compares {compared} with the reference on no inputs"
+            calls = list(self.spec.inputs[compared](torch.Generator().manual_seed(0)))
+            assert calls
+            for i, (args, kwargs) in enumerate(calls):
+                mine = _outcome(ns[name], args, kwargs)
+                theirs = _outcome(getattr(reference, name), args, kwargs)
+                assert_same(mine, theirs, f"{name}, inputs {i}")
+
     # -- what ships to students, and the notebook's shape -------------------------------------------------
     def test_student_files_hold_no_reference_solution(self):
         """The visible checks (and the assignment's other student modules) neither import the grader nor
@@ -168,6 +196,42 @@ class SpecChecks:
                 assert any(w in cell.source for w in ("set_title", "suptitle", "title=")), cell.source[:80]
                 assert all(f"set_{a}" in cell.source or f"{a}=" in cell.source for a in ("xlabel", "ylabel")), \
                     cell.source[:80]
+
+
+def _outcome(fn, args, kwargs):
+    """What `fn` gives for copies of the inputs (so that neither call sees the other's changes), or the type of
+    the exception it raises."""
+    try:
+        return fn(*copy.deepcopy(args), **copy.deepcopy(kwargs))
+    except Exception as error:  # both must refuse the same inputs the same way
+        return type(error)
+
+
+def assert_same(mine, theirs, what: str) -> None:
+    """Equal answers: tensors of one shape and dtype within float tolerance, containers element by element,
+    modules by their state, anything else by ==."""
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(mine, torch.Tensor), f"{what}: {type(mine).__name__}, not a tensor"
+        assert mine.shape == theirs.shape and mine.dtype == theirs.dtype, (what, mine.shape, theirs.shape, mine.dtype,
+                                                                            theirs.dtype)
+        if mine.is_floating_point():
+            assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6, equal_nan=True), what
+        else:
+            assert torch.equal(mine, theirs), what
+    elif isinstance(theirs, torch.nn.Module):
+        assert_same(dict(mine.state_dict()), dict(theirs.state_dict()), f"{what} (its state)")
+    elif isinstance(theirs, dict):
+        assert isinstance(mine, dict) and list(mine) == list(theirs), (what, mine, theirs)
+        for key in theirs:
+            assert_same(mine[key], theirs[key], f"{what}[{key!r}]")
+    elif isinstance(theirs, (list, tuple)):
+        assert type(mine) is type(theirs) and len(mine) == len(theirs), (what, mine, theirs)
+        for i, (a, b) in enumerate(zip(mine, theirs)):
+            assert_same(a, b, f"{what}[{i}]")
+    elif isinstance(theirs, float):
+        assert mine == pytest.approx(theirs, rel=1e-9, abs=1e-12, nan_ok=True), (what, mine, theirs)
+    else:
+        assert type(mine) is type(theirs) and mine == theirs, (what, mine, theirs)
 
 
 for _spec in SPECS:

@@ -77,6 +77,12 @@ class Spec:
     trained: tuple[str, ...] = ()
     student_modules: tuple[str, ...] = ()
     cases: list[Case] = field(default_factory=list)
+    # exercise -> a function of a torch.Generator giving (args, kwargs) pairs: the notebook's solution and the
+    # reference must give the same answer for each (tests/test_checks.py compares them).
+    inputs: dict[str, Callable] = field(default_factory=dict)
+    # exercise -> a function of (the notebook's definition, the reference's) that asserts they agree, where
+    # calling both on the same inputs is not the comparison (a class, a function of a model).
+    agreements: dict[str, Callable] = field(default_factory=dict)
 
     @property
     def exercises(self) -> list[str]:
@@ -111,6 +117,25 @@ class Spec:
     def junk(self, exercise: str, *, name: str | None = None) -> Callable:
         """Junk particular to this exercise (besides the generic junk every exercise gets): it earns nothing."""
         return self._register("junk", exercise, name=name)
+
+    def inputs_of(self, exercise: str) -> Callable:
+        """Register the inputs on which the notebook's solution of `exercise` and the reference must agree."""
+        return self._register_once(self.inputs, exercise)
+
+    def agreement(self, exercise: str) -> Callable:
+        """Register a function (notebook's definition, reference's definition) asserting that they agree."""
+        return self._register_once(self.agreements, exercise)
+
+    def _register_once(self, table: dict, exercise: str) -> Callable:
+        if exercise not in self.depends_on:
+            raise ValueError(f"{self.assignment} has no exercise {exercise!r}")
+        if exercise in self.inputs or exercise in self.agreements:
+            raise ValueError(f"{exercise} already has its comparison with the reference")
+
+        def register(fn):
+            table[exercise] = fn
+            return fn
+        return register
 
     def of(self, kind: str) -> dict[str, dict[str, Case]]:
         """exercise -> {name: case} for one kind of case."""

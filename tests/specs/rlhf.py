@@ -431,3 +431,64 @@ def other_dpo_trainer_settings(load_model, preferences, tokenizer, DPOTrainer, d
 @SPEC.junk("dpo_training", name="the policy is the untrained reference")
 def the_policy_is_the_untrained_reference(dpo_reference):
     dpo_policy = dpo_reference
+
+
+# -- the notebook's solution and the reference agree on these inputs ------------------------------------
+
+@SPEC.inputs_of("preference_loss")
+def preference_inputs(gen):
+    yield (torch.randn(7, generator=gen) * 3, torch.randn(7, generator=gen) * 3), {}
+    yield (torch.tensor([-120.0, 50.0], dtype=torch.float64), torch.tensor([80.0, -50.0], dtype=torch.float64)), {}
+
+
+@SPEC.inputs_of("gather_logprobs")
+def gather_inputs(gen):
+    for dtype in (torch.float32, torch.float64):
+        yield (torch.randn(2, 5, 11, generator=gen, dtype=dtype) * 4, torch.randint(0, 11, (2, 5), generator=gen)), {}
+
+
+@SPEC.inputs_of("sequence_logprob")
+def sequence_inputs(gen):
+    from llmcourse.checks.rlhf import padded_batch, tiny_llama, tiny_llama_weights
+
+    model = tiny_llama(tiny_llama_weights(7))
+    for side in ("left", "right"):
+        ids, attention, response = padded_batch(gen, [9, 5, 7], [4, 2, 3], side=side)
+        yield (model, ids, attention, response), {}
+
+
+def _rewards_batch(gen, dtype=torch.float32):
+    from llmcourse.checks.rlhf import random_segments
+
+    mask = random_segments(gen, 4, 9, "right")
+    return torch.randn(4, 9, generator=gen, dtype=dtype), torch.randn(4, 9, generator=gen, dtype=dtype), mask
+
+
+@SPEC.inputs_of("shaped_rewards")
+def shaped_rewards_inputs(gen):
+    for dtype in (torch.float32, torch.float64):
+        logprobs, ref_logprobs, mask = _rewards_batch(gen, dtype)
+        yield (torch.randn(4, generator=gen, dtype=dtype), logprobs, ref_logprobs, mask, 0.2), {}
+
+
+@SPEC.inputs_of("gae")
+def gae_inputs(gen):
+    rewards, values, mask = _rewards_batch(gen)
+    yield (rewards, values), {}
+    yield (rewards, values), {"gamma": 0.9, "lam": 0.8, "mask": mask}
+    yield (rewards.double(), values.double()), {"gamma": 1.0, "lam": 1.0, "mask": mask}
+
+
+@SPEC.inputs_of("ppo_clip_loss")
+def ppo_inputs(gen):
+    logprobs, old, mask = _rewards_batch(gen)
+    advantages = torch.randn(4, 9, generator=gen)
+    yield (logprobs * 0.3, old * 0.3, advantages), {}
+    yield (logprobs * 0.3, old * 0.3, advantages), {"clip_eps": 0.1, "mask": mask}
+
+
+@SPEC.inputs_of("dpo_loss")
+def dpo_inputs(gen):
+    pc, pr, rc, rr = (torch.randn(5, generator=gen) * 10 - 20 for _ in range(4))
+    yield (pc, pr, rc, rr), {}
+    yield (pc.double(), pr.double(), rc.double(), rr.double()), {"beta": 0.5}

@@ -55,7 +55,7 @@ def _format_mistakes(instruction, examples, query):
     ]
 
 
-@graded("format_prompt", points=5, hint="Instruction + blank line (only when there is one), then 'Input: x\\nOutput: y\\n\\n' "
+@graded("format_prompt", points=4, hint="Instruction + blank line (only when there is one), then 'Input: x\\nOutput: y\\n\\n' "
                                         "per example, then 'Input: query\\nOutput:'.")
 def test_format_prompt_matches_the_template(student):
     for instruction, examples, query in _FORMAT_CASES:
@@ -79,7 +79,7 @@ _TEMPERATURE_HINTS = [
 ]
 
 
-@graded("apply_temperature", points=3, hint="Return logits / temperature, a new tensor of the same shape and dtype.")
+@graded("apply_temperature", points=2, hint="Return logits / temperature, a new tensor of the same shape and dtype.")
 def test_apply_temperature_random_and_extreme(student):
     gen = generator(30)
     cases = [(torch.randn(5, 17, generator=gen) * 3, t) for t in (0.1, 0.7, 1.0, 1.3, 4.0)]
@@ -120,7 +120,7 @@ _TOPK_MISTAKES = [
 ]
 
 
-@graded("top_k_filter", points=5, hint="Keep every logit >= the k-th largest of its row (ties included), -inf elsewhere; "
+@graded("top_k_filter", points=3, hint="Keep every logit >= the k-th largest of its row (ties included), -inf elsewhere; "
                                        "k=0 or k >= vocabulary size keeps everything.")
 def test_top_k_filter_random_ties_and_extremes(student):
     gen = generator(40)
@@ -257,7 +257,7 @@ def _sample_mistakes(logits, s):
     ]
 
 
-@graded("sample_next_token", points=5, hint="Temperature, then top-k, then top-p, then softmax and "
+@graded("sample_next_token", points=3, hint="Temperature, then top-k, then top-p, then softmax and "
                                             "torch.multinomial(probs, 1, generator=generator).squeeze(-1).")
 def test_sample_next_token_distribution(student):
     for i, (logits, settings) in enumerate(_SAMPLE_CASES):
@@ -286,7 +286,7 @@ def test_sample_next_token_distribution(student):
             raise
 
 
-@graded("sample_next_token", points=2, requires_main=True,
+@graded("sample_next_token", points=1, requires_main=True,
         hint="Pass the generator on to torch.multinomial(..., generator=generator), and "
              "draw, do not take the argmax.")
 def test_sample_next_token_uses_the_generator(student):
@@ -335,7 +335,7 @@ def test_greedy_generate_matches_generate_on_batches(student):
                          f"greedy_generate(course-lm, {ids.shape[0]} x {ids.shape[1]} prompt, {n})", GREEDY_HINT)
 
 
-@graded("greedy_generate", points=2, hint="With eos_token_id: a finished row gets eos_token_id at every later step, and "
+@graded("greedy_generate", points=1, hint="With eos_token_id: a finished row gets eos_token_id at every later step, and "
                                           "generation stops as soon as every row has produced it.")
 def test_greedy_generate_stops_at_eos(student):
     _, tok = course_lm()
@@ -350,7 +350,7 @@ def test_greedy_generate_stops_at_eos(student):
                          "Stop when every row has produced eos_token_id; finished rows get eos_token_id again.")
 
 
-@graded("greedy_generate", points=2, requires_main=True,
+@graded("greedy_generate", points=1, requires_main=True,
         hint="Write the loop yourself: one forward pass over the whole sequence per new "
              "token (no cache, no model.generate).")
 def test_greedy_generate_runs_the_whole_sequence_each_step(student):
@@ -403,7 +403,7 @@ _CONFIG_CASES = [(0.7, 0, 1.0, 40), (1.3, 50, 0.95, 12), (0.2, 5, 1.0, 64), (1.0
                  (0, 40, 0.9, 3)]
 
 
-@graded("to_generation_config", points=3, hint="temperature == 0: GenerationConfig(do_sample=False, max_new_tokens=...); "
+@graded("to_generation_config", points=2, hint="temperature == 0: GenerationConfig(do_sample=False, max_new_tokens=...); "
                                                "otherwise do_sample=True with temperature, top_k (0 too), top_p and "
                                                "max_new_tokens as given.")
 def test_to_generation_config_settings(student):
@@ -485,7 +485,7 @@ _EXTRACT_CASES = [
 ]
 
 
-@graded("extract_answer", points=3, hint="Look for 'answer is' in any capitalisation, then optional spaces, an optional "
+@graded("extract_answer", points=2, hint="Look for 'answer is' in any capitalisation, then optional spaces, an optional "
                                          "minus sign and digits (a regular expression does this well); take the LAST "
                                          "match, as a string without the period; None when there is none.")
 def test_extract_answer_cases(student):
@@ -521,7 +521,7 @@ _VOTE_CASES = [
 ]
 
 
-@graded("majority_vote", points=5, hint="Count the non-None answers; the most common wins, a tie goes to the answer seen "
+@graded("majority_vote", points=4, hint="Count the non-None answers; the most common wins, a tie goes to the answer seen "
                                         "first; None when nothing is left.")
 def test_majority_vote_cases(student):
     for answers, expected in _VOTE_CASES:

@@ -133,6 +133,18 @@ def test_format_prompt_few_shot(student):
                             f"but the template gives\n{expected!r}")
 
 
+@graded("format_prompt", points=1, hint="An instruction, when there is one, comes first and is followed by a blank "
+                                        "line ('\\n\\n'), just like each example block.")
+def test_format_prompt_with_an_instruction(student):
+    cases = [("Sort the digits.", [("4 7 2", "2 4 7")], "8 2 6",
+              "Sort the digits.\n\nInput: 4 7 2\nOutput: 2 4 7\n\nInput: 8 2 6\nOutput:"),
+             ("Give the colour of each word.", [], "bird", "Give the colour of each word.\n\nInput: bird\nOutput:")]
+    for instruction, examples, query, expected in cases:
+        got = student.format_prompt(instruction, examples, query)
+        expect(got == expected, f"format_prompt({instruction!r}, {examples!r}, {query!r}) returned\n{got!r}\n"
+                                f"but the template gives\n{expected!r}")
+
+
 # -- apply_temperature -----------------------------------------------------------------------------
 
 @graded("apply_temperature", points=2, hint="Divide the logits by the temperature (do not multiply, and no softmax).")
@@ -141,6 +153,16 @@ def test_apply_temperature_matches_transformers(student):
     for t in (0.5, 2.0):
         expect_close(student.apply_temperature(logits, t), warped("temperature", logits, t),
                      f"apply_temperature(logits, {t})", hint="Divide the logits by the temperature.")
+
+
+@graded("apply_temperature", points=1, requires_main=True,
+        hint="Return a new tensor, logits / temperature: an in-place division (/=, div_) also changes the caller's "
+             "logits.")
+def test_apply_temperature_leaves_its_input_unchanged(student):
+    logits = torch.randn(2, 6, generator=generator(3))
+    remote = student.put(logits)
+    student.apply_temperature(remote, 0.5)
+    expect(torch.equal(remote.fetch(), logits), "apply_temperature(logits, 0.5) changed the logits it was given.")
 
 
 # -- top_k_filter ----------------------------------------------------------------------------------
@@ -153,6 +175,26 @@ def test_top_k_filter_matches_transformers(student):
     for x, k in cases:
         expect_filter(student.top_k_filter(x, k), x, warped("top_k", x, k), f"top_k_filter(logits, {k})",
                       hint="Keep every token whose logit is >= the k-th largest value of its row.")
+
+
+@graded("top_k_filter", points=1, hint="k = 0 means 'no top-k filter', and a k of at least the number of tokens keeps "
+                                       "them all too: then return the logits unchanged (a copy is fine).")
+def test_top_k_filter_k_0_means_no_filter(student):
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 3.0, -2.0, 1.0]])
+    for k in (1, 0, 10):  # k = 1 for contrast: only each row's largest logit stays
+        expected = warped("top_k", logits, k) if k == 1 else logits.clone()
+        expect_filter(student.top_k_filter(logits, k), logits, expected, f"top_k_filter(logits of 4 tokens, k={k})",
+                      hint="k = 0 (or k >= the number of tokens) keeps every token unchanged; k = 1 keeps the largest.")
+
+
+@graded("top_k_filter", points=1, requires_main=True,
+        hint="Build a new tensor (masked_fill, torch.where) instead of writing -inf into the input (masked_fill_, "
+             "logits[...] = ...): the caller's logits must not change.")
+def test_top_k_filter_leaves_its_input_unchanged(student):
+    logits = torch.randn(3, 8, generator=generator(4))
+    remote = student.put(logits)
+    student.top_k_filter(remote, 2)
+    expect(torch.equal(remote.fetch(), logits), "top_k_filter(logits, 2) changed the logits it was given.")
 
 
 # -- top_p_filter ----------------------------------------------------------------------------------
@@ -206,6 +248,47 @@ def test_sample_next_token_draws_from_the_filtered_distribution(student):
                         hint="Divide by the temperature, keep the top 4, softmax, then draw.")
 
 
+# Two settings where the order of the steps changes which tokens can be drawn.
+ORDER_CASES = [
+    # The temperature first: at temperature 3 the probabilities are flatter, and top-p needs three tokens to
+    # reach 0.5 (on the raw logits, two would do).
+    ([2.0, 1.6, 1.2, 0.8, 0.4, 0.0], dict(temperature=3.0, top_p=0.5)),
+    # top-k before top-p: of the 3 tokens top-k keeps, the first 2 already hold more than 0.6 of the probability
+    # (top-p over all 6 tokens would keep 4, then top-k 3 of them).
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], dict(top_k=3, top_p=0.6)),
+]
+
+
+@graded("sample_next_token", points=2, hint="The order matters, as in transformers: divide by the temperature first, "
+                                            "then top-k, then top-p (over what top-k kept), then softmax and draw.")
+def test_sample_next_token_applies_temperature_then_top_k_then_top_p(student):
+    n = 4000
+    for logits, settings in ORDER_CASES:
+        x = torch.tensor(logits)
+        what = f"sample_next_token({logits}, {', '.join(f'{k}={v}' for k, v in settings.items())})"
+        draws = student.sample_next_token(x.expand(n, -1).contiguous(), generator=Seeded(1), **settings)
+        counts = draw_counts(draws, n, len(logits), what, "")
+        z = warped("temperature", x.double()[None], settings.get("temperature", 1.0))
+        z = warped("top_p", warped("top_k", z, settings.get("top_k", 0)), settings.get("top_p", 1.0))
+        expect_distribution(counts, torch.softmax(z[0], -1), what,
+                            hint="Temperature first, then top-k, then top-p, then softmax and draw.")
+
+
+@graded("sample_next_token", points=1, requires_main=True,
+        hint="Pass the generator on, torch.multinomial(probs, 1, generator=generator): then the same seed gives the "
+             "same tokens, and an experiment can be repeated.")
+def test_sample_next_token_follows_the_generator(student):
+    logits = torch.randn(32, 20, generator=generator(5))
+    first, again, other = (student.sample_next_token(logits, temperature=1.5, generator=Seeded(s)) for s in (7, 7, 8))
+    for draws in (first, again, other):
+        expect_tensor(draws, "sample_next_token(...)", shape=(32,), hint="Return one token id per row: shape (B,).")
+    expect(torch.equal(first, again), "Two calls with generators seeded alike (seed 7) drew different tokens: "
+                                      "the draw does not follow the generator it was given.")
+    expect(not torch.equal(first, other), "Generators with different seeds (7 and 8) drew the same 32 tokens: "
+                                          "is it drawing at all?",
+           hint="Draw with torch.multinomial instead of taking the most likely token.")
+
+
 # -- greedy_generate -------------------------------------------------------------------------------
 
 GREEDY_HINT = ("Each step: run the model on the whole sequence, take the logits of the LAST position, argmax, "
@@ -218,6 +301,50 @@ def test_greedy_generate_matches_generate(student):
     model = student_course_lm(student)
     expect_token_ids(student.greedy_generate(model, ids, 8), hf_greedy(ids, 8),
                      "greedy_generate(course-lm, prompt, 8)", GREEDY_HINT)
+
+
+@functools.lru_cache(maxsize=1)
+def eos_prompts() -> torch.Tensor:
+    """Two prompts of the same length: one that course-lm answers in a word or two, then </s>, and the start of a
+    story, which course-lm goes on writing."""
+    from llmcourse.assets import format_instruction
+
+    _, tok = course_lm()
+    short = format_instruction("Classify the sentence as happy or sad.", "Tom lost his red ball and cried all day.")
+    short = tok(short, add_special_tokens=False)["input_ids"]
+    story = tok("Once upon a time there was a little girl called Anna. She loved to read books about the sea and the "
+                "stars, and every evening she sat by the window with her cat and read until the sun went down.",
+                add_special_tokens=False)["input_ids"][:len(short)]
+    return torch.tensor([short, story])
+
+
+@graded("greedy_generate", points=1, hint="With eos_token_id: a row that has produced it is finished and gets "
+                                          "eos_token_id at every later step, and the loop stops as soon as every row "
+                                          "is finished.")
+def test_greedy_generate_stops_at_eos(student):
+    _, tok = course_lm()
+    ids = eos_prompts()
+    model = student_course_lm(student)
+    expect_token_ids(student.greedy_generate(model, ids, 10, eos_token_id=tok.eos_token_id),
+                     hf_greedy(ids, 10, eos_token_id=tok.eos_token_id),
+                     f"greedy_generate(course-lm, a prompt answered with </s> and one that is not, 10, "
+                     f"eos_token_id={tok.eos_token_id})",
+                     "A finished row gets eos_token_id again at every later step; stop once every row is finished.")
+
+
+@graded("greedy_generate", points=1, requires_main=True,
+        hint="Write the loop yourself (no model.generate, no cache): each step runs the model on the whole sequence "
+             "so far, one token longer than the step before. The cache is the next exercise.")
+def test_greedy_generate_runs_its_own_loop(student):
+    ids = encode(["Once upon a time, there was a little"])
+    model = student_course_lm(student)
+    counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+    student.greedy_generate(model, ids, 3)
+    lengths = counter.lengths
+    counter.remove()
+    expected = [ids.shape[1] + i for i in range(3)]
+    expect(lengths == expected, f"greedy_generate(course-lm, a {ids.shape[1]}-token prompt, 3) ran forward passes "
+                                f"over {lengths} tokens; the plain loop runs {expected}.")
 
 
 # -- generate_with_cache ---------------------------------------------------------------------------
@@ -251,7 +378,7 @@ def config_settings(config, what: str) -> dict:
     return {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "max_length")}
 
 
-@graded("to_generation_config", points=2, hint="Sampling needs do_sample=True; pass temperature, top_k, top_p and "
+@graded("to_generation_config", points=1, hint="Sampling needs do_sample=True; pass temperature, top_k, top_p and "
                                                "max_new_tokens exactly as given.")
 def test_to_generation_config_sampling(student):
     got = config_settings(student.to_generation_config(0.7, 20, 0.9, 30), "to_generation_config(0.7, 20, 0.9, 30)")
@@ -260,10 +387,29 @@ def test_to_generation_config_sampling(student):
         expect(got[key] == value, f"to_generation_config(0.7, 20, 0.9, 30) has {key}={got[key]!r}, expected {value!r}.")
 
 
+@graded("to_generation_config", points=1, hint="Pass top_k=0 itself: generate fills an unset top_k with 50, which "
+                                               "keeps top-k filtering on.")
+def test_to_generation_config_top_k_0_switches_top_k_off(student):
+    got = config_settings(student.to_generation_config(0.7, 0, 1.0, 40), "to_generation_config(0.7, 0, 1.0, 40)")
+    expect(got["do_sample"] is True and got["top_k"] == 0,
+           f"to_generation_config(0.7, 0, 1.0, 40) has do_sample={got['do_sample']!r} and top_k={got['top_k']!r}; "
+           f"expected do_sample=True and top_k=0 (no top-k filter).")
+
+
+@graded("to_generation_config", points=1, hint="Temperature 0 means greedy decoding: return "
+                                               "GenerationConfig(do_sample=False, max_new_tokens=...).")
+def test_to_generation_config_temperature_0_is_greedy(student):
+    got = config_settings(student.to_generation_config(0, 0, 1.0, 25), "to_generation_config(0, 0, 1.0, 25)")
+    expect(got["do_sample"] in (False, None) and got["max_new_tokens"] == 25,
+           f"to_generation_config(0, 0, 1.0, 25) has do_sample={got['do_sample']!r} and "
+           f"max_new_tokens={got['max_new_tokens']!r}; expected greedy decoding (do_sample=False) of 25 tokens.")
+
+
 # -- few_shot_accuracy -----------------------------------------------------------------------------
 
 # Measured with the course's reference solution on course-lm (a small fixture: regenerate it if the assets change).
-FEW_SHOT_FIXTURE = [("colour_mix", 1, 6, 1, 4 / 6), ("sort", 1, 6, 4, 4 / 6)]
+# On the nonsense_mix case, drawing the query first, or apart from the examples, gives another accuracy (0.5).
+FEW_SHOT_FIXTURE = [("nonsense_mix", 1, 4, 2, 3 / 4), ("sort", 1, 6, 4, 4 / 6)]
 
 
 @graded("few_shot_accuracy", points=3, hint="Draw with rng = random.Random(seed) and rng.sample(task, n_shots + 1) "
@@ -294,6 +440,18 @@ def test_extract_answer_examples(student):
         expect(got == expected, f"extract_answer({text!r}) returned {got!r}, expected {expected!r}.")
 
 
+@graded("extract_answer", points=1, hint="A chain of thought may correct itself, so the LAST 'answer is' counts; match "
+                                         "it in any capitalisation and keep a minus sign (re.IGNORECASE and -?\\d+ in "
+                                         "a regular expression).")
+def test_extract_answer_last_answer_any_case_and_negative(student):
+    cases = [("The answer is 3. No, wait: 3 + 4 = 7. The answer is 7.", "7"),
+             ("It was 3 degrees and it fell by 7, so the answer is -4.", "-4"),
+             ("THE ANSWER IS 250", "250")]
+    for text, expected in cases:
+        got = student.extract_answer(text)
+        expect(got == expected, f"extract_answer({text!r}) returned {got!r}, expected {expected!r}.")
+
+
 # -- majority_vote ---------------------------------------------------------------------------------
 
 @graded("majority_vote", points=2, hint="Count the answers that are not None and return the most common one.")
@@ -302,6 +460,15 @@ def test_majority_vote_examples(student):
     for answers, expected in cases:
         got = student.majority_vote(answers)
         expect(got == expected, f"majority_vote({answers!r}) returned {got!r}, expected {expected!r}.")
+
+
+@graded("majority_vote", points=1, hint="When answers tie, the one seen first wins (collections.Counter.most_common "
+                                        "keeps that order): not the first in the alphabet, not the last one seen.")
+def test_majority_vote_breaks_ties_by_first_appearance(student):
+    for answers, expected in [(["7", "4", "7", "4"], "7"), (["z", "y", "x"], "z")]:
+        got = student.majority_vote(answers)
+        expect(got == expected, f"majority_vote({answers!r}) returned {got!r}, expected {expected!r}: the answers "
+                                f"tie, and {expected!r} comes first.")
 
 
 # -- questions -------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def test_chunk_text_edge_cases(student):
     tokenizer, tok_remote = course_tokenizer("course-lm"), student_tokenizer(student, "course-lm")
     text = "The Brask flows past Ulmar, a small town known for its bells."
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    for max_tokens, overlap in ((n, 0), (n, 3), (n - 1, 0), (n - 1, n - 2), (1, 0), (2, 1), (n + 5, 2), (5, 4)):
+    for max_tokens, overlap in ((n, 0), (n, 3), (n - 1, 0), (n - 1, n - 2), (1, 0), (2, 1), (n + 5, 2), (5, 4),
+                                (n + 5, n + 2)):
         _expect_chunks(student, tok_remote, tokenizer, text, max_tokens, overlap)
     _expect_chunks(student, student_tokenizer(student, "course-mlm"), course_tokenizer("course-mlm"), text, 6, 2)
 
@@ -577,7 +578,7 @@ def test_react_respects_the_step_limit(student):
 
 
 # End to end: the student's loop drives course-lm-apps itself, with a calculator, on held-out problems of
-# bigmath's test split that the reference loop solves (tests/test_applications_checks.py runs the reference).
+# bigmath's test split that the reference loop solves.
 END_TO_END = [  # problems 0 and 2 of the test split
     ('Leo has 920 cookies. He finds 8641 more. He loses 9045. He buys 564 more. How many cookies does Leo have now?',
      '1080'),

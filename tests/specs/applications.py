@@ -124,7 +124,8 @@ def a_tensor_of_ids(text, tokenizer, max_tokens, overlap):
     if max_tokens < 1 or not 0 <= overlap < max_tokens:
         raise ValueError("need max_tokens >= 1 and 0 <= overlap < max_tokens")
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    starts = list(range(0, max(len(ids) - overlap, 0), max_tokens - overlap))
+    end = max(len(ids) - overlap, 1) if len(ids) else 0  # a text no longer than the overlap: one window
+    starts = list(range(0, end, max_tokens - overlap))
     starts = [s for i, s in enumerate(starts) if i == 0 or starts[i - 1] + max_tokens < len(ids)]
     return [tokenizer.decode(ids[s:s + max_tokens]) for s in starts]
 

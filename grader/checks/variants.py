@@ -502,9 +502,23 @@ def test_build_model_rejects_unknown_kinds(student):
 
 # -- training_step ---------------------------------------------------------------------------------
 
-@graded("training_step", points=3,
+@graded("training_step", points=2,
         hint="For every kind: loss of the model's own objective; optimizer.zero_grad(); loss.backward(); "
              "optimizer.step(); return loss.item().")
 def test_training_step_on_all_three_kinds(student):
     for i, kind in enumerate(KINDS):
         check_training(student, kind, seed=130 + 10 * i, steps=2, what=f"two training_steps of a tiny {kind} model")
+
+
+@graded("training_step", points=1, requires_main=True,
+        hint="Start with model.train(): a model left in evaluation mode (after measuring it, say) would train "
+             "with its dropout switched off.")
+def test_training_step_puts_the_model_in_training_mode(student):
+    import llmcourse.checks.variants as visible
+
+    model = visible.student_tiny_model(student, "decoder-only", visible.tiny_weights("decoder-only", 150))
+    model.eval()
+    optimizer = student.construct("torch.optim.SGD", model.parameters(), lr=0.1)
+    student.training_step(model, visible.tiny_batch("decoder-only", 151), optimizer)
+    expect(model.training is True, "After training_step the model is still in evaluation mode (model.training is "
+                                   "False): its dropout layers did nothing during the step.")

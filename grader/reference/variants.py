@@ -154,23 +154,27 @@ def build_model(kind: str, vocab_size: int, d_model: int = 64, n_layers: int = 2
     from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5Config,
                               T5ForConditionalGeneration)
 
+    special = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)  # the course tokenizers' special ids
     if kind == "encoder-only":
         config = BertConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
-                            num_attention_heads=n_heads, intermediate_size=4 * d_model, max_position_embeddings=256)
+                            num_attention_heads=n_heads, intermediate_size=4 * d_model, max_position_embeddings=256,
+                            **special)
         return BertForMaskedLM(config)
     if kind == "encoder-decoder":
         config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // n_heads, d_ff=4 * d_model,
                           num_layers=n_layers, num_decoder_layers=n_layers, num_heads=n_heads,
-                          pad_token_id=0, decoder_start_token_id=0)
+                          decoder_start_token_id=0, **special)
         return T5ForConditionalGeneration(config)
     if kind == "decoder-only":
-        config = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=256)
+        config = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=256,
+                            **special)
         return GPT2LMHeadModel(config)
     raise ValueError(f"unknown kind {kind!r}: use one of {KINDS}")
 
 
 def training_step(model, batch: dict, optimizer) -> float:
     model.train()
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     if model.config.model_type in ("bert", "t5"):
         loss = model(**batch).loss  # BERT and T5 compare their logits with the labels as they are
     else:  # decoder-only: the labels are the inputs; the loss shifts them by one

@@ -771,6 +771,19 @@ def no_zero_grad(model, batch, optimizer):
     return loss.item()
 
 
+@SPEC.mutant("training_step", name="never calls model.train()", hint="model.train()")
+def never_calls_model_train(model, batch, optimizer):
+    if model.config.model_type in ("bert", "t5"):
+        loss = model(**batch).loss
+    else:
+        loss = next_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 @SPEC.mutant("training_step", hint="loss.item()")
 def returns_the_loss_tensor(model, batch, optimizer):
     if model.config.model_type in ("bert", "t5"):
@@ -842,6 +855,7 @@ def the_models_own_loss_for_every_kind(model, batch, optimizer):
 def decoder_by_model_class(model, batch, optimizer):
     from transformers import GPT2LMHeadModel
 
+    model.train()
     if isinstance(model, GPT2LMHeadModel):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         loss = next_token_loss(out.logits, batch["labels"])
@@ -852,3 +866,203 @@ def decoder_by_model_class(model, batch, optimizer):
     optimizer.step()
     optimizer.zero_grad()
     return loss.detach().item()
+
+
+# -- the notebook's solution and the reference agree on these inputs ------------------------------------
+
+def _seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2 ** 31, (1,), generator=gen))
+
+
+@SPEC.inputs_of("attention_visibility")
+def visibility_inputs(gen):
+    for n in (1, 3, 6):
+        for kind in ("bidirectional", "causal", "cross"):
+            yield (kind, n), {}  # n_key not given: n_query
+            yield (kind, n, n), {}
+            yield (kind, n), {"n_key": 4}  # causal with another length: ValueError
+    yield ("cross", 2, 7), {}
+    yield ("bidirectional", 5, 2), {}
+    yield ("causal", 0), {}  # an empty sequence: a (0, 0) mask
+    yield ("cross", 0, 3), {}
+    yield ("causal", 3, 0), {}  # ValueError
+    for kind in ("encoder", "Causal", "decoder", "", None):  # unknown kinds: ValueError
+        yield (kind, 3), {}
+        yield (kind, 3, 3), {}
+
+
+@SPEC.inputs_of("mask_tokens")
+def mask_tokens_inputs(gen):
+    for shape in ((4, 30), (2, 3, 17), (50,)):
+        for dtype in (torch.long, torch.int32):  # the outputs keep input_ids' dtype
+            ids = torch.randint(5, 60, shape, generator=gen, dtype=dtype)
+            special = torch.rand(shape, generator=gen) < 0.2
+            yield (ids, 4, 60), {"generator": torch.Generator().manual_seed(_seed(gen))}
+            yield (ids, 4, 60, special), {"generator": torch.Generator().manual_seed(_seed(gen))}
+            yield (ids, 4, 60), {"special_tokens_mask": special.long(), "mlm_probability": 0.5,  # 1 = special
+                                 "generator": torch.Generator().manual_seed(_seed(gen))}
+    ids = torch.randint(5, 1000, (8, 64), generator=gen)
+    special = torch.zeros(8, 64, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    special[3, 40:] = True  # padding
+    for p in (0.0, 0.15, 0.9, 1.0):
+        yield (ids, 3, 1000, special, p), {"generator": torch.Generator().manual_seed(_seed(gen))}
+    yield (ids, 3, 1000), {"special_tokens_mask": torch.ones(8, 64, dtype=torch.bool), "mlm_probability": 1.0,
+                           "generator": torch.Generator().manual_seed(_seed(gen))}  # nothing may be picked
+    for empty in ((0,), (2, 0), (0, 5)):
+        yield (torch.zeros(empty, dtype=torch.long), 4, 60), {"generator": torch.Generator().manual_seed(_seed(gen))}
+
+
+_T5_SENTINELS = [32099 - i for i in range(32)]  # real T5 counts its sentinels downwards
+
+
+@SPEC.inputs_of("span_corrupt")
+def span_corrupt_inputs(gen):
+    yield ([], _T5_SENTINELS), {}  # fewer than two tokens: ValueError
+    yield ([7], _T5_SENTINELS), {}
+    for n in (2, 3, 4, 5, 10, 17, 30, 64, 120):
+        tokens = torch.randint(0, 30000, (n,), generator=gen).tolist()
+        yield (tokens, _T5_SENTINELS), {"generator": torch.Generator().manual_seed(_seed(gen))}
+        yield (tokens, list(range(5, 37))), {"noise_density": 0.3, "mean_span_length": 2.0,
+                                             "generator": torch.Generator().manual_seed(_seed(gen))}
+    tokens = list(range(100, 160))
+    scattered = torch.randperm(500, generator=gen)[:8].add(1000).tolist()  # sentinel ids in no order
+    for density, mean in ((0.0, 3.0), (1.0, 3.0), (0.5, 1.0), (0.15, 10.0), (0.9, 0.5), (0.5, 2.5)):
+        yield (tokens, scattered, density, mean), {"generator": torch.Generator().manual_seed(_seed(gen))}
+    yield (tokens, [900, 901], 0.5, 1.0), {"generator": torch.Generator().manual_seed(_seed(gen))}  # one span only
+    yield (tokens, list(range(5, 7))), {"generator": torch.Generator().manual_seed(_seed(gen))}
+
+
+@SPEC.inputs_of("merge_spans")
+def merge_spans_inputs(gen):
+    from grader.reference.variants import span_corrupt
+
+    scattered = torch.randperm(500, generator=gen)[:12].add(1000).tolist()
+    for sentinels in (_T5_SENTINELS, list(range(5, 37)), scattered):
+        for n, density, mean in ((2, 0.15, 3.0), (9, 0.3, 2.0), (40, 0.15, 3.0), (80, 0.5, 1.5), (25, 0.9, 1.0)):
+            tokens = torch.randint(40, 900, (n,), generator=gen).tolist()
+            pair = span_corrupt(tokens, sentinels, density, mean, generator=torch.Generator().manual_seed(_seed(gen)))
+            yield (*pair, sentinels), {}
+    s = _T5_SENTINELS
+    yield ([s[0], 5, 6], [s[0], 1, 2, 3, s[1]], s), {}  # a span at the very start
+    yield ([5, 6, s[0]], [s[0], 7, s[1]], s), {}  # ... and at the very end
+    yield ([5, s[0], 6, s[1], 7], [s[0], 8, 9, s[1], 10, s[2]], s), {}
+    yield ([5, 6], [s[0]], s), {}  # nothing corrupted
+    yield ([], [], s), {}
+
+
+@SPEC.inputs_of("causal_lm_labels")
+def causal_lm_labels_inputs(gen):
+    for b, length in ((3, 7), (1, 1), (5, 12)):
+        ids = torch.randint(3, 100, (b, length), generator=gen)
+        lengths = torch.randint(1, length + 1, (b,), generator=gen)
+        right = (torch.arange(length)[None, :] < lengths[:, None]).long()
+        left = right.flip(-1)
+        for mask in (right, left, right.bool(), left.int(), torch.ones(b, length, dtype=torch.long)):
+            yield (ids.masked_fill(mask == 0, 0), mask), {}
+    ids = torch.randint(3, 100, (3, 6), generator=gen)
+    yield (ids, torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1]])), {}  # a row of padding
+    yield (torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long)), {}
+
+
+@SPEC.inputs_of("next_token_loss")
+def next_token_loss_inputs(gen):
+    for b, length, vocab in ((2, 5, 11), (3, 9, 40), (1, 2, 4), (4, 16, 7)):
+        for dtype in (torch.float32, torch.float64):
+            logits = torch.randn(b, length, vocab, generator=gen, dtype=dtype) * 3
+            labels = torch.randint(0, vocab, (b, length), generator=gen)
+            yield (logits, labels), {}
+            lengths = torch.randint(1, length + 1, (b,), generator=gen)
+            padding = torch.arange(length)[None, :] >= lengths[:, None]
+            yield (logits, labels.masked_fill(padding, -100)), {}  # right padding
+            yield (logits, labels.masked_fill(padding.flip(-1), -100)), {}  # left padding
+    logits = torch.randn(2, 6, 9, generator=gen)
+    yield (logits * 50, torch.randint(0, 9, (2, 6), generator=gen)), {}  # large logits
+    yield (logits.bfloat16(), torch.randint(0, 9, (2, 6), generator=gen)), {}  # the loss keeps the logits' dtype
+    yield (logits, torch.full((2, 6), -100)), {}  # nothing to predict: nan, as a transformers model's .loss
+    yield (logits[:, :1], torch.randint(0, 9, (2, 1), generator=gen)), {}  # one position: no next token (nan)
+    labels = torch.randint(0, 9, (2, 6), generator=gen)
+    labels[:, 1:] = -100
+    yield (logits, labels), {}  # only the first label is real: it is never a target (nan)
+
+
+def _config_differences(mine, theirs) -> dict:
+    a, b = mine.config.to_dict(), theirs.config.to_dict()
+    return {k: (a.get(k, "(absent)"), b.get(k, "(absent)")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+@SPEC.agreement("build_model")
+def build_model_agrees(notebook_build_model, reference_build_model):
+    """Built from one seed, the same class, the same weights and the same config: its sizes, its positions and the
+    course tokenizer's special ids (pad 0, bos 1, eos 2, T5's decoder start 0) the contract asks for."""
+    import pytest
+
+    from tests.test_checks import assert_same
+
+    differences = {}
+    for i, args in enumerate([(), (70, 32, 3, 2), (45, 24, 1, 6), (30, 16, 1, 1)]):
+        for kind in ("encoder-only", "encoder-decoder", "decoder-only"):
+            what = f"build_model({kind!r}, {', '.join(map(str, args or (50,)))})"
+            models = []
+            for build in (notebook_build_model, reference_build_model):
+                torch.manual_seed(i)
+                models.append(build(kind, *(args or (50,))))
+            mine, theirs = models
+            assert type(mine) is type(theirs), (what, type(mine), type(theirs))
+            assert_same(mine, theirs, what)
+            # The reference sets no special ids (BERT: bos/eos None; T5: eos 1; GPT-2: pad None, bos/eos 50256,
+            # outside the vocabulary): the notebook follows the contract, the reference does not (reported).
+            if differing := _config_differences(mine, theirs):
+                differences[what] = differing
+    for kind in ("decoder-encoder", "encoder", "Decoder-only", "", None):
+        for build in (notebook_build_model, reference_build_model):
+            with pytest.raises(ValueError):
+                build(kind, 30)
+    assert not differences, f"the configs differ (notebook, reference): {differences}"
+
+
+@SPEC.agreement("training_step")
+def training_steps_agree(notebook_training_step, reference_training_step):
+    """Two steps of each kind from the same weights, batch and dropout draws, with SGD and with AdamW: the same
+    losses and the same weights after each step. The models start in eval mode with dropout on (training_step puts
+    them in training mode); on a GPU machine, on the GPU with the batch on the CPU (training_step moves it)."""
+    import copy
+    import importlib
+
+    from llmcourse.checks.variants import KINDS, tiny_batch, tiny_config, tiny_weights
+    from tests.test_checks import assert_same
+
+    dropout = {"encoder-only": dict(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),
+               "encoder-decoder": dict(dropout_rate=0.1),
+               "decoder-only": dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)}
+    load = lambda path: getattr(importlib.import_module(path.rpartition(".")[0]), path.rpartition(".")[2])  # noqa: E731
+
+    def outcome(step, *args):
+        try:
+            return step(*args)
+        except Exception as error:
+            return type(error)
+
+    # On CUDA the reference, which does not move the batch to model.device, raises (reported).
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for i, kind in enumerate(KINDS):
+            config_path, model_path, args = tiny_config(kind)
+            weights = tiny_weights(kind, 300 + i)
+            batch = tiny_batch(kind, 310 + i)
+            for optimizer_class, lr in ((torch.optim.SGD, 0.5), (torch.optim.AdamW, 0.01)):
+                what = f"training_step of a tiny {kind} model with {optimizer_class.__name__} on {device}"
+                models, optimizers = [], []
+                for _ in range(2):
+                    model = load(model_path)(load(config_path)(**{**args, **dropout[kind]}))
+                    model.load_state_dict(weights)
+                    models.append(model.to(device).eval())
+                    optimizers.append(optimizer_class(model.parameters(), lr=lr))
+                for step in range(2 if device == "cpu" else 1):
+                    losses = []
+                    for fn, model, optimizer in zip((notebook_training_step, reference_training_step), models,
+                                                    optimizers):
+                        torch.manual_seed(step)  # the same dropout draws
+                        losses.append(outcome(fn, model, copy.deepcopy(batch), optimizer))
+                    assert_same(losses[0], losses[1], f"{what}, step {step + 1}: the loss")
+                    assert_same(models[0], models[1], f"{what}, after step {step + 1}")

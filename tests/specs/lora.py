@@ -6,6 +6,7 @@ exercise: the finetune cases call the notebook's, except one that replaces it wi
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 
@@ -745,3 +746,356 @@ def a_DataLoader_over_each_shuffled_pass(model, dataset, steps, lr, batch_size=8
         losses.append(out.loss.item())
     model.eval()
     return losses
+
+
+# -- the notebook's solution and the reference agree on these inputs ------------------------------------
+#
+# LoRALinear draws lora_A from the global random state (nn.Linear's own initialisation): every comparison that
+# builds LoRA layers builds both sides from one seed, in a forked random state, checks that each lora_A is such a
+# random start, gives the reference's the notebook's (`_align_random_starts`), and compares the rest exactly.
+
+def _assert_same(mine, theirs, what):
+    from tests.test_checks import assert_same  # imported late: tests.test_checks imports this module
+
+    assert_same(mine, theirs, what)
+
+
+def _seeded(seed, build):
+    """`build()` from the global random state seeded with `seed`, leaving the caller's random state alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _structure(model, flags=True):
+    """What two models must share besides their state: the class of each submodule that holds parameters, the
+    flag of each parameter (unless `flags` is False), and each LoRA layer's scaling and dropout probability."""
+    return {"types": {name: type(m).__name__ for name, m in model.named_modules()
+                      if type(m).__name__ == "LoRALinear" or any(True for _ in m.parameters(recurse=False))},
+            "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()} if flags else None,
+            "lora": {name: (float(m.scaling), float(getattr(m.dropout, "p", 0.0))) for name, m in model.named_modules()
+                     if type(m).__name__ == "LoRALinear"}}
+
+
+def _assert_same_models(mine, theirs, what, inputs=(), flags=True):
+    """The same structure, the same state, the same outputs for `inputs`. `flags=False` leaves out which
+    parameters are trainable (merged() and merge_lora leave it open)."""
+    _assert_same(_structure(mine, flags), _structure(theirs, flags), f"{what} (structure)")
+    _assert_same(dict(mine.state_dict()), dict(theirs.state_dict()), f"{what} (state)")
+    for i, x in enumerate(inputs):
+        with torch.no_grad():
+            _assert_same(mine(x), theirs(x), f"{what} (output {i})")
+
+
+def _align_random_starts(mine, theirs, what):
+    """lora_A starts random (nn.Linear's own initialisation), which the contract does not pin down to the draw:
+    check that each side's lora_A is such a start (not zero, within nn.Linear's bound 1 / sqrt(in_features)),
+    then give the reference's layers the notebook's, so that the comparisons after it are exact. (Both sides
+    are built from one seed, so today the draws are the same anyway.)"""
+    _assert_same(_structure(mine), _structure(theirs), f"{what} (structure)")
+    theirs_layers = dict(theirs.named_modules())
+    for name, layer in mine.named_modules():
+        if type(layer).__name__ == "LoRALinear":
+            a, b = layer.lora_A.weight.detach(), theirs_layers[name].lora_A.weight.detach()
+            assert a.shape == b.shape and a.dtype == b.dtype, (what, name, a.shape, b.shape, a.dtype, b.dtype)
+            bound = 1 / math.sqrt(a.shape[1])
+            for side, w in (("notebook", a), ("reference", b)):
+                assert bool((w != 0).any()) and float(w.abs().max()) <= bound, f"{what}: {side}'s {name}.lora_A"
+            b.copy_(a)
+
+
+def _tiny_llama(seed, **changes):
+    from llmcourse.checks.lora import llama_weights, local_llama, tiny_llama_config
+
+    config = tiny_llama_config(**changes)
+    return config, local_llama(config, llama_weights(config, seed))
+
+
+def _logits_of(model, ids):
+    return model(input_ids=ids, use_cache=False).logits
+
+
+def _named_tree(gen, dtype=torch.float32):
+    """Layers whose names test the whole-name rule: proj, out_proj, proj_head, inner.proj (and inner.norm, a
+    LayerNorm); every nn.Linear has a bias but proj_head."""
+    def linear(d_in, d_out, bias=True):
+        layer = nn.Linear(d_in, d_out, bias=bias, dtype=dtype)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(d_out, d_in, generator=gen, dtype=dtype) * 0.3)
+            if bias:
+                layer.bias.copy_(torch.randn(d_out, generator=gen, dtype=dtype) * 0.1)
+        return layer
+
+    inner = nn.ModuleDict({"proj": linear(6, 6), "norm": nn.LayerNorm(6, dtype=dtype)})
+    return nn.ModuleDict({"proj": linear(6, 4), "out_proj": linear(4, 6), "proj_head": linear(6, 3, bias=False),
+                          "inner": inner})
+
+
+@SPEC.inputs_of("count_trainable_parameters")
+def count_trainable_inputs(gen):
+    import warnings
+
+    from grader.reference.lora import inject_lora
+
+    yield (nn.Linear(4, 8),), {}
+    frozen_bias = nn.Linear(5, 3, dtype=torch.float64)
+    frozen_bias.bias.requires_grad_(False)
+    yield (frozen_bias,), {}
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight  # one tensor under two names: counted once
+    yield (tied,), {}
+    yield (nn.BatchNorm1d(5),), {}  # 10 parameters and 3 buffers
+    yield (nn.Module(),), {}  # no parameters at all
+    with warnings.catch_warnings():  # torch warns that initialising an empty tensor does nothing
+        warnings.simplefilter("ignore")
+        yield (nn.Linear(0, 3),), {}  # a weight with no elements
+    yield (nn.Sequential(nn.Linear(3, 3), nn.ReLU()).requires_grad_(False),), {}  # everything frozen
+    _, llama = _tiny_llama(0, tie_word_embeddings=True)
+    yield (llama,), {}
+    llama = copy.deepcopy(llama).requires_grad_(False)
+    llama.lm_head.requires_grad_(True)  # the output matrix, shared with the embedding
+    yield (llama,), {}
+    yield (_seeded(0, lambda: inject_lora(_named_tree(gen), ["proj"], 2, 4)),), {}
+
+
+@SPEC.inputs_of("lora_parameter_count")
+def lora_parameter_count_inputs(gen):
+    for d_in, d_out, r in [(12, 34, 5), (1, 1, 1), (16, 16, 1), (3, 7, 2), (7, 3, 2), (128, 384, 8),
+                           (4096, 4096, 16), (768, 3072, 4), (10, 20, 0)]:
+        yield (d_in, d_out, r), {}
+    for d_in, d_out, r in torch.randint(1, 5000, (10, 3), generator=gen).tolist():
+        yield (d_in, d_out, r % 64 + 1), {}
+    yield (), {"d_in": 5, "d_out": 9, "r": 3}
+
+
+@SPEC.agreement("lora_linear")
+def lora_linear_agrees(mine_class, reference_class):
+    from llmcourse.checks.lora import generator, randn
+
+    gen = generator(40)
+    for case, (d_in, d_out, r, alpha, bias, dtype) in enumerate([
+            (6, 3, 2, 4, True, torch.float32), (5, 7, 1, 1.5, False, torch.float64),
+            (16, 16, 4, 8, True, torch.float32), (3, 2, 5, 10, True, torch.float64),  # r above both sizes
+            (8, 4, 3, 3, False, torch.float32)]):
+        what = f"LoRALinear({d_in} -> {d_out}, r={r}, alpha={alpha}, bias={bias}, {dtype})"
+        base = nn.Linear(d_in, d_out, bias=bias, dtype=dtype)
+        base.load_state_dict({"weight": randn(gen, d_out, d_in, dtype=dtype, scale=0.4),
+                              **({"bias": randn(gen, d_out, dtype=dtype, scale=0.1)} if bias else {})})
+        # Built from one seed: the same lora_A, B = 0, the base frozen (its state, flags, scaling, dropout).
+        mine = _seeded(case, lambda: mine_class(copy.deepcopy(base), r, alpha))
+        theirs = _seeded(case, lambda: reference_class(copy.deepcopy(base), r, alpha))
+        _align_random_starts(mine, theirs, what)
+        inputs = [randn(gen, d_in, dtype=dtype), randn(gen, 3, d_in, dtype=dtype), randn(gen, 2, 4, d_in, dtype=dtype),
+                  randn(gen, 0, d_in, dtype=dtype)]  # (..., in_features), an empty batch included
+        _assert_same_models(mine, theirs, f"{what}, as built", inputs)
+        # Trained factors: load the notebook layer's state into the reference's, compare forward and gradients.
+        with torch.no_grad():
+            mine.lora_A.weight.copy_(randn(gen, r, d_in, dtype=dtype, scale=0.5))
+            mine.lora_B.weight.copy_(randn(gen, d_out, r, dtype=dtype, scale=0.5))
+        theirs.load_state_dict(mine.state_dict())
+        _assert_same_models(mine, theirs, f"{what}, with A and B set", inputs)
+        x = randn(gen, 2, 3, d_in, dtype=dtype)
+        grads = []
+        for layer in (mine, theirs):
+            xg = x.clone().requires_grad_(True)
+            (layer(xg) * randn(generator(case), 2, 3, d_out, dtype=dtype)).sum().backward()
+            grads.append({"x": xg.grad, **{name: p.grad for name, p in layer.named_parameters()}})
+        assert all(g[name] is None for g in grads for name in g if name.startswith("base.")), what
+        _assert_same({k: v for k, v in grads[0].items() if v is not None},
+                     {k: v for k, v in grads[1].items() if v is not None}, f"{what}: the gradients")
+        # merged(): a new nn.Linear with W + scaling * B @ A and the base's bias; the layer stays as it was.
+        before = copy.deepcopy(dict(mine.state_dict()))
+        merged_mine, merged_theirs = mine.merged(), theirs.merged()
+        assert type(merged_mine) is type(merged_theirs) is nn.Linear, (what, type(merged_mine))
+        _assert_same_models(merged_mine, merged_theirs, f"{what}.merged()", inputs, flags=False)
+        _assert_same(dict(mine.state_dict()), before, f"{what}: the layer after merged()")
+        _assert_same(_structure(mine), _structure(theirs), f"{what}: the layer after merged()")
+    # Dropout on the LoRA path only: the same draws (one seed) give the same outputs in training mode.
+    base = nn.Linear(10, 6)
+    mine = _seeded(7, lambda: mine_class(copy.deepcopy(base), 4, 8, dropout=0.5))
+    theirs = _seeded(7, lambda: reference_class(copy.deepcopy(base), 4, 8, dropout=0.5))
+    _align_random_starts(mine, theirs, "LoRALinear with dropout 0.5")
+    with torch.no_grad():
+        mine.lora_B.weight.copy_(randn(gen, 6, 4, scale=0.5))
+    theirs.load_state_dict(mine.state_dict())
+    x = randn(gen, 5, 10)
+    for mode in ("train", "eval"):
+        getattr(mine, mode)(), getattr(theirs, mode)()
+        with torch.no_grad():
+            _assert_same(_seeded(8, lambda: mine(x)), _seeded(8, lambda: theirs(x)), f"dropout 0.5, {mode} mode")
+    _assert_same_models(mine.merged(), theirs.merged(), "LoRALinear with dropout 0.5: merged()", [x], flags=False)
+
+
+@SPEC.agreement("inject_lora")
+def inject_lora_agrees(mine, reference):
+    from llmcourse.checks.lora import ATTENTION, MLP, generator
+
+    gen = generator(41)
+    ids = torch.randint(0, 40, (2, 7), generator=gen)
+    llamas = [(_tiny_llama(42)[1], ["q_proj", "v_proj"], 4, 8, 0.0),
+              (_tiny_llama(43)[1], ATTENTION + MLP, 2, 6, 0.1),
+              (_tiny_llama(44, attention_bias=True, mlp_bias=True)[1], ("v_proj", "down_proj"), 3, 3.0, 0.0),
+              (_tiny_llama(45)[1], ["model.layers.1.self_attn.o_proj", "lm_head"], 1, 2, 0.0),  # qualified names
+              (_tiny_llama(46)[1].double(), ["up_proj"], 2, 4, 0.0)]
+    tree = _named_tree(gen)
+    trees = [(tree, ["proj"], 2, 4, 0.0), (tree, ["inner.proj"], 2, 4, 0.0), (tree, ("proj", "out_proj"), 3, 1, 0.0),
+             (tree, ["norm"], 2, 4, 0.0),  # a LayerNorm: nothing to wrap
+             (tree, ["xproj", "proj_"], 2, 4, 0.0),  # no layer of that whole name
+             (tree, [], 2, 4, 0.0),  # no target: frozen, nothing wrapped
+             (_named_tree(gen, torch.float64), ["proj", "proj_head"], 2, 4, 0.2),
+             (nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)), ["2"], 2, 4, 0.0)]  # numbered children
+    for i, (model, targets, r, alpha, dropout) in enumerate(llamas + trees):
+        what = f"inject_lora(model {i}, {targets!r}, r={r}, alpha={alpha}, dropout={dropout})"
+        models = [copy.deepcopy(model), copy.deepcopy(model)]
+        results = [_seeded(i, lambda: fn(m, targets, r, alpha, dropout)) for fn, m in zip((mine, reference), models)]
+        assert results[0] is models[0] and results[1] is models[1], f"{what}: not the model it was given"
+        _align_random_starts(*results, what)
+        _assert_same_models(*results, what)
+        if i < len(llamas):
+            with torch.no_grad():
+                _assert_same(_logits_of(results[0], ids), _logits_of(results[1], ids), f"{what}: the logits")
+    # Called without dropout (its default) on a model that already has LoRA layers elsewhere.
+    models = [copy.deepcopy(tree), copy.deepcopy(tree)]
+    results = [_seeded(9, lambda: fn(fn(m, ["out_proj"], 2, 4), ["inner.proj"], 1, 1))
+               for fn, m in zip((mine, reference), models)]
+    _align_random_starts(*results, "inject_lora twice, on other targets")
+    _assert_same_models(*results, "inject_lora twice, on other targets")
+
+
+def _wrapped(model, lora_class, names, r, alpha, gen_seed):
+    """`model` with the layers `names` wrapped by `lora_class` and given random factors (the same for a seed)."""
+    from llmcourse.checks.lora import generator, randn
+
+    gen = generator(gen_seed)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        base = getattr(parent, child)
+        layer = lora_class(base, r, alpha)
+        with torch.no_grad():
+            layer.lora_A.weight.copy_(randn(gen, r, base.in_features, dtype=base.weight.dtype, scale=0.3))
+            layer.lora_B.weight.copy_(randn(gen, base.out_features, r, dtype=base.weight.dtype, scale=0.3))
+        setattr(parent, child, layer)
+    return model
+
+
+@SPEC.agreement("merge_lora")
+def merge_lora_agrees(mine, reference):
+    """Each side merges a model wrapped with its own LoRALinear (merge_lora looks for that class), both from the
+    same base weights and the same factors."""
+    import grader.reference.lora as reference_module
+    from llmcourse.checks.lora import generator
+
+    classes = (mine.__globals__["LoRALinear"], reference_module.LoRALinear)
+    gen = generator(50)
+    ids = torch.randint(0, 40, (2, 7), generator=gen)
+    layers = [f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.q_proj", "mlp.up_proj")]
+    llamas = [(_tiny_llama(51)[1], layers, 2, 6),
+              (_tiny_llama(52, attention_bias=True, mlp_bias=True)[1],
+               ["model.layers.0.self_attn.v_proj", "model.layers.1.mlp.down_proj", "lm_head"], 3, 3.0),
+              (_tiny_llama(53)[1].double(), ["model.layers.1.self_attn.k_proj"], 1, 2),
+              (_tiny_llama(54)[1], [], 2, 4)]  # no LoRA layer: the model stays as it is
+    trees = [(_named_tree(gen), ["proj", "inner.proj", "proj_head"], 2, 4),  # nested, with and without a bias
+             (_named_tree(gen, torch.float64), ["out_proj"], 4, 2),
+             (nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)), ["0", "2"], 2, 8)]
+    x6 = torch.randn(3, 6, generator=gen)
+    for i, (model, names, r, alpha) in enumerate(llamas + trees):
+        what = f"merge_lora(model {i} with LoRA on {names}, r={r}, alpha={alpha})"
+        wrapped = [_seeded(i, lambda: _wrapped(copy.deepcopy(model), cls, names, r, alpha, 60 + i)) for cls in classes]
+        _assert_same_models(*wrapped, f"{what}: before merging")
+        if i < len(llamas):
+            with torch.no_grad():
+                before = _logits_of(wrapped[0], ids)
+        results = [fn(m) for fn, m in zip((mine, reference), wrapped)]
+        assert results[0] is wrapped[0] and results[1] is wrapped[1], f"{what}: not the model it was given"
+        assert not any(isinstance(m, classes) for m in results[0].modules()), f"{what}: LoRA layers left"
+        _assert_same_models(*results, what, flags=False)
+        if i < len(llamas):
+            with torch.no_grad():
+                after = [_logits_of(m, ids) for m in results]
+            _assert_same(*after, f"{what}: the logits")
+            assert torch.allclose(after[0], before, rtol=1e-4, atol=1e-4), f"{what}: the logits changed"
+        elif isinstance(results[0], nn.Sequential):
+            _assert_same(results[0](x6[:, :5]), results[1](x6[:, :5]), f"{what}: the outputs")
+        else:
+            for name in ("proj", "inner.proj", "out_proj"):
+                layer = [m.get_submodule(name) for m in results]
+                x = x6[:, :layer[0].in_features].to(layer[0].weight.dtype)
+                _assert_same(layer[0](x), layer[1](x), f"{what}: the outputs of {name}")
+
+
+_WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "red", "ball", "ran", "The", "CAT", "mat.", "On"]
+_TEXT_PAIRS = [  # the notebook's worked examples, then the edge cases its contract names
+    ("the cat sat on the mat", "The cat is on the mat"), ("the the the", "the cat"),
+    ("mat on sat cat the", "the cat sat on mat"), ("", "the cat"), ("the cat", ""), ("", ""), ("   ", " \t\n "),
+    ("The CAT sat", "the cat SAT"), ("cat cat", "cat cat cat"), ("cat cat cat cat", "cat dog"),
+    ("the bag.", "the bag"), ("a b a b a", "a b a"), ("  the\tcat \n sat ", "the cat sat"), ("a b c d", "a x b y c"),
+    ("cat the", "the cat"), ("a b c b d a b", "b d c a b a"), ("cat", "dog"), ("one", "one"),
+]
+
+
+def _random_texts(gen, count):
+    """`count` pairs of 0 to 11 words drawn from a few words (some upper-cased, one with a full stop)."""
+    pairs = []
+    for _ in range(count):
+        vocab = int(torch.randint(3, len(_WORDS) + 1, (), generator=gen))
+        pairs.append(tuple(" ".join(_WORDS[i] for i in torch.randint(0, vocab, (int(torch.randint(0, 12, (),
+                     generator=gen)),), generator=gen).tolist()) for _ in range(2)))
+    return pairs
+
+
+@SPEC.inputs_of("rouge_n")
+def rouge_n_inputs(gen):
+    for cand, refr in _TEXT_PAIRS:
+        yield (cand, refr), {}  # n at its default
+        for n in (1, 2, 3, 5):  # 3 and 5: texts with fewer tokens than n have no n-grams
+            yield (cand, refr, n), {}
+    for i, (cand, refr) in enumerate(_random_texts(gen, 60)):
+        yield (cand, refr), {"n": 1 + i % 3}
+
+
+@SPEC.inputs_of("rouge_l")
+def rouge_l_inputs(gen):
+    for cand, refr in _TEXT_PAIRS + _random_texts(gen, 60):
+        yield (cand, refr), {}
+
+
+def _examples(gen, count, vocab=40):
+    """`count` random sequences of 4 to 12 tokens, each with an unlabelled prompt of random length."""
+    examples = []
+    for _ in range(count):
+        length = int(torch.randint(4, 13, (), generator=gen))
+        ids = torch.randint(3, vocab, (length,), generator=gen).tolist()
+        prompt = int(torch.randint(1, length - 1, (), generator=gen))
+        examples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return examples
+
+
+@SPEC.agreement("finetune")
+def finetune_agrees(mine, reference):
+    """Both train copies of one model with the same arguments (the same seed): the same losses, the same model
+    after (its weights, what is trainable, its logits)."""
+    from grader.reference.lora import inject_lora
+    from llmcourse.checks.lora import generator
+
+    gen = generator(70)
+    ids = torch.randint(0, 40, (2, 7), generator=gen)
+    partly_frozen = _tiny_llama(73)[1].requires_grad_(False)
+    partly_frozen.lm_head.requires_grad_(True)
+    runs = [
+        (_tiny_llama(71)[1], _examples(gen, 7), (5, 1e-2), {"batch_size": 3, "seed": 4}),  # passes that run out
+        (_tiny_llama(72)[1], _examples(gen, 3), (3, 1e-2), {"batch_size": 5, "seed": 1}),  # a batch above the data
+        (partly_frozen, _examples(gen, 6), (3, 3e-2), {"batch_size": 2, "seed": 2}),
+        (_seeded(0, lambda: inject_lora(_tiny_llama(74)[1], ["q_proj", "v_proj"], 4, 8)), _examples(gen, 10),
+         (3, 3e-2), {}),  # LoRA; batch_size and seed at their defaults
+        (_tiny_llama(75)[1].double(), _examples(gen, 4), (2, 1e-2), {"batch_size": 4, "seed": 5}),
+        (_tiny_llama(76)[1].train(), _examples(gen, 4), (0, 1e-2), {"batch_size": 2}),  # no step at all
+    ]
+    for i, (model, dataset, args, kwargs) in enumerate(runs):
+        what = f"finetune(model {i}, {len(dataset)} examples, steps={args[0]}, lr={args[1]}, {kwargs})"
+        models = [copy.deepcopy(model), copy.deepcopy(model)]
+        losses = [fn(m, copy.deepcopy(dataset), *args, **kwargs) for fn, m in zip((mine, reference), models)]
+        _assert_same(*losses, f"{what}: the losses")
+        _assert_same_models(*models, f"{what}: the model after")
+        with torch.no_grad():
+            _assert_same(_logits_of(models[0], ids), _logits_of(models[1], ids), f"{what}: the logits after")

@@ -167,11 +167,9 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature=2.0, a
 def magnitude_prune(model, sparsity, module_types=(nn.Linear,)):
     if not 0 <= sparsity <= 1:
         raise ValueError(f"sparsity is a fraction between 0 and 1, not {sparsity}")
-    weights, seen = [], set()
-    for module in model.modules():
-        if isinstance(module, module_types) and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            weights.append(module.weight)
+    # Every matching module's weight, as torch.nn.utils.prune.global_unstructured ranks them (the contract): a
+    # weight two modules share (a tied output layer) is ranked once for each.
+    weights = [module.weight for module in model.modules() if isinstance(module, module_types)]
     scores = torch.cat([w.abs().flatten() for w in weights])
     k = round(sparsity * scores.numel())
     keep = torch.ones_like(scores, dtype=torch.bool)

@@ -1647,3 +1647,330 @@ def the_closed_form_with_D_first(C, law):
     a, A, b, B = law["alpha"], law["A"], law["beta"], law["B"]
     tokens = (b * B / (a * A)) ** (1 / (a + b)) * (C / 6) ** (a / (a + b))
     return C / (6 * tokens), tokens
+
+
+# -- the notebook's solution and the reference agree on these inputs ------------------------------------
+
+@SPEC.inputs_of("perplexity")
+def perplexity_inputs(gen):
+    from llmcourse.checks.deployment_eval import PPL_ONE_TEXT, PPL_TEXTS, eval_model, eval_tokenizer
+
+    _, _, model = eval_model(int(torch.randint(0, 1000, (), generator=gen)))
+    tokenizer, with_bos = eval_tokenizer(), eval_tokenizer(bos=True)
+    yield (model, tokenizer, PPL_ONE_TEXT), {}  # one string is one text
+    yield (model, tokenizer, PPL_TEXTS), {}  # "" and a one-token text have nothing to predict: left out
+    yield (model, tokenizer, PPL_TEXTS), {"max_length": 5}  # truncated
+    yield (model, tokenizer, PPL_TEXTS[2:]), {"max_length": 2}  # one predicted token a text
+    yield (model, with_bos, ["yes", "", PPL_ONE_TEXT]), {}  # <s> first: "yes" now has a token to predict, "" none
+    yield (copy.deepcopy(model).double(), tokenizer, PPL_TEXTS[:3]), {}  # a float64 model
+    yield (model, tokenizer, ["", "yes"]), {}  # no token to predict at all: ValueError
+    yield (model, tokenizer, []), {}  # no text: ValueError
+    yield (model, tokenizer, PPL_TEXTS), {"max_length": 1}  # truncated to one token: ValueError
+
+
+@SPEC.inputs_of("bleu")
+def bleu_inputs(gen):
+    words = "the a cat dog sat ran on in mat park".split()
+    cands = [" ".join(words[i] for i in torch.randint(0, len(words), (n,), generator=gen)) for n in (9, 4, 12, 1)]
+    refs = [[" ".join(words[i] for i in torch.randint(0, len(words), (n,), generator=gen)) for n in lengths]
+            for lengths in ((8, 11), (5,), (12, 10, 13), (2, 1))]
+    for max_n in (1, 2, 3, 4):
+        yield (cands, refs), {"max_n": max_n}  # random sentences of a small vocabulary: n-grams match often
+    yield (["the cat sat on the mat", "a dog ran far away"],
+           [["the cat sat on a mat", "a cat sat on the mat"], ["the dog ran away"]]), {}
+    yield (["the cat sat on the mat", "a dog ran far away"],
+           [["the cat sat on a mat", "a cat sat on the mat"], ["the dog ran away"]]), {"max_n": 2}
+    yield (["the the the the"], [["the cat the", "the dog the"]]), {"max_n": 1}  # clipped by one reference
+    yield (["a b a b a b"], [["a b a b"]]), {"max_n": 2}
+    yield (["the cat sat on"], [["the cat sat", "the cat sat on it"]]), {"max_n": 2}  # a tie: the shorter reference
+    yield (["the cat"], [["the cat sat on the mat", "the cat sat"]]), {"max_n": 2}  # brevity penalty
+    yield (["The Cat sat"], [["the cat sat"]]), {"max_n": 1}  # case kept
+    yield ("the cat sat on the mat", ["the cat is on the mat"]), {"max_n": 3}  # one sentence and its references
+    yield ("the cat sat on the mat", ["the cat sat on the mat"]), {}
+    yield (["a dog"], [["a dog ran"]]), {}  # shorter than max_n: no 4-gram, 0
+    yield ([""], [["the cat"]]), {"max_n": 1}  # an empty candidate
+    yield ([], []), {}  # an empty corpus
+    yield (["the cat", "a dog"], [["the cat"]]), {}  # lengths differ: ValueError
+
+
+def _model_for_choices(gen):
+    from llmcourse.checks.deployment_eval import eval_model, eval_tokenizer
+
+    _, _, model = eval_model(int(torch.randint(0, 1000, (), generator=gen)), head_scale=3.0)
+    return model, eval_tokenizer(), eval_tokenizer(bos=True)
+
+
+@SPEC.inputs_of("choice_logprob")
+def choice_logprob_inputs(gen):
+    from llmcourse.checks.deployment_eval import CHOICE_PROMPT, CHOICES
+
+    model, tokenizer, with_bos = _model_for_choices(gen)
+    for choice in CHOICES:
+        yield (model, tokenizer, CHOICE_PROMPT, choice), {}
+        yield (model, with_bos, CHOICE_PROMPT, choice), {}  # <s> before the prompt only
+    yield (model, tokenizer, "The cat sat on the", " mat"), {}
+    yield (copy.deepcopy(model).double(), tokenizer, "The cat sat on the", " big red ball"), {}
+    yield (model, with_bos, "", " Once upon a time"), {}  # the prompt is <s> alone
+    yield (model, tokenizer, "", " Once upon a time"), {}  # no prompt token: ValueError
+    yield (model, tokenizer, CHOICE_PROMPT, ""), {}  # no choice token: ValueError
+
+
+@SPEC.inputs_of("multiple_choice_accuracy")
+def multiple_choice_inputs(gen):
+    from llmcourse.checks.deployment_eval import MC_ITEMS
+
+    model, tokenizer, with_bos = _model_for_choices(gen)
+    for _ in range(3):
+        items = [{"prompt": p, "choices": list(c), "answer": int(torch.randint(0, len(c), (), generator=gen))}
+                 for p, c in MC_ITEMS]
+        yield (model, tokenizer, items), {}
+    yield (model, with_bos, items), {}
+    yield (model, tokenizer, items[:1]), {}
+    yield (model, tokenizer, [{"prompt": "The dog was very", "choices": [" happy"], "answer": 0}]), {}
+    yield (model, tokenizer, [{"prompt": "The dog was very", "choices": [" happy", " happy"], "answer": 1}]), {}  # a tie
+    yield (model, tokenizer, []), {}  # no item: ValueError
+
+
+@SPEC.inputs_of("model_memory")
+def model_memory_inputs(gen):
+    for n_params in (10 ** 9, 7, 124_439_808, 0):
+        for dtype in BYTES_PER_PARAM:
+            yield (n_params, dtype), {}
+            for mixed_precision in (False, True):  # integer weights, and fp32 under mixed precision: ValueError
+                yield (n_params, dtype), {"training": True, "mixed_precision": mixed_precision}
+    yield (10 ** 9, "fp32", False, True), {}  # mixed precision is about training only
+    yield (10 ** 9, "bf16", True, True), {}
+    yield (1e9, "fp16"), {"training": True, "mixed_precision": True}  # a float count
+    yield (1e9, "int4"), {}
+    yield (10 ** 9, "fp8"), {}  # an unknown dtype: ValueError
+    yield (10 ** 9, "FP32"), {"training": True}
+
+
+def _weights_to_quantize(gen):
+    """Tensors of several shapes and dtypes: an outlier, a slice of zeros, all-negative and all-positive slices."""
+    w = torch.randn(6, 10, generator=gen)
+    w[2, 3] = 9.0
+    w[4] = 0.0
+    w[:, 7] = 0.0
+    cube = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) * 3
+    cube[1] = -cube[1].abs()
+    cube[2] = cube[2].abs() + 0.5
+    return [w, w.double(), cube, cube.float(), torch.randn(7, generator=gen) * 0.01, w.bfloat16()]
+
+
+def _quantize_inputs(gen):
+    weights = _weights_to_quantize(gen)
+    for w in weights[:4]:
+        for bits in (2, 3, 4, 8):
+            for dim in (None, 0, 1, -1):
+                yield (w, bits, dim), {}
+    yield (weights[2], 5), {"dim": 2}
+    yield (weights[2], 8), {"dim": -2}
+    yield (weights[4],), {}  # 1-D: one scale, or one a weight
+    yield (weights[4], 6), {"dim": 0}
+    yield (weights[5], 8, 0), {}  # bfloat16
+    yield (torch.tensor(-0.75),), {}  # a scalar
+    yield (torch.zeros(3, 4), 4, 1), {}  # all zeros: scale 1
+    yield (torch.zeros(0, 5), 8, 0), {}  # no rows
+    yield (weights[0], 1), {}  # bits out of range: ValueError
+    yield (weights[0], 9, 0), {}
+
+
+@SPEC.inputs_of("quantize_absmax")
+def quantize_absmax_inputs(gen):
+    yield from _quantize_inputs(gen)
+
+
+@SPEC.inputs_of("quantize_zeropoint")
+def quantize_zeropoint_inputs(gen):
+    yield from _quantize_inputs(gen)
+
+
+@SPEC.inputs_of("dequantize")
+def dequantize_inputs(gen):
+    for dtype in (torch.float32, torch.float64):
+        q = torch.randint(-127, 128, (6, 10), generator=gen, dtype=torch.int8)
+        yield (q, torch.rand(6, 1, generator=gen, dtype=dtype) + 0.01), {}  # one scale a row
+        yield (q, torch.rand(1, 10, generator=gen, dtype=dtype) + 0.01), {}  # one scale a column
+        yield (q, torch.tensor(0.02, dtype=dtype)), {}  # one scale
+        yield (q, torch.tensor(0.02, dtype=dtype)), {"zero_point": None}
+        u = torch.randint(0, 256, (3, 4, 5), generator=gen, dtype=torch.uint8)
+        scale = torch.rand(3, 1, 1, generator=gen, dtype=dtype) + 0.01
+        zero_point = torch.randint(0, 256, (3, 1, 1), generator=gen, dtype=torch.int32)
+        yield (u, scale, zero_point), {}
+        yield (u, scale), {"zero_point": zero_point}
+        yield (u[0, 0], torch.tensor(0.5, dtype=dtype), torch.tensor(128, dtype=torch.int32)), {}
+    q, scale = quantize_absmax(torch.randn(4, 8, generator=gen), 4, dim=0)
+    yield (q, scale), {}
+    yield (torch.zeros(0, 5, dtype=torch.int8), torch.ones(0, 1)), {}  # nothing to dequantise
+
+
+@SPEC.agreement("quantized_linear")
+def quantized_linears_agree(mine, theirs):
+    """Both quantise the same nn.Linear into the same buffers, and each computes the same outputs from the other's
+    buffers (float32 and float64 inputs of several shapes); a group_size that does not divide in_features raises."""
+    import pytest
+
+    from tests.test_checks import assert_same
+
+    gen = torch.Generator().manual_seed(0)
+    for in_features, out_features, bits, group_size, bias, dtype in [
+            (12, 5, 8, None, True, torch.float32), (12, 5, 4, 4, False, torch.float32),
+            (16, 3, 3, 8, True, torch.float64), (6, 4, 2, 6, True, torch.float32), (6, 4, 8, 1, False, torch.float64),
+            (10, 7, 5, None, False, torch.float64)]:
+        what = f"QuantizedLinear.from_linear(Linear({in_features}, {out_features}, bias={bias}, dtype={dtype}), " \
+               f"bits={bits}, group_size={group_size})"
+        linear = nn.Linear(in_features, out_features, bias=bias, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(out_features, in_features, generator=gen, dtype=dtype))
+            linear.weight[0, 0] = 8.0  # an outlier
+            linear.weight[1] = 0.0  # a row of zeros: scale 1
+            if bias:
+                linear.bias.copy_(torch.randn(out_features, generator=gen, dtype=dtype))
+        a = mine.from_linear(copy.deepcopy(linear), bits, group_size)
+        b = theirs.from_linear(copy.deepcopy(linear), bits=bits, group_size=group_size)
+        assert type(a) is mine and type(b) is theirs, what
+        assert_same(a, b, what)
+        attributes = ("in_features", "out_features", "bits", "group_size")
+        assert [getattr(a, n) for n in attributes] == [getattr(b, n) for n in attributes], what
+        assert_same(mine(in_features, out_features, bits, group_size, bias=bias),
+                    theirs(in_features, out_features, bits, group_size, bias=bias), f"{what}: a new layer")
+        a_with_b_state = mine(in_features, out_features, bits, group_size, bias=bias)
+        a_with_b_state.load_state_dict(b.state_dict(), assign=True)
+        b_with_a_state = theirs(in_features, out_features, bits, group_size, bias=bias)
+        b_with_a_state.load_state_dict(a.state_dict(), assign=True)
+        for shape in ((3, in_features), (2, 4, in_features), (in_features,)):
+            for x_dtype in (torch.float32, torch.float64):
+                x = torch.randn(*shape, generator=gen, dtype=x_dtype)
+                with torch.no_grad():
+                    expected = b(x)
+                    assert_same(a(x), expected, f"{what} on an input of shape {shape} and dtype {x_dtype}")
+                    assert_same(a_with_b_state(x), expected, f"{what}: the reference's buffers in the notebook's layer")
+                    assert_same(b_with_a_state(x), expected, f"{what}: the notebook's buffers in the reference's layer")
+    linear = nn.Linear(10, 3)
+    for cls in (mine, theirs):
+        with pytest.raises(ValueError):
+            cls(10, 3, 8, 4)
+        with pytest.raises(ValueError):
+            cls.from_linear(linear, 4, group_size=3)
+
+
+@SPEC.inputs_of("quantize_model")
+def quantize_model_inputs(gen):
+    from llmcourse.checks.lora import llama_weights, local_llama, tiny_llama_config
+
+    config = tiny_llama_config()  # hidden 16, intermediate 24: groups of 8 and 4 divide both
+    llama = local_llama(config, llama_weights(config, int(torch.randint(0, 1000, (), generator=gen))))
+    yield (llama,), {}
+    yield (llama, 4, 8), {"skip": ("mlp",)}
+    yield (llama,), {"bits": 3, "group_size": 4, "skip": ("lm_head", "self_attn")}
+    yield (llama,), {"skip": ()}  # every layer, lm_head too
+    yield (llama,), {"skip": ("head", "proj")}  # whole parts of a name only: nothing skipped
+    yield (llama,), {"skip": ("q_proj", "down_proj")}
+    yield (llama, 8, 5), {}  # 5 divides no in_features: ValueError
+    nested = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Sequential(nn.Linear(6, 4, bias=False), nn.Linear(4, 4)))
+    nested.lm_head = nn.Linear(4, 3)
+    with torch.no_grad():
+        for p in nested.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    yield (nested,), {}
+    yield (copy.deepcopy(nested).double(), 2, 2), {"skip": ("2",)}  # float64; the inner Sequential "2" skipped
+    yield (nested,), {"skip": ("0",)}  # "0" and "2.0" skipped, "2.1" not
+
+
+@SPEC.inputs_of("distillation_loss")
+def distillation_inputs(gen):
+    from llmcourse.checks.deployment_eval import distill_inputs
+
+    for i, (batch, length, vocab) in enumerate([(2, 6, 7), (3, 4, 5), (1, 2, 3), (4, 9, 11)]):
+        for dtype in (torch.float32, torch.float64):
+            s, t, labels = distill_inputs(int(torch.randint(0, 1000, (), generator=gen)), batch, length, vocab, dtype)
+            yield (s, t, labels), {}
+            yield (s, t, labels), {"temperature": 1.0 + i, "alpha": 0.3}
+            masked = labels.clone()
+            masked[0, : length // 2] = -100  # a prompt
+            if batch > 1:
+                masked[-1, -1:] = -100  # padding
+            masked[:, 0] = -100  # the first label is never predicted
+            yield (s, t, masked), {"temperature": 0.5, "alpha": 0.8}
+            yield (s, t, masked), {"alpha": 0.0}
+            yield (s, t, masked), {"alpha": 1.0, "temperature": 4.0}
+            yield (s, s.clone(), labels), {"alpha": 1.0}  # a student equal to its teacher: 0
+    s, t, labels = distill_inputs(5, 2, 5, 6)
+    yield (s.requires_grad_(), t, labels), {"temperature": 3}
+    yield (s, t, torch.full_like(labels, -100)), {}  # nothing kept: nan, like next_token_loss
+
+
+def _small_mlp(gen, dtype=torch.float32):
+    model = nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 5), nn.Linear(5, 3, bias=False)).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype) * 0.3)
+    return model
+
+
+@SPEC.inputs_of("magnitude_prune")
+def magnitude_prune_inputs(gen):
+    for dtype in (torch.float32, torch.float64):
+        model = _small_mlp(gen, dtype)
+        for sparsity in (0.0, 0.25, 0.37, 0.5, 0.9, 1.0):
+            yield (model, sparsity), {}
+    model = _small_mlp(gen)
+    yield (model, 1), {}  # an int
+    yield (model, 0), {}
+    equal_magnitudes = _small_mlp(gen)
+    with torch.no_grad():  # |w| is 0.1 or 0.2, with either sign: ties, which topk breaks the same way in both
+        for m in equal_magnitudes:
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randint(1, 3, m.weight.shape, generator=gen) * 0.1 *
+                               (torch.randint(0, 2, m.weight.shape, generator=gen) * 2 - 1))
+    yield (equal_magnitudes, 0.3), {}
+    embedded = nn.Sequential(nn.Embedding(12, 6), nn.Linear(6, 6), nn.LayerNorm(6), nn.Linear(6, 12))
+    with torch.no_grad():
+        for p in embedded.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    yield (embedded, 0.4), {}
+    yield (embedded, 0.4), {"module_types": (nn.Linear, nn.Embedding)}
+    yield (embedded, 0.6), {"module_types": (nn.Embedding,)}
+    # A weight shared by two modules (an output layer tied to the embedding table) is ranked once for each, as
+    # torch.nn.utils.prune.global_unstructured (the contract) ranks it.
+    shared = nn.Sequential(nn.Embedding(12, 6), nn.Linear(6, 6), nn.Linear(6, 12, bias=False))
+    with torch.no_grad():
+        shared[0].weight.copy_(torch.randn(12, 6, generator=gen) * 0.1)
+        shared[1].weight.copy_(torch.randn(6, 6, generator=gen))
+    shared[2].weight = shared[0].weight
+    yield (shared, 0.5), {"module_types": (nn.Linear, nn.Embedding)}
+    yield (model, -0.1), {}  # not a fraction: ValueError
+    yield (model, 1.5), {}
+
+
+def _law_rows(law, pairs):
+    return [{"params": n, "tokens": d, "loss": law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]}
+            for n, d in pairs]
+
+
+@SPEC.inputs_of("fit_scaling_law")
+def fit_scaling_law_inputs(gen):
+    from llmcourse.checks.deployment_eval import GRID_LAW, GRID_PARAMS, GRID_TOKENS
+
+    grid = [(n, d) for n in GRID_PARAMS for d in GRID_TOKENS]
+    yield (_law_rows(GRID_LAW, grid),), {}  # a law the runs follow exactly
+    law = {"E": 1.2, "A": 400.0, "alpha": 0.28, "B": 900.0, "beta": 0.33}
+    noise = torch.randn(5, generator=gen, dtype=torch.float64) * 0.01
+    yield ([{"params": int(row["params"]), "tokens": int(row["tokens"]), "loss": row["loss"] * math.exp(e)}
+            for row, e in zip(_law_rows(law, grid[::6]), noise.tolist())],), {}  # five noisy runs, integer counts
+    yield (_law_rows(law, grid[:4]),), {}  # four runs: ValueError
+    yield ([],), {}
+
+
+@SPEC.inputs_of("compute_optimal")
+def compute_optimal_inputs(gen):
+    from llmcourse.checks.deployment_eval import GRID_LAW
+
+    laws = [GRID_LAW, {"E": 1.5, "A": 300.0, "alpha": 0.3, "B": 500.0, "beta": 0.35},
+            {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28},  # the Chinchilla fit
+            {"E": 0.0, "A": 50.0, "alpha": 0.5, "B": 50.0, "beta": 0.5}]
+    for law in laws:
+        for C in (6e15, 1e20, 3.14e23, float(torch.rand((), generator=gen)) * 1e18):
+            yield (C, law), {}
+    yield (10 ** 21, laws[1]), {}  # an int budget

@@ -13,10 +13,10 @@ import random
 import torch
 
 from grader.reference import deployment as ref
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded, mistake_hint
 from llmcourse.checks.deployment_eval import (bleu_expect, choice_values,
                                               distill_inputs, distill_values, eval_close, eval_expect_value, eval_model,
-                                              eval_mistake, eval_student_llama, eval_student_tokenizer,
+                                              eval_student_llama, eval_student_tokenizer,
                                               eval_tokenizer, expect_budget, expect_law, expect_pair, law_fit_hint,
                                               law_rows, law_worst_error, ppl_mistakes)
 
@@ -231,7 +231,7 @@ def test_distillation_loss_matches_the_reference(student):
         value = got.double().item()
         if not eval_close(value, expected.double().item(), 1e-4, 1e-6):
             fail(f"{what} is {value:.8g}, but it should be {expected.item():.8g}.",
-                 eval_mistake(value, expected.double().item(), mistakes))
+                 mistake_hint(value, expected.double().item(), mistakes, rtol=1e-4, atol=1e-6))
         expect(got.dtype == dtype, f"{what} returned a {got.dtype} loss: it should keep the logits' dtype {dtype}.",
                "Compute in the logits' dtype (do not convert to float32 along the way).")
 
@@ -332,8 +332,7 @@ def test_compute_optimal_matches_the_closed_form(student):
         n, d = expect_pair(student.compute_optimal(C, law), what)
         expected = ref.compute_optimal(C, law)
         if not (eval_close(n, expected[0], 1e-6) and eval_close(d, expected[1], 1e-6)):
-            hint = next((h for (mn, md), h in _optimal_mistakes(C, law)
-                         if eval_close(n, mn, 1e-6) and eval_close(d, md, 1e-6)), None)
+            hint = mistake_hint((n, d), expected, _optimal_mistakes(C, law), rtol=1e-6, atol=1e-9)
             fail(f"{what} gave params={n:.6g}, tokens={d:.6g}; the optimum is params={expected[0]:.6g}, "
                  f"tokens={expected[1]:.6g}.", hint)
         expect_budget(n, d, C, what)

@@ -15,20 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded, randn, state_dict_of
 
 ASSIGNMENT = "01_attention"
 
 
 # -- shared helpers --------------------------------------------------------------------------------
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
 
 def mha_shapes(d_model: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
@@ -72,15 +64,6 @@ def random_weights(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.d
             value = noise / math.sqrt(shape[-1])
         weights[name] = value.to(dtype)
     return weights
-
-
-def state_dict_of(module, what: str) -> dict[str, torch.Tensor]:
-    """The module's state dict as data (a plain dict crosses to the checker; an OrderedDict would not)."""
-    sd = module.state_dict(destination={})
-    if not isinstance(sd, dict):
-        fail(f"{what}.state_dict() did not return a dictionary of tensors.",
-             hint="Build your modules from nn.Module and nn.Linear/nn.LayerNorm/nn.Embedding as described above.")
-    return sd
 
 
 def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: str, hint: str) -> None:

@@ -13,21 +13,13 @@ import torch
 import torch.nn.functional as F
 
 import llmcourse.checks.lora as lora_checks
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import (expect, expect_close, expect_tensor, fail, generator, graded, mistake_hint, randn,
+                                state_dict_of)
 
 ASSIGNMENT = "07_deployment"
 
 
 # -- shared helpers ----------------------------------------------------------------------------------
-
-def compress_rng(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def compress_randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32,
-                   scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
 
 def compress_shown(value) -> str:
     if value is None:
@@ -61,10 +53,9 @@ def memory_expect_bytes(got, expected: int, call: str, mistakes=(), why: str = "
     if got != expected and any(abs(got - expected / unit) <= 1e-9 * expected / unit for unit in (1e9, 2 ** 30)):
         fail(f"{call} returned {got!r}: that is gigabytes, but it should be bytes ({expected:,}).",
              hint="Return the number of bytes, as an int; the notebook converts to GB when it prints.")
-    for value, hint in mistakes:
-        if value != expected and got == value:
-            fail(f"{call} should be {expected:,} bytes{why}, but it is {got:,}.", hint)
-    expect(got == expected, f"{call} should be {expected:,} bytes{why}, but it is {got!r}.", MEMORY_HINT)
+    if got != expected:
+        fail(f"{call} should be {expected:,} bytes{why}, but it is {got:,}.",
+             mistake_hint(got, expected, mistakes, rtol=0, atol=0) or MEMORY_HINT)
     expect(isinstance(got, int), f"{call} returned the float {got!r}: bytes are whole, return an int.",
            hint="Keep the arithmetic in integers (math.ceil returns an int; 8.0 * n is a float).")
 
@@ -328,10 +319,10 @@ def test_quantize_absmax_per_slice_by_hand(student):
 
 @graded("quantize_absmax", points=2, hint=QUANT_ABSMAX_HINT)
 def test_quantize_absmax_properties(student):
-    gen = compress_rng(7)
+    gen = generator(7)
     for shape, dim, bits in [((5, 7), None, 8), ((5, 7), 0, 8), ((5, 7), 1, 4), ((2, 3, 4), 1, 8),
                              ((2, 3, 4), -1, 3), ((6,), 0, 8), ((6,), None, 2), ((4, 9), -2, 6)]:
-        w = compress_randn(gen, *shape)
+        w = randn(gen, *shape)
         w.view(-1)[3] = 5.0  # an outlier
         quant_expect_absmax(student.quantize_absmax(w, bits=bits, dim=dim), w, bits, dim,
                             f"quantize_absmax(w of shape {shape}, bits={bits}, dim={dim})")
@@ -381,11 +372,11 @@ def test_quantize_zeropoint_per_slice_by_hand(student):
 
 @graded("quantize_zeropoint", points=1, hint=QUANT_ZEROPOINT_HINT)
 def test_quantize_zeropoint_properties(student):
-    gen = compress_rng(8)
+    gen = generator(8)
     for shape, dim, bits, shift in [((5, 7), None, 8, 0.3), ((5, 7), 0, 8, 0.0), ((5, 7), 1, 4, 0.5),
                                     ((2, 3, 4), 1, 8, -0.4), ((2, 3, 4), -1, 3, 0.0), ((6,), None, 2, 2.0),
                                     ((4, 9), -2, 6, 0.7)]:
-        w = compress_randn(gen, *shape) + shift
+        w = randn(gen, *shape) + shift
         w.view(-1)[2] = 0.0  # an exact zero must stay exact
         quant_expect_zeropoint(student.quantize_zeropoint(w, bits=bits, dim=dim), w, bits, dim,
                                f"quantize_zeropoint(w of shape {shape}, bits={bits}, dim={dim})")
@@ -399,17 +390,17 @@ def dequant_expect(student, q, scale, zero_point, expected, what: str) -> None:
             got.double(), expected.double(), rtol=1e-5, atol=1e-7):
         s, c = scale.double(), q.double()
         z = 0.0 if zero_point is None else zero_point.double()
-        for wrong, hint in [
+        hint = mistake_hint(got, expected, [
             ((c + z) * s, "Subtract the zero point: w = (q - zero_point) * scale."),
             ((c - z) / s, "Multiply by the scale: w = (q - zero_point) * scale."),
             (c * s, "Use the zero point when one is given: w = (q - zero_point) * scale."),
             ((q - zero_point).double() * s if zero_point is not None else None,
              "q - zero_point computed in the integer dtype wraps around (uint8: 0 - 100 = 156): cast q and the "
              "zero point to scale's dtype before subtracting."),
-        ]:
-            if wrong is not None and torch.allclose(got.double(), wrong, rtol=1e-5, atol=1e-7):
-                fail(f"{what} does not give the expected values: got {got.flatten().tolist()[:6]}, expected "
-                     f"{expected.flatten().tolist()[:6]}.", hint)
+        ], rtol=1e-5, atol=1e-7)
+        if hint is not None:
+            fail(f"{what} does not give the expected values: got {got.flatten().tolist()[:6]}, expected "
+                 f"{expected.flatten().tolist()[:6]}.", hint)
     expect_close(got, expected, what, rtol=1e-6, atol=1e-7, check_dtype=True, hint=QUANT_DEQUANTIZE_HINT)
 
 
@@ -462,7 +453,7 @@ def ql_from_linear(student, weight: torch.Tensor, bias, bits: int = 8, group_siz
 
 def ql_expect_buffers(layer, weight: torch.Tensor, bias, bits: int, group_size, what: str) -> dict:
     """weight_q int8 (out, in) with the right codes, scale (n_scales, 1), bias kept, no float copy of the weight."""
-    sd = lora_checks.state_dict_of(layer, what)
+    sd = state_dict_of(layer, what)
     ql_expect_state(sd, weight, bias, bits, group_size, what)
     return sd
 
@@ -514,9 +505,9 @@ def ql_expect_state(sd: dict, weight: torch.Tensor, bias, bits: int, group_size,
 
 @graded("quantized_linear", points=2, hint=QL_HINT)
 def test_quantized_linear_stores_int8_codes(student):
-    gen = compress_rng(20)
-    weight = compress_randn(gen, 6, 8, scale=0.3) * torch.linspace(0.2, 2.0, 6)[:, None]  # rows of different sizes
-    bias = compress_randn(gen, 6, scale=0.1)
+    gen = generator(20)
+    weight = randn(gen, 6, 8, scale=0.3) * torch.linspace(0.2, 2.0, 6)[:, None]  # rows of different sizes
+    bias = randn(gen, 6, scale=0.1)
     for bits in (8, 4):
         what = f"QuantizedLinear.from_linear(Linear(8, 6), bits={bits})"
         layer = ql_from_linear(student, weight, bias, bits, None, what)
@@ -530,16 +521,16 @@ def test_quantized_linear_stores_int8_codes(student):
 
 @graded("quantized_linear", points=3, hint=QL_HINT)
 def test_quantized_linear_forward(student):
-    gen = compress_rng(21)
+    gen = generator(21)
     for out_features, in_features, bias_on, shape in [(6, 8, True, (2, 3, 8)), (5, 12, False, (4, 12))]:
-        weight = compress_randn(gen, out_features, in_features, scale=0.3)
-        bias = compress_randn(gen, out_features, scale=0.1) if bias_on else None
+        weight = randn(gen, out_features, in_features, scale=0.3)
+        bias = randn(gen, out_features, scale=0.1) if bias_on else None
         what = f"QuantizedLinear.from_linear(Linear({in_features}, {out_features}, bias={bias_on}))"
         layer = ql_from_linear(student, weight, bias, 8, None, what)
-        sd = lora_checks.state_dict_of(layer, what)
+        sd = state_dict_of(layer, what)
         if not {"weight_q", "scale"} <= set(sd):
             fail(f"{what} has no buffers weight_q and scale.", hint=QL_HINT)
-        x = compress_randn(gen, *shape)
+        x = randn(gen, *shape)
         out = layer(x)
         dequantised = ql_weight_of(sd, out_features, in_features)
         expected = F.linear(x.double(), dequantised, None if bias is None else bias.double())
@@ -562,11 +553,11 @@ def test_quantized_linear_forward(student):
 
 @graded("quantized_linear", points=2, hint=QL_HINT)
 def test_quantized_linear_groups(student):
-    gen = compress_rng(22)
-    weight = compress_randn(gen, 4, 16, scale=0.2)
+    gen = generator(22)
+    weight = randn(gen, 4, 16, scale=0.2)
     weight[1, 3] = 6.0  # an outlier: one scale per row would waste the codes of row 1
-    bias = compress_randn(gen, 4, scale=0.1)
-    x = compress_randn(gen, 3, 16)
+    bias = randn(gen, 4, scale=0.1)
+    x = randn(gen, 3, 16)
     errors = {}
     for group_size in (None, 4):
         what = f"QuantizedLinear.from_linear(Linear(16, 4), group_size={group_size})"
@@ -597,7 +588,7 @@ def qm_student_model(student, seed: int):
     config = lora_checks.tiny_llama_config()
     weights = lora_checks.llama_weights(config, seed)
     model = lora_checks.student_llama(student, config, weights)
-    ids = torch.randint(0, config["vocab_size"], (2, 7), generator=compress_rng(seed + 1))
+    ids = torch.randint(0, config["vocab_size"], (2, 7), generator=generator(seed + 1))
     return config, weights, model, ids
 
 
@@ -620,7 +611,7 @@ def qm_expect_quantised(student, model, config, weights, ids, quantised: list[st
                         what: str) -> None:
     """Each quantised layer holds the codes of its own weight (bits, group_size passed on), and the model computes
     what a float model with those dequantised weights computes."""
-    sd = lora_checks.state_dict_of(model, what)
+    sd = state_dict_of(model, what)
     dequantised = dict(weights)
     for name in quantised:
         layer_sd = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
@@ -696,7 +687,7 @@ def prune_expect(student, layers, sparsity: float, expected_zero: list[torch.Ten
     """Prune a fresh model; check the result is the same model, the zeros and the untouched values."""
     model = prune_student_mlp(student, layers)
     result = student.magnitude_prune(model, sparsity)
-    sd = lora_checks.state_dict_of(model, "the model")
+    sd = state_dict_of(model, "the model")
     weights = [w for w, _ in layers]
     got = [sd[name] for name in prune_names(layers)]
     total = sum(w.numel() for w in weights)
@@ -704,7 +695,7 @@ def prune_expect(student, layers, sparsity: float, expected_zero: list[torch.Ten
     zeros = sum(int((g == 0).sum()) for g in got)
     if zeros == 0 and k > 0 and not compress_same_object(result, model) and \
             getattr(result, "type_name", "").endswith("Sequential"):
-        returned = lora_checks.state_dict_of(result, "the returned model")
+        returned = state_dict_of(result, "the returned model")
         if any(bool((returned.get(n, torch.ones(1)) == 0).any()) for n in prune_names(layers)):
             fail(f"{what}: the returned model is pruned, but the model you were given is unchanged.",
                  hint="Prune in place (w.mul_(mask) under torch.no_grad(), or w[mask] = 0) and return the same model.")
@@ -758,10 +749,10 @@ def test_magnitude_prune_by_hand(student):
 
 @graded("magnitude_prune", points=2, hint=PRUNE_HINT)
 def test_magnitude_prune_random_model(student):
-    gen = compress_rng(40)
-    layers = [(compress_randn(gen, 10, 20, scale=0.2), compress_randn(gen, 10, scale=0.01)),
-              (compress_randn(gen, 5, 10, scale=0.4), compress_randn(gen, 5, scale=0.01)),
-              (compress_randn(gen, 3, 5, scale=0.6), compress_randn(gen, 3, scale=0.01))]
+    gen = generator(40)
+    layers = [(randn(gen, 10, 20, scale=0.2), randn(gen, 10, scale=0.01)),
+              (randn(gen, 5, 10, scale=0.4), randn(gen, 5, scale=0.01)),
+              (randn(gen, 3, 5, scale=0.6), randn(gen, 3, scale=0.01))]
     for sparsity in (0.5, 0.9, 0.0, 1.0):
         prune_expect(student, layers, sparsity, None,
                      f"magnitude_prune(Linear(20, 10) -> Linear(10, 5) -> Linear(5, 3), {sparsity}) (265 weights)")

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checking import StudentRaised, expect, expect_tensor, fail, graded
+from llmcourse.checking import StudentRaised, expect, expect_tensor, fail, graded, mistake_hint
 from llmcourse.checks.lora import llama_weights, tiny_llama_config  # the same tiny Llama, here and in the kernel
 from llmcourse.checks.lora import local_llama as eval_local_llama
 from llmcourse.checks.lora import student_llama as eval_student_llama
@@ -86,21 +86,13 @@ def eval_close(got: float, expected: float, rtol: float = 1e-4, atol: float = 1e
     return abs(got - expected) <= atol + rtol * abs(expected)
 
 
-def eval_mistake(got: float, expected: float, mistakes: list[tuple[float, str]], rtol: float = 1e-4) -> str | None:
-    """The hint of the first known mistake whose value `got` is (when that value is not the right answer)."""
-    for value, hint in mistakes:
-        if math.isfinite(value) and not eval_close(value, expected, rtol) and eval_close(got, value, rtol):
-            return hint
-    return None
-
-
 def eval_expect_value(got, expected: float, what: str, hint: str | None = None,
                       mistakes: list[tuple[float, str]] = (), rtol: float = 1e-4, atol: float = 1e-9) -> None:
     """`got` is a number within tolerance of `expected`; a wrong one that a known mistake gives gets its hint."""
     value = eval_number(got, what, hint)
     if not eval_close(value, expected, rtol, atol):
         fail(f"{what} gave {value:.6g}, but it should be {expected:.6g}.",
-             eval_mistake(value, expected, list(mistakes), rtol) or hint)
+             mistake_hint(value, expected, mistakes, rtol=rtol, atol=atol) or hint)
 
 
 # -- perplexity ----------------------------------------------------------------------------------------
@@ -513,7 +505,7 @@ def distill_expect(student, s, t, labels, temperature: float, alpha: float, what
     value = got.double().item()
     if not math.isfinite(value) or not eval_close(value, expected, 1e-4, 1e-6):
         fail(f"{what} is {value:.6g}, but it should be {expected:.6g}.",
-             eval_mistake(value, expected, mistakes) or hint)
+             mistake_hint(value, expected, mistakes, rtol=1e-4, atol=1e-6) or hint)
 
 
 def distill_shown(value: torch.Tensor) -> str:

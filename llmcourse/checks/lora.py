@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, fail, generator, graded, randn, state_dict_of
 
 ASSIGNMENT = "04_lora"
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -21,14 +21,6 @@ MLP = ["gate_proj", "up_proj", "down_proj"]
 
 
 # -- shared helpers --------------------------------------------------------------------------------
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
 
 def tiny_llama_config(**changes) -> dict:
     """LlamaConfig arguments for a model small enough to check in milliseconds (no dropout anywhere)."""
@@ -82,15 +74,6 @@ def student_linear(student, weight: torch.Tensor, bias: torch.Tensor | None):
     linear = student.construct("torch.nn.Linear", in_features, out_features, bias=bias is not None, dtype=weight.dtype)
     linear.load_state_dict({"weight": weight} if bias is None else {"weight": weight, "bias": bias})
     return linear
-
-
-def state_dict_of(module, what: str) -> dict[str, torch.Tensor]:
-    """The module's state dict as data (a plain dict crosses to the checker; an OrderedDict would not)."""
-    sd = module.state_dict(destination={})
-    if not isinstance(sd, dict):
-        fail(f"{what}.state_dict() did not return a dictionary of tensors.",
-             hint="Build your modules from nn.Module and nn.Linear as described in the notebook.")
-    return sd
 
 
 def flags_of(student, module) -> dict[str, bool]:

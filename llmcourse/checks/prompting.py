@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded
 from llmcourse.wire import Seeded
 
 ASSIGNMENT = "03_prompting"
@@ -22,10 +22,6 @@ INF = float("inf")
 
 
 # -- shared helpers --------------------------------------------------------------------------------
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
 
 def warped(kind: str, logits: torch.Tensor, value) -> torch.Tensor:
     """transformers' own logits processor applied to logits of any shape (..., V)."""
@@ -90,8 +86,6 @@ def expect_token_ids(actual, expected: torch.Tensor, what: str, hint: str) -> to
 
 
 def fewshot_rows(family: str) -> list[dict]:
-    from llmcourse.assets import load_task
-
     return [{"input": r["input"], "output": r["output"]} for r in _fewshot_test() if r["task"] == family]
 
 

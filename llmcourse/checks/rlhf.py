@@ -13,20 +13,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded, randn
 
 ASSIGNMENT = "05_rlhf"
 
 
 # -- shared helpers --------------------------------------------------------------------------------
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
 
 def segment_mask(starts: list[int], ends: list[int], length: int) -> torch.Tensor:
     """(B, length) bool, True on [start, end) of each row: one contiguous block of response tokens per row."""

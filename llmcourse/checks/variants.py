@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded
 from llmcourse.wire import Seeded
 
 ASSIGNMENT = "02_variants"
@@ -26,10 +26,6 @@ MODEL_KEYS = ("BERT", "DistilBERT", "RoBERTa", "course-mlm", "BART", "T5", "cour
 PARAMETER_KEYS = ("attention weights", "feed-forward weights", "token embeddings", "biases", "LayerNorm gains",
                   "learning rate", "batch size", "number of layers", "number of heads", "hidden size", "dropout rate",
                   "warmup steps")
-
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def expect_quiz(answers, name: str, keys: tuple[str, ...], allowed: tuple[str, ...]) -> dict:

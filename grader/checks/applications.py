@@ -21,12 +21,12 @@ from grader.reference import applications as ref
 from llmcourse.applications_formats import rag_text
 from llmcourse.applications_tools import ScriptedModel, ToolBox
 from llmcourse.checking import expect, expect_tensor, fail, graded, naming_mistakes
-from llmcourse.checks.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, REACT_HINT, RAG_HINT,
-                                           SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
-                                           course_tokenizer, expect_action, expect_embeddings, expect_number,
-                                           expect_prompts_grow, expect_rag_prompt, expect_react_result,
-                                           expect_refused, expect_scores, expect_str_list, expect_variables,
-                                           outcome, pair_of, react_run, student_tokenizer)
+from llmcourse.checking.shared.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, RAG_HINT,
+                                                    REACT_HINT, SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
+                                                    course_tokenizer, expect_action, expect_embeddings, expect_number,
+                                                    expect_prompts_grow, expect_rag_prompt, expect_react_result,
+                                                    expect_refused, expect_scores, expect_str_list, expect_variables,
+                                                    outcome, pair_of, react_run, student_tokenizer)
 
 ASSIGNMENT = "06_applications"
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from grader.reference import attention as ref
 from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded, randn,
                                 same_answer, state_dict_of)
-from llmcourse.checks.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights, mha_shapes,
-                                        minigpt_shapes, random_weights, student_gpt2)
+from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights,
+                                                 mha_shapes, minigpt_shapes, random_weights, student_gpt2)
 
 ASSIGNMENT = "01_attention"
 INF = float("inf")

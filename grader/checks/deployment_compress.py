@@ -16,11 +16,13 @@ import torch.nn.utils.prune as torch_prune
 
 from grader.reference import deployment as ref
 from llmcourse.checking import StudentRaised, expect, expect_close, fail, generator, graded, randn, state_dict_of
-from llmcourse.checks.deployment_compress import (MEMORY_HINT, PRUNE_HINT, QL_HINT, QM_HINT, QUANT_ABSMAX_HINT,
-                                                  QUANT_DEQUANTIZE_HINT, QUANT_ZEROPOINT_HINT, compress_same_object,
-                                                  compress_shown, lora_checks, memory_expect_bytes, ql_expect_state,
-                                                  ql_from_linear, ql_weight_of, qm_expect_types, qm_student_model,
-                                                  quant_expect_absmax, quant_expect_zeropoint)
+from llmcourse.checking.shared.deployment_compress import (MEMORY_HINT, PRUNE_HINT, QL_HINT, QM_HINT, QUANT_ABSMAX_HINT,
+                                                           QUANT_DEQUANTIZE_HINT, QUANT_ZEROPOINT_HINT,
+                                                           compress_same_object, compress_shown, memory_expect_bytes,
+                                                           ql_expect_state, ql_from_linear, ql_weight_of,
+                                                           qm_expect_types, qm_student_model, quant_expect_absmax,
+                                                           quant_expect_zeropoint)
+from llmcourse.checking.shared.lora import local_llama, logits_of
 
 ASSIGNMENT = "07_deployment"
 
@@ -224,13 +226,13 @@ def test_quantize_model_matches_reference(student):
         what = "quantize_model(model, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
         result = student.quantize_model(model, **kwargs)
         expect(compress_same_object(result, model), f"{what} should return the model it was given.", QM_HINT)
-        expected_model = ref.quantize_model(lora_checks.local_llama(config, weights), **kwargs)
+        expected_model = ref.quantize_model(local_llama(config, weights), **kwargs)
         types = {n: type(m).__name__ for n, m in expected_model.named_modules()}
         quantised = [n for n, t in types.items() if t == "QuantizedLinear"]
         qm_expect_types(student, model, quantised, [n for n, t in types.items() if t == "Linear"], f"After {what}")
         with torch.no_grad():
             expected = expected_model(input_ids=ids).logits
-        expect_close(lora_checks.logits_of(model, ids, "the quantised model"), expected,
+        expect_close(logits_of(model, ids, "the quantised model"), expected,
                      f"{what}: the logits", rtol=1e-4, atol=1e-4, hint=QM_HINT)
 
 
@@ -249,7 +251,7 @@ def prune_reference(model: nn.Module, sparsity: float, module_types) -> nn.Modul
 def test_magnitude_prune_matches_torch_prune(student):
     for seed, sparsity, with_embedding in [(80, 0.37, False), (81, 0.6, True), (82, 0.05, False)]:
         config, weights, model, _ = qm_student_model(student, seed)
-        local = lora_checks.local_llama(config, weights)
+        local = local_llama(config, weights)
         if with_embedding:
             kinds = (student.construct("torch.nn.utils.parametrize.type_before_parametrizations",
                                        student.construct("torch.nn.Linear", 1, 1)),

@@ -14,8 +14,9 @@ import torch.nn as nn
 
 from grader.reference import lora as ref
 from llmcourse.checking import expect, expect_close, fail, generator, graded, randn, same_answer, state_dict_of
-from llmcourse.checks.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, llama_weights,
-                                   local_llama, logits_of, student_linear, student_llama, tiny_llama_config, types_of)
+from llmcourse.checking.shared.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, llama_weights,
+                                            local_llama, logits_of, student_linear, student_llama, tiny_llama_config,
+                                            types_of)
 
 ASSIGNMENT = "04_lora"
 

@@ -15,9 +15,9 @@ import torch
 from grader.reference import prompting as ref
 from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded,
                                 naming_mistakes)
-from llmcourse.checks.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm, draw_counts,
-                                        encode, expect_distribution, expect_filter, expect_token_ids, fewshot_rows,
-                                        hf_greedy, student_course_lm, warped)
+from llmcourse.checking.shared.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm,
+                                                 draw_counts, encode, expect_distribution, expect_filter,
+                                                 expect_token_ids, fewshot_rows, hf_greedy, student_course_lm, warped)
 from llmcourse.wire import Seeded
 
 ASSIGNMENT = "03_prompting"

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from grader.reference import rlhf as ref
 from llmcourse.checking import expect, expect_close, generator, graded, randn
-from llmcourse.checks.rlhf import (course_lm_with, expected_sequence_logprob, padded_batch, policy_weights,
-                                   random_segments, student_tiny_llama, tiny_llama, tiny_llama_weights, tuple_of)
+from llmcourse.checking.shared.rlhf import (course_lm_with, expected_sequence_logprob, padded_batch, policy_weights,
+                                            random_segments, student_tiny_llama, tiny_llama, tiny_llama_weights,
+                                            tuple_of)
 
 ASSIGNMENT = "05_rlhf"
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from grader.reference import variants as ref
 from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, generator, graded
-from llmcourse.checks.variants import (KINDS, MODEL_CLASSES, MODEL_KEYS, PARAMETER_KEYS, TASK_KEYS,
-                                       check_mask_structure, check_training, expect_quiz, mlm_example, read_span_pair,
-                                       span_counts)
+from llmcourse.checking.shared.variants import (KINDS, MODEL_CLASSES, MODEL_KEYS, PARAMETER_KEYS, TASK_KEYS,
+                                                check_mask_structure, check_training, expect_quiz, mlm_example,
+                                                read_span_pair, span_counts)
 from llmcourse.wire import Seeded
 
 ASSIGNMENT = "02_variants"
@@ -438,7 +438,7 @@ def test_next_token_loss_matches_reference(student):
 @graded("next_token_loss", points=2,
         hint="Only tokens whose label is not -100 count, and the mean is over all of them in the batch.")
 def test_next_token_loss_equals_gpt2_loss_with_uneven_padding(student):
-    from llmcourse.checks.variants import gpt2_loss_case
+    from llmcourse.checking.shared.variants import gpt2_loss_case
 
     for seed in (1, 2):
         logits, labels, loss = gpt2_loss_case(seed)

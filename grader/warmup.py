@@ -7,7 +7,8 @@ thread during that wait, so the kernel's start and the grader's imports overlap 
 
 What the checks import is read from their source (every `import` statement, those inside functions
 included), never by importing the check modules themselves: pytest must be the one to import them, to
-rewrite their asserts. A failed warm-up import changes nothing: the grader imports the module again when
+rewrite their asserts. The helpers both kinds of checks share (`llmcourse.checking.shared`) are read the
+same way, since much of what the checks need (transformers' models, say) is imported inside them. A failed warm-up import changes nothing: the grader imports the module again when
 it needs it, and reports what goes wrong then.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 GRADING_MODULES = ("grader.remote", "llmcourse.checking.runner", "llmcourse.checking.notebook")
 # Packages whose modules are check modules: never imported here (see above).
 CHECK_PACKAGES = ("llmcourse.checks", "grader.checks")
+# The package of the helpers that an assignment's visible and hidden checks share: what they import counts too.
+SHARED_HELPERS = "llmcourse.checking.shared"
 
 
 def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -44,6 +47,19 @@ def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.append((node.module, tuple(a.name for a in node.names if a.name != "*")))
     return [(name, names) for name, names in found if not name.startswith(CHECK_PACKAGES) and name != "__future__"]
+
+
+def checks_imports(check_modules: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """`imports_of` these check modules, and of the shared helpers they import (and those import), in order."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+    todo, read = list(check_modules), set(check_modules)
+    while todo:
+        for name, attributes in imports_of(todo.pop(0)):
+            found.append((name, attributes))
+            if name.startswith(SHARED_HELPERS) and name not in read:
+                read.add(name)
+                todo.append(name)
+    return found
 
 
 class Warmup:
@@ -78,10 +94,7 @@ class Warmup:
                 self._load(name, ())
         finally:
             self._grading_modules.set()
-        wanted: list[tuple[str, tuple[str, ...]]] = []
-        for module in self.check_modules:
-            wanted.extend(imports_of(module))
-        for name, attributes in dict.fromkeys(wanted):
+        for name, attributes in dict.fromkeys(checks_imports(self.check_modules)):
             self._load(name, attributes)
 
     @staticmethod

@@ -150,8 +150,8 @@ class SpecChecks:
 
     # -- what ships to students, and the notebook's shape -------------------------------------------------
     def test_student_files_hold_no_reference_solution(self):
-        """The visible checks (and the assignment's other student modules) neither import the grader nor
-        define anything the reference solution defines."""
+        """The visible checks, the helpers they share with the hidden ones, and the assignment's other student
+        modules neither import the grader nor define anything the reference solution defines."""
         reference = importlib.import_module(f"grader.reference.{self.A.hidden.rsplit('.', 1)[-1]}")
         solution_names = {name for name, obj in vars(reference).items()
                           if not name.startswith("_") and getattr(obj, "__module__", None) == reference.__name__}
@@ -159,6 +159,8 @@ class SpecChecks:
         assert defined_by_cells <= solution_names, "the reference defines every function and class of the exercises"
         paths = [Path(importlib.import_module(m).__file__) for m in (self.A.visible, *self.spec.student_modules)]
         paths += [p for p in Path(paths[0]).parent.glob(f"{Path(paths[0]).stem}_*.py")]  # a topic split
+        shared = ROOT / "llmcourse" / "checking" / "shared"  # the helpers both kinds of check use: shipped too
+        paths += sorted(shared.glob(f"{Path(paths[0]).stem}.py")) + sorted(shared.glob(f"{Path(paths[0]).stem}_*.py"))
         for path in paths:
             tree = ast.parse(path.read_text())
             imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_reference_module_agrees_with_the_notebook():
     """grader.reference.prompting (used by the hidden checks) and the notebook's solution give the same answers."""
     import grader.reference.prompting as ref
-    from llmcourse.checks.prompting import FEW_SHOT_FIXTURE, course_lm, fewshot_rows
 
     ns = assignment_of(SPEC).namespace_with()
     x = torch.randn(6, 30, generator=torch.Generator().manual_seed(0)) * 3
@@ -26,6 +25,9 @@ def test_reference_module_agrees_with_the_notebook():
         assert torch.equal(ns["top_k_filter"](x, k), ref.top_k_filter(x, k))
     assert ns["format_prompt"]("Do it.", [("a", "b")], "c") == ref.format_prompt("Do it.", [("a", "b")], "c")
     assert ns["TECHNIQUE_FOR_PROBLEM"] == ref.TECHNIQUE_FOR_PROBLEM and ns["RISK_OF_ATTACK"] == ref.RISK_OF_ATTACK
+    from llmcourse.checking.shared.prompting import course_lm, fewshot_rows
+    from llmcourse.checks.prompting import FEW_SHOT_FIXTURE
+
     model, tok = course_lm()
     for family, n_shots, n_queries, seed, expected in FEW_SHOT_FIXTURE:
         assert ref.few_shot_accuracy(model, tok, fewshot_rows(family), n_shots, n_queries, seed) == expected
@@ -35,7 +37,7 @@ def test_checked_prompts_have_no_near_ties():
     """The decoding checks compare token ids exactly: every greedy step they use wins by a clear margin, so that
     any correct implementation (cache or not, batched or not) picks the same token."""
     from grader.checks.prompting import _PROMPTS, _eos_pair
-    from llmcourse.checks.prompting import course_lm, encode, hf_greedy
+    from llmcourse.checking.shared.prompting import course_lm, encode, hf_greedy
 
     model, tok = course_lm()
     prompts = [encode([p]) for p in _PROMPTS] + [torch.tensor([row]) for row in _eos_pair()]

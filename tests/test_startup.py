@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from grader.gradebook import make_schema, migration_head, open_gradebook
-from grader.warmup import Warmup, imports_of
+from grader.warmup import Warmup, checks_imports, imports_of
 
 
 def _modules_after(code: str) -> set[str]:
@@ -98,6 +98,15 @@ def test_warm_up_reads_the_checks_imports_without_importing_the_checks(tmp_path,
     subprocess.run([sys.executable, "-c", code], check=True)
     Warmup([]).grading_modules_ready()  # never started: nothing to wait for
     Warmup([]).wait()
+
+
+def test_warm_up_reads_the_imports_of_the_helpers_the_checks_share():
+    """01_attention's checks build transformers' GPT-2 with helpers of llmcourse.checking.shared.attention, which
+    import it inside their functions: the warm-up reads those imports too (and still imports no check module)."""
+    found = checks_imports(["llmcourse.checks.attention", "grader.checks.attention"])
+    assert any(name == "llmcourse.checking.shared.attention" for name, _ in found)
+    assert any(name == "transformers" and "GPT2LMHeadModel" in attributes for name, attributes in found)
+    assert not any(name.startswith(("llmcourse.checks", "grader.checks")) for name, _ in found)
 
 
 def test_a_gradebook_that_cannot_be_set_up_is_one_clear_sentence(fixture_course):

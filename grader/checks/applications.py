@@ -17,17 +17,16 @@ import random
 import torch
 import torch.nn.functional as F
 
-from grader.checks.mistakes import explained
 from grader.reference import applications as ref
 from llmcourse.applications_formats import rag_text
 from llmcourse.applications_tools import ScriptedModel, ToolBox
-from llmcourse.checking import expect, expect_tensor, fail, graded
-from llmcourse.checks.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, REACT_HINT, RAG_HINT,
-                                           SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
-                                           course_tokenizer, expect_action, expect_embeddings, expect_number,
-                                           expect_prompts_grow, expect_rag_prompt, expect_react_result,
-                                           expect_refused, expect_scores, expect_str_list, expect_variables,
-                                           outcome, pair_of, react_run, student_tokenizer)
+from llmcourse.checking import expect, expect_tensor, fail, graded, naming_mistakes
+from llmcourse.checking.shared.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, RAG_HINT,
+                                                    REACT_HINT, SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
+                                                    course_tokenizer, expect_action, expect_embeddings, expect_number,
+                                                    expect_prompts_grow, expect_rag_prompt, expect_react_result,
+                                                    expect_refused, expect_scores, expect_str_list, expect_variables,
+                                                    outcome, pair_of, react_run, student_tokenizer)
 
 ASSIGNMENT = "06_applications"
 
@@ -38,11 +37,6 @@ WORDS = ("the a river town bell lamp kite clock glass bread of in on and by near
 
 def random_text(rng: random.Random, n_words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words))
-
-
-def explained_here(check, actual, mistakes, expected=None) -> None:
-    """`explained` at this assignment's tolerance (scores compared to 1e-5)."""
-    explained(check, actual, mistakes, expected, atol=1e-5)
 
 
 # -- chunk_text ----------------------------------------------------------------------------------------
@@ -80,7 +74,8 @@ def _expect_chunks(student, tok_remote, tokenizer, text, max_tokens, overlap):
         i = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
         fail(f"{what}: chunk {i} is {got[i]!r}, expected {expected[i]!r}.", chunk_hint(got, expected, ("<s>", "</s>")))
 
-    explained_here(verdict, got, _chunk_mistakes(text, tokenizer, max_tokens, overlap), expected)
+    with naming_mistakes(got, expected, _chunk_mistakes(text, tokenizer, max_tokens, overlap)):
+        verdict()
 
 
 @graded("chunk_text", points=4, hint=CHUNK_HINT)
@@ -164,9 +159,9 @@ def _bm25_mistakes(query, docs, k1, b):
 
 def _expect_bm25(student, query, docs, k1, b, expected, what):
     got = student.bm25_scores(list(query), [list(d) for d in docs], k1=k1, b=b)
-    explained_here(lambda: expect_scores(got, expected, what, "Compare each part with the formula: idf * tf / (tf + k1 * "
-                                                         "(1 - b + b * len(doc) / avgdl)), summed over the query."),
-              got, _bm25_mistakes(query, docs, k1, b), expected)
+    with naming_mistakes(got, expected, _bm25_mistakes(query, docs, k1, b)):
+        expect_scores(got, expected, what, "Compare each part with the formula: idf * tf / (tf + k1 * (1 - b + b * "
+                                           "len(doc) / avgdl)), summed over the query.")
 
 
 @graded("bm25_scores", points=4, hint="Sum over every query token of idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)), "
@@ -270,8 +265,8 @@ def _embed_mistakes(texts, model, tokenizer):
 def _expect_embed(student, texts, model, tokenizer, model_remote, tok_remote, what):
     got = student.embed(list(texts), model_remote, tok_remote)
     expected = ref.embed(texts, model, tokenizer)
-    explained_here(lambda: expect_embeddings(got, expected, texts, what), got, _embed_mistakes(texts, model, tokenizer),
-              expected)
+    with naming_mistakes(got, expected, _embed_mistakes(texts, model, tokenizer)):
+        expect_embeddings(got, expected, texts, what)
 
 
 @graded("embed", points=3, hint=EMBED_HINT)
@@ -348,14 +343,12 @@ def _expect_top(student, q, d, k, what):
         expect_tensor(value, f"{what}'s {name}", shape=(q.shape[0], n),
                       hint="Both are (n_queries, min(k, n_docs)): k beyond the number of documents means all of them.")
 
-    def same_indices():
+    with naming_mistakes(got_indices, indices, _top_mistakes(q, d, k, 1)):
         expect(not got_indices.is_floating_point() and torch.equal(got_indices.long(), indices),
                f"{what}: the indices {got_indices.tolist()[:2]}... differ from faiss's {indices.tolist()[:2]}...",
                TOP_K_HINT)
-
-    explained_here(same_indices, got_indices, _top_mistakes(q, d, k, 1), indices)
-    explained_here(lambda: expect_scores(got_scores, scores.double(), f"{what}'s scores (vs faiss)", TOP_K_HINT),
-              got_scores, _top_mistakes(q, d, k, 0), scores.double())
+    with naming_mistakes(got_scores, scores.double(), _top_mistakes(q, d, k, 0)):
+        expect_scores(got_scores, scores.double(), f"{what}'s scores (vs faiss)", TOP_K_HINT)
 
 
 @graded("top_k", points=3, hint=TOP_K_HINT)
@@ -407,8 +400,8 @@ def test_build_rag_prompt_random_clean_passages(student):
         question = random_text(rng, rng.randint(2, 10)) + "?"
         got, expected = student.build_rag_prompt(question, passages), rag_text(question, passages)
         what = f"build_rag_prompt({question!r}, {n} passages)"
-        explained_here(lambda: expect(got == expected, f"{what} returned\n{got!r}\nbut rag_text gives\n{expected!r}",
-                                 RAG_HINT), got, _rag_mistakes(question, passages), expected)
+        with naming_mistakes(got, expected, _rag_mistakes(question, passages)):
+            expect(got == expected, f"{what} returned\n{got!r}\nbut rag_text gives\n{expected!r}", RAG_HINT)
 
 
 INJECTIONS = [

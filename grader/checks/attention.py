@@ -7,45 +7,18 @@ which one. The reference runs here, in the grader; only inputs and weights go to
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
 from grader.reference import attention as ref
-from llmcourse.checking import CheckFailed, expect, expect_close, expect_tensor, fail, graded
-from llmcourse.checking.api import default_tolerance
-from llmcourse.checks.attention import (block_shapes, generator, gpt2_config, gpt2_logits, gpt2_weights,
-                                        load_weights, mha_shapes, minigpt_shapes, randn, random_weights,
-                                        state_dict_of, student_gpt2)
+from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded, randn,
+                                same_answer, state_dict_of)
+from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights,
+                                                 mha_shapes, minigpt_shapes, random_weights, student_gpt2)
 
 ASSIGNMENT = "01_attention"
 INF = float("inf")
-
-Mistakes = Iterable[tuple[Callable[[], torch.Tensor | None], str]]
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.shape != b.shape:
-        return False
-    rtol, atol = default_tolerance(b.dtype)
-    return bool(torch.allclose(a.double(), b.double(), rtol=10 * rtol, atol=10 * atol, equal_nan=True))
-
-
-def compare(actual, expected: torch.Tensor, what: str, hint: str, mistakes: Mistakes = (), **tolerance) -> None:
-    """expect_close; when the answer matches a known mistake instead, the hint names that mistake."""
-    try:
-        expect_close(actual, expected, what, hint=hint, **tolerance)
-    except CheckFailed as failure:
-        if isinstance(actual, torch.Tensor) and not torch.isnan(actual).any():
-            for wrong, specific in mistakes:
-                try:
-                    candidate = wrong()
-                except Exception:  # that mistake cannot even happen for these inputs
-                    continue
-                if candidate is not None and not _same(candidate, expected) and _same(actual, candidate):
-                    raise CheckFailed(failure.message, specific) from None
-        raise
 
 
 # -- softmax ---------------------------------------------------------------------------------------
@@ -62,12 +35,12 @@ def test_softmax_matches_reference_on_random_inputs(student):
             x = randn(gen, *shape, dtype=dtype, scale=3.0)
             for dim in sorted({-1, 0, len(shape) // 2}):
                 others = [d for d in range(len(shape)) if d != dim % len(shape)]
-                compare(student.softmax(x, dim=dim), ref.softmax(x, dim=dim),
-                        f"softmax(x, dim={dim}) for a {dtype} x of shape {shape}",
-                        hint="Normalise along `dim` and keep the input's dtype.", check_dtype=True,
-                        mistakes=[(lambda d=d: ref.softmax(x, dim=d),
-                                   f"The values sum to 1 along another dim, not along dim={dim}: pass `dim` to "
-                                   f"amax/sum, with keepdim=True.") for d in others])
+                expect_close(student.softmax(x, dim=dim), ref.softmax(x, dim=dim),
+                             f"softmax(x, dim={dim}) for a {dtype} x of shape {shape}",
+                             hint="Normalise along `dim` and keep the input's dtype.", check_dtype=True,
+                             mistakes=[(lambda d=d: ref.softmax(x, dim=d),
+                                        f"The values sum to 1 along another dim, not along dim={dim}: pass `dim` to "
+                                        f"amax/sum, with keepdim=True.") for d in others])
 
 
 @graded("softmax", points=1, hint=_NAN_HINT)
@@ -87,7 +60,7 @@ def test_softmax_edge_cases(student):
             fail(f"softmax of {what} gave NaN.", hint=_NAN_HINT)
         # Large inputs leave fewer significant digits for the result: float32 gets a looser tolerance here.
         tolerance = dict(rtol=1e-3, atol=1e-6) if x.dtype == torch.float32 else {}
-        compare(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT, **tolerance)
+        expect_close(out, ref.softmax(x, dim=dim), f"softmax of {what} (dim={dim})", hint=_NAN_HINT, **tolerance)
 
 
 @graded("softmax", points=1, requires_main=True,
@@ -138,8 +111,10 @@ def _check_attention(student, q, k, v, mask, what: str, hint: str, **tolerance) 
     def mistakes(index: int):
         return [(lambda c=c: _attention_variant(q, k, v, mask, **c)[index], s) for c, s in variants]
 
-    compare(weights, expected_weights, f"the weights for {what}", hint, mistakes(1), check_dtype=True, **tolerance)
-    compare(out, expected_out, f"the output for {what}", hint, mistakes(0), check_dtype=True, **tolerance)
+    expect_close(weights, expected_weights, f"the weights for {what}", hint=hint, mistakes=mistakes(1),
+                 check_dtype=True, **tolerance)
+    expect_close(out, expected_out, f"the output for {what}", hint=hint, mistakes=mistakes(0), check_dtype=True,
+                 **tolerance)
 
 
 @graded("scaled_dot_product_attention", points=2,
@@ -219,14 +194,15 @@ def test_attention_edge_cases(student):
 @graded("causal_mask", points=2, hint="True on and below the diagonal: query i may attend to keys 0..i, itself included.")
 def test_causal_mask_matches_reference_for_many_sizes(student):
     for n in (8, 1, 2, 3, 33):  # n = 8 first: small masks cannot tell the mistakes apart
-        compare(student.causal_mask(n), ref.causal_mask(n), f"causal_mask({n})",
-                hint="True on and below the diagonal (torch.tril).",
-                mistakes=[(lambda n=n: torch.ones(n, n, dtype=torch.bool).tril(-1),
-                           "The diagonal is missing: a position may attend to itself (use tril(), not tril(-1))."),
-                          (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(),
-                           "This is the upper triangle: row i (a query) may see columns 0..i, i.e. below the diagonal."),
-                          (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(1),
-                           "The mask is inverted: True must mark the positions a query MAY attend to.")])
+        expect_close(student.causal_mask(n), ref.causal_mask(n), f"causal_mask({n})",
+                     hint="True on and below the diagonal (torch.tril).",
+                     mistakes=[(lambda n=n: torch.ones(n, n, dtype=torch.bool).tril(-1),
+                                "The diagonal is missing: a position may attend to itself (use tril(), not tril(-1))."),
+                               (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(),
+                                "This is the upper triangle: row i (a query) may see columns 0..i, i.e. below the "
+                                "diagonal."),
+                               (lambda n=n: torch.ones(n, n, dtype=torch.bool).triu(1),
+                                "The mask is inverted: True must mark the positions a query MAY attend to.")])
 
 
 @graded("causal_mask", points=1, requires_main=True,
@@ -244,12 +220,13 @@ def test_padding_mask_random_lengths(student):
     max_len = 9
     lengths = torch.cat([torch.tensor([0, max_len]), torch.randint(0, max_len + 1, (6,), generator=gen)])
     positions = torch.arange(max_len)
-    compare(student.padding_mask(lengths, max_len), ref.padding_mask(lengths, max_len),
-            f"padding_mask(lengths={lengths.tolist()}, max_len={max_len})", hint="True where position < length.",
-            mistakes=[(lambda: positions <= lengths[:, None],
-                       "One padding position too many is True: position j is real when j < length, not j <= length."),
-                      (lambda: positions >= lengths[:, None],
-                       "The mask is inverted: True marks the real tokens, False the padding.")])
+    expect_close(student.padding_mask(lengths, max_len), ref.padding_mask(lengths, max_len),
+                 f"padding_mask(lengths={lengths.tolist()}, max_len={max_len})", hint="True where position < length.",
+                 mistakes=[(lambda: positions <= lengths[:, None],
+                            "One padding position too many is True: position j is real when j < length, not "
+                            "j <= length."),
+                           (lambda: positions >= lengths[:, None],
+                            "The mask is inverted: True marks the real tokens, False the padding.")])
 
 
 @graded("padding_mask", points=1, requires_main=True,
@@ -299,10 +276,10 @@ _PE_MISTAKES = (
         hint="PE[p, 2i] = sin(p / 10000^(2i/d_model)) and PE[p, 2i+1] = cos(p / 10000^(2i/d_model)), p = 0, 1, ...")
 def test_positional_encoding_matches_reference(student):
     for n, d in ((1, 2), (7, 6), (50, 16), (300, 64)):
-        compare(student.sinusoidal_positional_encoding(n, d), ref.sinusoidal_positional_encoding(n, d),
-                f"sinusoidal_positional_encoding({n}, {d})", rtol=0.0, atol=1e-4,
-                hint="sin on even columns, cos on odd ones, frequency 1 / 10000^(2i / d_model).",
-                mistakes=[(lambda c=c, n=n, d=d: _pe_variant(n, d, **c), s) for c, s in _PE_MISTAKES])
+        expect_close(student.sinusoidal_positional_encoding(n, d), ref.sinusoidal_positional_encoding(n, d),
+                     f"sinusoidal_positional_encoding({n}, {d})", rtol=0.0, atol=1e-4,
+                     hint="sin on even columns, cos on odd ones, frequency 1 / 10000^(2i / d_model).",
+                     mistakes=[(lambda c=c, n=n, d=d: _pe_variant(n, d, **c), s) for c, s in _PE_MISTAKES])
 
 
 @graded("sinusoidal_positional_encoding", points=1, requires_main=True,
@@ -373,7 +350,7 @@ def _check_mha(module, reference, weights, h, x, context, mask, what, hint):
         expected = reference(x, context=context, mask=mask)
     mistakes = [(lambda c=c: _mha_variant(weights, x, h, context, mask, **c), s) for c, s in _MHA_MISTAKES
                 if (context is not None or "ignore_context" not in c) and (mask is not None or "ignore_mask" not in c)]
-    compare(actual, expected, what, hint, mistakes, check_dtype=True)
+    expect_close(actual, expected, what, hint=hint, mistakes=mistakes, check_dtype=True)
     return reference.last_weights
 
 
@@ -437,7 +414,8 @@ def test_mha_last_weights(student):
         last = expect_tensor(module.last_weights, "self.last_weights", shape=(b, h, lq, lk),
                              hint="Store the per-head weights (B, n_heads, Lq, Lk) of the latest call, not an average.")
         expect_close(last.sum(-1), torch.ones(b, h, lq), "self.last_weights summed over the keys")
-        compare(last, expected, f"self.last_weights for x {(b, lq, d)}", hint="Store the weights the attention returned.")
+        expect_close(last, expected, f"self.last_weights for x {(b, lq, d)}",
+                     hint="Store the weights the attention returned.")
 
 
 @graded("multi_head_attention", points=1,
@@ -509,7 +487,7 @@ def _check_block(module, reference, x, mask, what, hint, **tolerance):
         expected = reference(x, mask=mask)
         mistakes = [(lambda k=k: _block_variant(reference, x, mask, k).detach(), s) for k, s in _BLOCK_MISTAKES
                     if mask is not None or k != "no mask"]
-        compare(actual, expected, what, hint, mistakes, check_dtype=True, **tolerance)
+        expect_close(actual, expected, what, hint=hint, mistakes=mistakes, check_dtype=True, **tolerance)
 
 
 @graded("transformer_block", points=3, hint="Pre-norm with two residuals: x = x + attn(ln1(x), mask); x = x + mlp(ln2(x)).")
@@ -605,7 +583,7 @@ def _check_minigpt(module, reference, ids, what, hint):
     with torch.no_grad():
         expected = reference(ids)
         mistakes = [(lambda k=k: _minigpt_variant(reference, ids, k), s) for k, s in _MINIGPT_MISTAKES]
-        compare(actual, expected, what, hint, mistakes, rtol=1e-4, atol=1e-4)
+        expect_close(actual, expected, what, hint=hint, mistakes=mistakes, rtol=1e-4, atol=1e-4)
 
 
 @graded("mini_gpt", points=3, hint="logits = lm_head(ln_f(blocks(tok_emb(ids) + pos_emb(positions), causal mask))).")
@@ -675,17 +653,18 @@ def _diagnose_weight(name, got, expected, before, expected_state) -> str:
     """A hint for one MiniGPT weight that does not hold what GPT-2 holds."""
     if before is not None and torch.equal(got, before):
         return f"`{name}` still holds its initial value: nothing was copied into it."
-    if got.dim() == 2 and _same(got, expected.T):
+    if got.dim() == 2 and same_answer(got, expected.T):
         return (f"`{name}` is transposed. GPT-2's Conv1D stores its weight as (in, out), nn.Linear as (out, in): "
                 f"copy conv.weight.T.")
     for part in ("q", "k", "v"):
         if f".{part}_proj." in name:
             for other in ("q", "k", "v"):
                 twin = expected_state[name.replace(f".{part}_proj.", f".{other}_proj.")]
-                if other != part and (_same(got, twin) or (got.dim() == 2 and _same(got, twin.T))):
+                if other != part and (same_answer(got, twin) or
+                                      (got.dim() == 2 and same_answer(got, twin.T))):
                     return (f"`{name}` holds the {other} part of c_attn. Its output columns are [q | k | v]: split "
                             f"the last dim of c_attn.weight (and c_attn.bias) into three d_model-wide pieces, in order.")
-    if name == "lm_head.weight" and _same(got, expected_state["tok_emb.weight"]):
+    if name == "lm_head.weight" and same_answer(got, expected_state["tok_emb.weight"]):
         return ("lm_head.weight holds the token embedding. In GPT-2 they are the same tensor, but copy "
                 "hf_model.lm_head.weight so that any model loads correctly.")
     return f"`{name}` does not hold the matching GPT-2 weight; see the name map in the notebook."
@@ -694,7 +673,7 @@ def _diagnose_weight(name, got, expected, before, expected_state) -> str:
 def _diagnose_load(student_sd, expected_state, before) -> tuple[str, str] | None:
     for name, expected in expected_state.items():
         got = student_sd.get(name)
-        if got is None or got.shape != expected.shape or not _same(got, expected):
+        if got is None or got.shape != expected.shape or not same_answer(got, expected):
             if got is None:
                 return f"The loaded MiniGPT has no `{name}`.", "Use the contract's names."
             return (f"After loading, MiniGPT's `{name}` does not match GPT-2's weights.",

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as torch_prune
 
 from grader.reference import deployment as ref
-from llmcourse.checking import StudentRaised, expect, expect_close, fail, graded
-from llmcourse.checks.deployment_compress import (MEMORY_HINT, PRUNE_HINT, QL_HINT, QM_HINT,
-                                                  QUANT_ABSMAX_HINT, QUANT_DEQUANTIZE_HINT, QUANT_ZEROPOINT_HINT,
-                                                  compress_randn, compress_rng, compress_same_object, compress_shown,
-                                                  lora_checks, memory_expect_bytes, ql_expect_state, ql_from_linear,
-                                                  ql_weight_of, qm_expect_types, qm_student_model, quant_expect_absmax,
-                                                  quant_expect_zeropoint)
+from llmcourse.checking import StudentRaised, expect, expect_close, fail, generator, graded, randn, state_dict_of
+from llmcourse.checking.shared.deployment_compress import (MEMORY_HINT, PRUNE_HINT, QL_HINT, QM_HINT, QUANT_ABSMAX_HINT,
+                                                           QUANT_DEQUANTIZE_HINT, QUANT_ZEROPOINT_HINT,
+                                                           compress_same_object, compress_shown, memory_expect_bytes,
+                                                           ql_expect_state, ql_from_linear, ql_weight_of,
+                                                           qm_expect_types, qm_student_model, quant_expect_absmax,
+                                                           quant_expect_zeropoint)
+from llmcourse.checking.shared.lora import local_llama, logits_of
 
 ASSIGNMENT = "07_deployment"
 
@@ -88,19 +89,19 @@ def test_model_memory_rejects_bad_arguments(student):
 
 def quant_random_cases(seed: int):
     """(w, bits, dim) cases: shapes, dims, bits, float32 and float64, outliers, slices of zeros."""
-    gen = compress_rng(seed)
+    gen = generator(seed)
     cases = []
     for shape, dim, bits, dtype in [((3,), None, 8, torch.float32), ((8, 16), 0, 8, torch.float32),
                                     ((8, 16), 1, 4, torch.float64), ((4, 5, 6), 2, 8, torch.float32),
                                     ((4, 5, 6), -3, 5, torch.float64), ((4, 5, 6), None, 3, torch.float32),
                                     ((1, 7), 0, 2, torch.float32), ((16, 32), -1, 8, torch.float64),
                                     ((10,), 0, 7, torch.float32)]:
-        w = compress_randn(gen, *shape, dtype=dtype, scale=0.5)
+        w = randn(gen, *shape, dtype=dtype, scale=0.5)
         w.view(-1)[0] = -4.0  # an outlier
         if len(shape) > 1 and dim is not None and w.shape[dim] > 1:
             w.select(dim, 1).zero_()  # a slice of zeros
         cases.append((w, bits, dim))
-    shifted = compress_randn(gen, 6, 9, scale=0.3) + 1.0  # all positive
+    shifted = randn(gen, 6, 9, scale=0.3) + 1.0  # all positive
     cases.append((shifted, 8, 0))
     cases.append((-shifted.t().contiguous(), 8, 1))  # all negative
     return cases
@@ -119,9 +120,9 @@ def test_quantize_absmax_matches_reference(student):
 @graded("quantize_absmax", points=1, requires_main=True,
         hint="Leave w unchanged (no in-place division) and return the scale in w's dtype (float64 in, float64 out).")
 def test_quantize_absmax_keeps_input_and_dtype(student):
-    gen = compress_rng(51)
+    gen = generator(51)
     for dtype, dim in ((torch.float64, 0), (torch.float32, None)):
-        w = compress_randn(gen, 5, 6, dtype=dtype)
+        w = randn(gen, 5, 6, dtype=dtype)
         _, scale = student.quantize_absmax(w, bits=8, dim=dim)
         expect(scale.dtype == dtype, f"quantize_absmax on a {dtype} tensor gave a {scale.dtype} scale; it should "
                                      f"keep w's dtype.")
@@ -143,9 +144,9 @@ def test_quantize_zeropoint_matches_reference(student):
         hint="Leave w unchanged (no in-place operations on it) and return the scale in w's dtype (float64 in, "
              "float64 out).")
 def test_quantize_zeropoint_keeps_input_and_dtype(student):
-    gen = compress_rng(53)
+    gen = generator(53)
     for dtype, dim in ((torch.float64, 1), (torch.float32, None)):
-        w = compress_randn(gen, 5, 6, dtype=dtype)
+        w = randn(gen, 5, 6, dtype=dtype)
         _, scale, _ = student.quantize_zeropoint(w, bits=8, dim=dim)
         expect(scale.dtype == dtype, f"quantize_zeropoint on a {dtype} tensor gave a {scale.dtype} scale; it "
                                      f"should keep w's dtype.")
@@ -181,21 +182,21 @@ def ql_reference(weight: torch.Tensor, bias, bits: int, group_size):
 
 @graded("quantized_linear", points=1, hint=QL_HINT)
 def test_quantized_linear_matches_reference(student):
-    gen = compress_rng(60)
+    gen = generator(60)
     for out_features, in_features, bits, group_size, bias_on in [(5, 12, 8, None, True), (7, 16, 4, 8, False),
                                                                   (3, 6, 2, 3, True), (8, 24, 8, 12, True),
                                                                   (1, 9, 5, None, False)]:
-        weight = compress_randn(gen, out_features, in_features, scale=0.3)
+        weight = randn(gen, out_features, in_features, scale=0.3)
         weight[0, 0] = 3.0
-        bias = compress_randn(gen, out_features, scale=0.1) if bias_on else None
+        bias = randn(gen, out_features, scale=0.1) if bias_on else None
         what = (f"QuantizedLinear.from_linear(Linear({in_features}, {out_features}, bias={bias_on}), bits={bits}, "
                 f"group_size={group_size})")
         layer = ql_from_linear(student, weight, bias, bits, group_size, what)
-        sd = lora_checks.state_dict_of(layer, what)
+        sd = state_dict_of(layer, what)
         ql_expect_state(sd, weight, bias, bits, group_size, what)
         reference = ql_reference(weight, bias, bits, group_size)
         compress_expect_codes_near(sd["weight_q"], reference.weight_q, f"{what}.weight_q", QL_HINT)
-        x = compress_randn(gen, 2, 3, in_features)
+        x = randn(gen, 2, 3, in_features)
         same_codes = torch.equal(sd["weight_q"], reference.weight_q)
         expected = reference(x) if same_codes else \
             F.linear(x, ql_weight_of(sd, out_features, in_features).float(), bias)
@@ -207,10 +208,10 @@ def test_quantized_linear_matches_reference(student):
         hint="In forward, cast the dequantised weight (and the bias) to x's dtype: F.linear(x, weight.to(x.dtype), "
              "...), so that a float64 input gives a float64 output.")
 def test_quantized_linear_follows_the_input_dtype(student):
-    gen = compress_rng(61)
-    weight, bias = compress_randn(gen, 4, 8, scale=0.3), compress_randn(gen, 4, scale=0.1)
+    gen = generator(61)
+    weight, bias = randn(gen, 4, 8, scale=0.3), randn(gen, 4, scale=0.1)
     layer = ql_from_linear(student, weight, bias, 8, 4, "QuantizedLinear.from_linear(Linear(8, 4), group_size=4)")
-    x = compress_randn(gen, 3, 8, dtype=torch.float64)
+    x = randn(gen, 3, 8, dtype=torch.float64)
     expect_close(layer(x), ql_reference(weight, bias, 8, 4)(x), "QuantizedLinear(x) for a float64 x",
                  rtol=1e-6, atol=1e-9, check_dtype=True)
 
@@ -225,13 +226,13 @@ def test_quantize_model_matches_reference(student):
         what = "quantize_model(model, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
         result = student.quantize_model(model, **kwargs)
         expect(compress_same_object(result, model), f"{what} should return the model it was given.", QM_HINT)
-        expected_model = ref.quantize_model(lora_checks.local_llama(config, weights), **kwargs)
+        expected_model = ref.quantize_model(local_llama(config, weights), **kwargs)
         types = {n: type(m).__name__ for n, m in expected_model.named_modules()}
         quantised = [n for n, t in types.items() if t == "QuantizedLinear"]
         qm_expect_types(student, model, quantised, [n for n, t in types.items() if t == "Linear"], f"After {what}")
         with torch.no_grad():
             expected = expected_model(input_ids=ids).logits
-        expect_close(lora_checks.logits_of(model, ids, "the quantised model"), expected,
+        expect_close(logits_of(model, ids, "the quantised model"), expected,
                      f"{what}: the logits", rtol=1e-4, atol=1e-4, hint=QM_HINT)
 
 
@@ -250,7 +251,7 @@ def prune_reference(model: nn.Module, sparsity: float, module_types) -> nn.Modul
 def test_magnitude_prune_matches_torch_prune(student):
     for seed, sparsity, with_embedding in [(80, 0.37, False), (81, 0.6, True), (82, 0.05, False)]:
         config, weights, model, _ = qm_student_model(student, seed)
-        local = lora_checks.local_llama(config, weights)
+        local = local_llama(config, weights)
         if with_embedding:
             kinds = (student.construct("torch.nn.utils.parametrize.type_before_parametrizations",
                                        student.construct("torch.nn.Linear", 1, 1)),
@@ -264,7 +265,7 @@ def test_magnitude_prune_matches_torch_prune(student):
             expected = prune_reference(local, sparsity, (nn.Linear,)).state_dict()
             what = f"magnitude_prune(a tiny Llama, {sparsity})"
         expect(compress_same_object(result, model), f"{what} should return the model it was given.", PRUNE_HINT)
-        got = lora_checks.state_dict_of(model, "the pruned model")
+        got = state_dict_of(model, "the pruned model")
         for name, value in expected.items():
             mine = got.get(name)
             if mine is None or mine.shape != value.shape or not torch.equal(mine, value):

@@ -13,12 +13,13 @@ import random
 import torch
 
 from grader.reference import deployment as ref
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
-from llmcourse.checks.deployment_eval import (bleu_expect, choice_values,
-                                              distill_inputs, distill_values, eval_close, eval_expect_value, eval_model,
-                                              eval_mistake, eval_student_llama, eval_student_tokenizer,
-                                              eval_tokenizer, expect_budget, expect_law, expect_pair, law_fit_hint,
-                                              law_rows, law_worst_error, ppl_mistakes)
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded, mistake_hint
+from llmcourse.checking.shared.deployment_eval import (bleu_expect, choice_values, distill_inputs, distill_values,
+                                                       eval_close, eval_expect_value, eval_model,
+                                                       eval_student_tokenizer, eval_tokenizer, expect_budget,
+                                                       expect_law, expect_pair, law_fit_hint, law_rows, law_worst_error,
+                                                       ppl_mistakes)
+from llmcourse.checking.shared.lora import student_llama
 
 ASSIGNMENT = "07_deployment"
 
@@ -41,7 +42,7 @@ def _story(seed: int, sentences: int) -> str:
              "tokenizer adds one) is not predicted.")
 def test_perplexity_matches_the_reference(student):
     config, weights, local = eval_model(30, 2.0)
-    model = eval_student_llama(student, config, weights)
+    model = student_llama(student, config, weights)
     stories = [_story(1, 40), _story(2, 3), _story(3, 1), "", _story(4, 12)]  # the first is over 256 tokens long
     cases = [(stories, {}, False, "five stories (one longer than 256 tokens), default max_length"),
              (_story(5, 20), {"max_length": 64}, False, "one long story as a string, max_length=64"),
@@ -139,7 +140,7 @@ _CHOICE_CASES = [  # prompt, choice, tokenizer adds <s>
              "tokenizer(choice, add_special_tokens=False)['input_ids'], scored as prompt_ids + choice_ids.")
 def test_choice_logprob_matches_the_reference(student):
     config, weights, local = eval_model(40, 2.0)
-    model = eval_student_llama(student, config, weights)
+    model = student_llama(student, config, weights)
     for prompt, choice, bos in _CHOICE_CASES:
         tok = eval_tokenizer(bos)
         expected = ref.choice_logprob(local, tok, prompt, choice)
@@ -183,7 +184,7 @@ def test_multiple_choice_accuracy_matches_the_reference(student):
         config, weights, local = eval_model(seed, 2.0)
         items = [{"prompt": p, "choices": list(c), "answer": a} for p, c, a in _mc_items(seed, bos)]
         expected = ref.multiple_choice_accuracy(local, eval_tokenizer(bos), items)
-        got = student.multiple_choice_accuracy(eval_student_llama(student, config, weights),
+        got = student.multiple_choice_accuracy(student_llama(student, config, weights),
                                                eval_student_tokenizer(student, bos), items)
         eval_expect_value(got, expected, f"multiple_choice_accuracy on {len(items)} items with 2 to 5 choices"
                                          f"{' (a tokenizer that adds <s>)' if bos else ''}",
@@ -191,7 +192,7 @@ def test_multiple_choice_accuracy_matches_the_reference(student):
                           rtol=1e-9)
     config, weights, local = eval_model(41, 2.0)
     prompt, choices, answer = _mc_items(41, False)[0]
-    got = student.multiple_choice_accuracy(eval_student_llama(student, config, weights), eval_student_tokenizer(student),
+    got = student.multiple_choice_accuracy(student_llama(student, config, weights), eval_student_tokenizer(student),
                                            [{"prompt": prompt, "choices": list(choices), "answer": answer}])
     eval_expect_value(got, 1.0, "multiple_choice_accuracy on one item answered right")
 
@@ -231,7 +232,7 @@ def test_distillation_loss_matches_the_reference(student):
         value = got.double().item()
         if not eval_close(value, expected.double().item(), 1e-4, 1e-6):
             fail(f"{what} is {value:.8g}, but it should be {expected.item():.8g}.",
-                 eval_mistake(value, expected.double().item(), mistakes))
+                 mistake_hint(value, expected.double().item(), mistakes, rtol=1e-4, atol=1e-6))
         expect(got.dtype == dtype, f"{what} returned a {got.dtype} loss: it should keep the logits' dtype {dtype}.",
                "Compute in the logits' dtype (do not convert to float32 along the way).")
 
@@ -332,8 +333,7 @@ def test_compute_optimal_matches_the_closed_form(student):
         n, d = expect_pair(student.compute_optimal(C, law), what)
         expected = ref.compute_optimal(C, law)
         if not (eval_close(n, expected[0], 1e-6) and eval_close(d, expected[1], 1e-6)):
-            hint = next((h for (mn, md), h in _optimal_mistakes(C, law)
-                         if eval_close(n, mn, 1e-6) and eval_close(d, md, 1e-6)), None)
+            hint = mistake_hint((n, d), expected, _optimal_mistakes(C, law), rtol=1e-6, atol=1e-9)
             fail(f"{what} gave params={n:.6g}, tokens={d:.6g}; the optimum is params={expected[0]:.6g}, "
                  f"tokens={expected[1]:.6g}.", hint)
         expect_budget(n, d, C, what)

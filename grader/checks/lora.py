@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 
 from grader.reference import lora as ref
-from llmcourse.checking import expect, expect_close, fail, graded
-from llmcourse.checks.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, generator,
-                                   llama_weights, local_llama, logits_of, randn, state_dict_of, student_linear,
-                                   student_llama, tiny_llama_config, types_of)
+from llmcourse.checking import expect, expect_close, fail, generator, graded, randn, same_answer, state_dict_of
+from llmcourse.checking.shared.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, llama_weights,
+                                            local_llama, logits_of, student_linear, student_llama, tiny_llama_config,
+                                            types_of)
 
 ASSIGNMENT = "04_lora"
 
@@ -78,10 +78,6 @@ def _loaded_pair(student, gen, d_in, d_out, r, alpha, bias=True, dtype=torch.flo
     return layer, reference
 
 
-def _same(a, b) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
-
-
 @graded("lora_linear", points=3,
         hint="forward(x) = base(x) + (alpha / r) * lora_B(lora_A(dropout(x))), for inputs with any leading dims.")
 def test_lora_linear_forward_matches_reference(student):
@@ -95,10 +91,10 @@ def test_lora_linear_forward_matches_reference(student):
             expected = reference(x)
             delta = x @ reference.lora_A.weight.T @ reference.lora_B.weight.T
             base_out = reference.base(x)
-        if not _same(out, expected) and isinstance(out, torch.Tensor) and out.shape == expected.shape:
-            if _same(out, base_out + (r / alpha) * delta):
+        if not same_answer(out, expected):
+            if same_answer(out, base_out + (r / alpha) * delta):
                 fail(f"LoRALinear(r={r}, alpha={alpha}) scales the update by r / alpha.", hint="scaling = alpha / r.")
-            if _same(out, base_out + delta):
+            if same_answer(out, base_out + delta):
                 fail(f"LoRALinear(r={r}, alpha={alpha}) does not scale the update.",
                      hint="Multiply lora_B(lora_A(x)) by self.scaling = alpha / r.")
         expect_close(out, expected, f"LoRALinear(Linear({d_in}, {d_out}, bias={bias}), r={r}, alpha={alpha}) "
@@ -145,10 +141,10 @@ def test_lora_linear_merged(student):
         w = reference.base.weight.detach()
         ba = reference.lora_B.weight.detach() @ reference.lora_A.weight.detach()
         got = sd.get("weight")
-        if _same(got, w + ba) and not _same(got, expected["weight"]):
+        if same_answer(got, w + ba) and not same_answer(got, expected["weight"]):
             fail("merged()'s weight is W + B @ A, without the scaling.", hint="Multiply B @ A by self.scaling.")
         if got is not None and got.shape == (d_out, d_in) and d_in == d_out and \
-                _same(got, w + (alpha / r) * ba.T) and not _same(got, expected["weight"]):
+                same_answer(got, w + (alpha / r) * ba.T) and not same_answer(got, expected["weight"]):
             fail("merged()'s update is transposed.", hint="The update is lora_B.weight @ lora_A.weight, (out, r) @ "
                                                           "(r, in): the same shape as the base's weight.")
         expect_close(got, expected["weight"], f"merged().weight for r={r}, alpha={alpha}")
@@ -332,9 +328,9 @@ def test_merge_lora_weights(student):
     for name, (a, b) in lora.items():
         key = f"{name}.weight"
         w = weights[key]
-        if _same(sd[key], w + b @ a) and alpha != r:
+        if same_answer(sd[key], w + b @ a) and alpha != r:
             fail(f"{key} is W + B @ A, without the scaling.", hint="Multiply B @ A by alpha / r (layer.scaling).")
-        if _same(sd[key], w):
+        if same_answer(sd[key], w):
             fail(f"{key} still holds the base weight: the LoRA update was not merged in.")
         expect_close(sd[key], w + (alpha / r) * b @ a, f"{key} after merge_lora")
 

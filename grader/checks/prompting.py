@@ -12,12 +12,12 @@ import math
 
 import torch
 
-from grader.checks.mistakes import explained
 from grader.reference import prompting as ref
-from llmcourse.checking import CheckFailed, expect, expect_close, expect_tensor, fail, graded
-from llmcourse.checks.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm, draw_counts,
-                                        encode, expect_distribution, expect_filter, expect_token_ids,
-                                        fewshot_rows, generator, hf_greedy, student_course_lm, warped)
+from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded,
+                                naming_mistakes)
+from llmcourse.checking.shared.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm,
+                                                 draw_counts, encode, expect_distribution, expect_filter,
+                                                 expect_token_ids, fewshot_rows, hf_greedy, student_course_lm, warped)
 from llmcourse.wire import Seeded
 
 ASSIGNMENT = "03_prompting"
@@ -62,12 +62,9 @@ def test_format_prompt_matches_the_template(student):
         got = student.format_prompt(instruction, examples, query)
         expected = ref.format_prompt(instruction, examples, query)
         what = f"format_prompt({instruction!r}, {examples!r}, {query!r})"
-
-        def verdict():
+        with naming_mistakes(got, expected, _format_mistakes(instruction, examples, query)):
             expect(isinstance(got, str), f"{what} returned {type(got).__name__}, not a string.")
             expect(got == expected, f"{what} returned\n{got!r}\nbut the template gives\n{expected!r}")
-
-        explained(verdict, got, [(w, h) for w, h in _format_mistakes(instruction, examples, query) if h], expected)
 
 
 # -- apply_temperature -----------------------------------------------------------------------------
@@ -92,9 +89,8 @@ def test_apply_temperature_random_and_extreme(student):
         got = student.apply_temperature(remote, t)
         expected = warped("temperature", x, t)
         what = f"apply_temperature(logits of shape {tuple(x.shape)}, {x.dtype}, temperature={t})"
-        explained(lambda: expect_close(got, expected, what, check_dtype=True,
-                                       hint="Divide by the temperature and keep the dtype."),
-                  got, [(lambda w=w: w(x, t), h) for w, h in _TEMPERATURE_HINTS], expected)
+        expect_close(got, expected, what, check_dtype=True, hint="Divide by the temperature and keep the dtype.",
+                     mistakes=[(lambda w=w: w(x, t), h) for w, h in _TEMPERATURE_HINTS])
         expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
                "Use x / t, not x /= t or x.div_(t): the caller's logits must not change.")
 
@@ -142,8 +138,9 @@ def test_top_k_filter_random_ties_and_extremes(student):
         expected = warped("top_k", x, min(k, x.shape[-1]) if k else 0)
         what = f"top_k_filter({x.tolist() if x.numel() <= 12 else f'logits of shape {tuple(x.shape)}'}, k={k})"
         hint = "Keep every logit >= the k-th largest of its row (ties included); k=0: no filter."
-        explained(lambda: expect_filter(got, x, expected, what, hint), got,
-                  [(lambda w=w: w(x, k), h) for w, h in _TOPK_MISTAKES] if 0 < k <= x.shape[-1] else [], expected)
+        with naming_mistakes(got, expected,
+                             [(lambda w=w: w(x, k), h) for w, h in _TOPK_MISTAKES] if 0 < k <= x.shape[-1] else []):
+            expect_filter(got, x, expected, what, hint)
         expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
                "Use masked_fill (out of place), not masked_fill_ or item assignment on the input.")
 
@@ -214,8 +211,8 @@ def test_top_p_filter_random_ties_and_extremes(student):
         got = student.top_p_filter(remote, p)
         expected = warped("top_p", x, p)
         what = f"top_p_filter({x.tolist() if x.numel() <= 12 else f'logits of shape {tuple(x.shape)}'}, p={p})"
-        explained(lambda: expect_filter(got, x, expected, what, "Compare with TopPLogitsWarper(p)."), got,
-                  [(lambda w=w: w(x, p), h) for w, h in _TOPP_MISTAKES], expected)
+        with naming_mistakes(got, expected, [(lambda w=w: w(x, p), h) for w, h in _TOPP_MISTAKES]):
+            expect_filter(got, x, expected, what, "Compare with TopPLogitsWarper(p).")
         expect(torch.equal(remote.fetch(), original), f"{what} changed its input in place.",
                "Use masked_fill (out of place) and work on sorted copies.")
 

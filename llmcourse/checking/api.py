@@ -20,10 +20,16 @@ with the right answer, has passed:
     @graded("softmax", points=1, requires_main=True, hint="Don't change x in place.")
     def test_softmax_leaves_its_input_unchanged(student):
         ...
+
+A wrong answer that a known mistake gives gets that mistake's hint instead of the check's general one:
+
+    expect_close(out, ref.softmax(x, dim=-1), "softmax(x)",
+                 mistakes=[(lambda: ref.softmax(x, dim=0), "The values sum to 1 along dim 0, not the last dim.")])
 """
 from __future__ import annotations
 
-from typing import Any, NoReturn, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 import pytest
 import torch
@@ -82,8 +88,16 @@ def expect_tensor(value: Any, what: str, *, shape: Sequence[int] | None = None,
 
 
 def expect_close(actual: Any, expected: torch.Tensor, what: str, *, rtol: float | None = None,
-                 atol: float | None = None, hint: str | None = None, check_dtype: bool = False) -> None:
-    """`actual` must be a tensor of `expected`'s shape whose values match within tolerance."""
+                 atol: float | None = None, hint: str | None = None, check_dtype: bool = False,
+                 mistakes: Mistakes = ()) -> None:
+    """`actual` must be a tensor of `expected`'s shape whose values match within tolerance. A wrong answer that one
+    of the known `mistakes` gives fails with that mistake's hint (see `mistake_hint`)."""
+    with naming_mistakes(actual, expected, mistakes):
+        _expect_close(actual, expected, what, rtol=rtol, atol=atol, hint=hint, check_dtype=check_dtype)
+
+
+def _expect_close(actual: Any, expected: torch.Tensor, what: str, *, rtol: float | None, atol: float | None,
+                  hint: str | None, check_dtype: bool) -> None:
     actual = expect_tensor(actual, what, shape=tuple(expected.shape), hint=hint)
     if check_dtype and actual.dtype != expected.dtype:
         fail(f"{what} has dtype {actual.dtype}, but it should keep the input's dtype {expected.dtype}.", hint)
@@ -113,6 +127,69 @@ def expect_close(actual: Any, expected: torch.Tensor, what: str, *, rtol: float 
         fail(f"{what} does not match the expected values: {int((~ok).sum())} of {ok.numel()} entries differ "
              f"(largest difference {err:.3g}); e.g. at index {idx} got {a[idx].item():.6g}, "
              f"expected {e[idx].item():.6g}.", hint)
+
+
+# -- which known mistake is this --------------------------------------------------------------------
+
+# Known mistakes: pairs of (the answer the mistake gives, or a function that computes it; the hint that names it).
+Mistakes = Iterable[tuple[Any, str]]
+
+
+def same_answer(a: Any, b: Any, *, rtol: float | None = None, atol: float | None = None) -> bool:
+    """Whether two answers are the same. Tensors: one shape, and values within `rtol` and `atol`; by default ten
+    times the tolerance of the less precise dtype (`default_tolerance`), since the two answers were computed by
+    different code. NaN is the same as nothing (a NaN says that something else went wrong), an infinity only as
+    itself. Python floats: the same, as float64. Tuples and lists: item by item. Anything else: `==`."""
+    if isinstance(a, float) or isinstance(b, float):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+            return False
+        a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
+            return False
+        default_rtol, default_atol = max(default_tolerance(a.dtype), default_tolerance(b.dtype))
+        rtol = 10 * default_rtol if rtol is None else rtol
+        atol = 10 * default_atol if atol is None else atol
+        return bool(torch.allclose(a.detach().double(), b.detach().double(), rtol=rtol, atol=atol))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(same_answer(x, y, rtol=rtol, atol=atol) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def mistake_hint(actual: Any, expected: Any, mistakes: Mistakes, *, rtol: float | None = None,
+                 atol: float | None = None) -> str | None:
+    """The hint of the first known mistake whose answer `actual` is (by `same_answer`, with this tolerance), or None.
+
+    A mistake whose answer is the right one (`expected`) for these inputs is never named: it is no mistake here.
+    A mistake that cannot happen for these inputs (computing its answer raises, or gives None) is skipped."""
+    for answer, hint in mistakes:
+        if callable(answer):
+            try:
+                answer = answer()
+            except Exception:  # noqa: BLE001  (e.g. a wrong dim that these inputs do not have)
+                continue
+        if answer is None or same_answer(answer, expected, rtol=rtol, atol=atol):
+            continue
+        if same_answer(actual, answer, rtol=rtol, atol=atol):
+            return hint
+    return None
+
+
+@contextmanager
+def naming_mistakes(actual: Any, expected: Any, mistakes: Mistakes, *, rtol: float | None = None,
+                    atol: float | None = None) -> Iterator[None]:
+    """A check that fails inside this block gets the hint of the known mistake whose answer `actual` is, if any:
+
+        with naming_mistakes(got, expected, [(lambda: expected + " ", "Don't end the prompt with a space.")]):
+            expect(got == expected, f"format_prompt(...) returned {got!r}")
+    """
+    try:
+        yield
+    except CheckFailed as failure:
+        hint = mistake_hint(actual, expected, mistakes, rtol=rtol, atol=atol)
+        if hint is None:
+            raise
+        raise CheckFailed(failure.message, hint) from None
 
 
 def _describe(value: Any) -> str:

@@ -4,8 +4,8 @@ They compare your code with PyTorch's and transformers' own building blocks (tor
 F.scaled_dot_product_attention, nn.MultiheadAttention, nn.TransformerEncoderLayer, GPT2LMHeadModel),
 or test a property every correct answer has. More checks run when your notebook is graded.
 
-The helpers at the top (random weights, loading them into your modules) are shared with the graders'
-checks, so that both talk about your modules in the same words.
+What they share with the graders' checks (random weights, loading them into your modules) lives in
+llmcourse.checking.shared.attention, so that both talk about your modules in the same words.
 """
 from __future__ import annotations
 
@@ -15,73 +15,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
+from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded, randn, state_dict_of
+from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights,
+                                                 mha_shapes, minigpt_shapes, random_weights, student_gpt2)
 
 ASSIGNMENT = "01_attention"
 
 
-# -- shared helpers --------------------------------------------------------------------------------
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
-
-def mha_shapes(d_model: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        shapes[f"{name}.weight"] = (d_model, d_model)
-        if bias:
-            shapes[f"{name}.bias"] = (d_model,)
-    return shapes
-
-
-def block_shapes(d_model: int, d_ff: int) -> dict[str, tuple[int, ...]]:
-    d = d_model
-    return {"ln1.weight": (d,), "ln1.bias": (d,),
-            **{f"attn.{k}": s for k, s in mha_shapes(d).items()},
-            "ln2.weight": (d,), "ln2.bias": (d,),
-            "mlp.0.weight": (d_ff, d), "mlp.0.bias": (d_ff,), "mlp.2.weight": (d, d_ff), "mlp.2.bias": (d,)}
-
-
-def minigpt_shapes(vocab_size: int, max_len: int, d_model: int, n_layers: int, d_ff: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (vocab_size, d_model), "pos_emb.weight": (max_len, d_model)}
-    for i in range(n_layers):
-        shapes.update({f"blocks.{i}.{k}": s for k, s in block_shapes(d_model, d_ff).items()})
-    shapes.update({"ln_f.weight": (d_model,), "ln_f.bias": (d_model,), "lm_head.weight": (vocab_size, d_model)})
-    return shapes
-
-
-def random_weights(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Weights of a sensible size for every name: LayerNorm gains near 1, small biases, unit-scale activations."""
-    gen = generator(seed)
-    weights = {}
-    for name, shape in shapes.items():
-        noise = torch.randn(shape, generator=gen, dtype=torch.float64)
-        module = name.rsplit(".", 2)[-2] if name.count(".") else ""
-        if module.startswith("ln") and name.endswith(".weight"):
-            value = 1.0 + 0.2 * noise
-        elif name.endswith(".bias"):
-            value = 0.2 * noise
-        elif "emb" in module:
-            value = noise
-        else:
-            value = noise / math.sqrt(shape[-1])
-        weights[name] = value.to(dtype)
-    return weights
-
-
-def state_dict_of(module, what: str) -> dict[str, torch.Tensor]:
-    """The module's state dict as data (a plain dict crosses to the checker; an OrderedDict would not)."""
-    sd = module.state_dict(destination={})
-    if not isinstance(sd, dict):
-        fail(f"{what}.state_dict() did not return a dictionary of tensors.",
-             hint="Build your modules from nn.Module and nn.Linear/nn.LayerNorm/nn.Embedding as described above.")
-    return sd
-
+# -- helpers ---------------------------------------------------------------------------------------
 
 def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: str, hint: str) -> None:
     """`module` has exactly these parameters (by name and shape), and no others."""
@@ -99,71 +40,6 @@ def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: 
     if n != expected:
         fail(f"{what} has {n} parameters, but the contract gives it {expected}: is there an extra layer, "
              f"or a bias where there should be none?", hint)
-
-
-def load_weights(module, weights: dict[str, torch.Tensor], what: str, hint: str) -> None:
-    """Load these weights into a student's module, with a clear message when names or shapes differ."""
-    sd = state_dict_of(module, what)
-    missing = [name for name in weights if name not in sd]
-    if missing:
-        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        fail(f"{what} has no parameter named {listed}, so the checks cannot give it known weights.", hint)
-    for name, value in weights.items():
-        if tuple(sd[name].shape) != tuple(value.shape):
-            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape "
-                 f"{tuple(value.shape)}.", hint)
-    module.load_state_dict(weights, strict=False)
-
-
-def gpt2_config(vocab_size: int, n_positions: int, d_model: int, n_heads: int, n_layers: int, d_ff: int,
-                tie: bool = True) -> dict:
-    """GPT2Config arguments for a GPT-2 that MiniGPT can copy exactly: exact GELU, eps 1e-5, no dropout."""
-    return dict(vocab_size=vocab_size, n_positions=n_positions, n_embd=d_model, n_head=n_heads, n_layer=n_layers,
-                n_inner=d_ff, activation_function="gelu", layer_norm_epsilon=1e-5, resid_pdrop=0.0,
-                embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie)
-
-
-def gpt2_weights(config: dict, seed: int) -> dict[str, torch.Tensor]:
-    """Random weights with GPT-2's names and layouts (Conv1D weights are (in, out))."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    shapes = {k: tuple(v.shape) for k, v in GPT2LMHeadModel(GPT2Config(**config)).state_dict().items()}
-    gen = generator(seed)
-    weights = {}
-    for name, shape in shapes.items():
-        noise = torch.randn(shape, generator=gen, dtype=torch.float64)
-        if ".ln_" in name and name.endswith(".weight"):
-            value = 1.0 + 0.2 * noise
-        elif name.endswith(".bias"):
-            value = 0.2 * noise
-        elif name.startswith("transformer.w"):
-            value = noise
-        else:
-            fan_in = shape[1] if name == "lm_head.weight" else shape[0]  # Conv1D: (in, out); Linear: (out, in)
-            value = noise / math.sqrt(fan_in)
-        weights[name] = value.float()
-    if config.get("tie_word_embeddings", True):
-        weights["lm_head.weight"] = weights["transformer.wte.weight"]
-    return weights
-
-
-def gpt2_logits(config: dict, weights: dict[str, torch.Tensor], input_ids: torch.Tensor) -> torch.Tensor:
-    """The logits of transformers' own GPT2LMHeadModel with these weights (computed here, not by the student)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    model = GPT2LMHeadModel(GPT2Config(**config))
-    model.load_state_dict(weights)
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids).logits
-
-
-def student_gpt2(student, config: dict, weights: dict[str, torch.Tensor]):
-    """A GPT2LMHeadModel with these weights, built inside the student's kernel."""
-    hf = student.construct("transformers.GPT2LMHeadModel", student.construct("transformers.GPT2Config", **config))
-    hf.load_state_dict(weights)
-    hf.eval()
-    return hf
 
 
 def torch_mha(weights: dict[str, torch.Tensor], d_model: int, n_heads: int) -> nn.MultiheadAttention:

@@ -1000,7 +1000,7 @@ def _rng(gen):
 def chunk_inputs(gen):
     from grader.checks.applications import random_text
     from llmcourse.applications_tools import WordTokenizer
-    from llmcourse.checks.applications import course_tokenizer
+    from llmcourse.checking.shared.applications import course_tokenizer
 
     rng = _rng(gen)
     words, lm, mlm = WordTokenizer(), course_tokenizer("course-lm-apps"), course_tokenizer("course-mlm")
@@ -1058,7 +1058,7 @@ def embed_inputs(gen):
     import copy
 
     from grader.checks.applications import random_text, tiny_bert
-    from llmcourse.checks.applications import course_mlm, course_tokenizer
+    from llmcourse.checking.shared.applications import course_mlm, course_tokenizer
 
     rng = _rng(gen)
     tokenizer = course_tokenizer("course-mlm")

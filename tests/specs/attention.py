@@ -736,7 +736,7 @@ def explicit_loop(model):
 
 @SPEC.inputs_of("softmax")
 def softmax_inputs(gen):
-    from llmcourse.checks.attention import randn
+    from llmcourse.checking import randn
 
     inf = float("inf")
     for dtype in (torch.float32, torch.float64):
@@ -764,7 +764,7 @@ def softmax_inputs(gen):
 
 @SPEC.inputs_of("scaled_dot_product_attention")
 def attention_inputs(gen):
-    from llmcourse.checks.attention import randn
+    from llmcourse.checking import randn
 
     def causal(n):
         return torch.ones(n, n, dtype=torch.bool).tril()
@@ -864,7 +864,8 @@ def _with_weights(mine, theirs, weights, dtype):
 
 @SPEC.agreement("multi_head_attention")
 def multi_head_attention_agrees(notebook_class, reference_class):
-    from llmcourse.checks.attention import generator, mha_shapes, randn, random_weights
+    from llmcourse.checking import generator, randn
+    from llmcourse.checking.shared.attention import mha_shapes, random_weights
 
     gen = generator(2)
     for d, h, bias, dtype in ((16, 4, True, torch.float32), (12, 3, False, torch.float32),
@@ -901,7 +902,8 @@ def multi_head_attention_agrees(notebook_class, reference_class):
 
 @SPEC.agreement("transformer_block")
 def transformer_block_agrees(notebook_class, reference_class):
-    from llmcourse.checks.attention import block_shapes, generator, randn, random_weights
+    from llmcourse.checking import generator, randn
+    from llmcourse.checking.shared.attention import block_shapes, random_weights
 
     gen = generator(3)
     for d, h, d_ff, dtype in ((16, 4, 64, torch.float32), (12, 3, 48, torch.float64), (8, 2, 8, torch.float32)):
@@ -924,7 +926,8 @@ def transformer_block_agrees(notebook_class, reference_class):
 
 @SPEC.agreement("mini_gpt")
 def mini_gpt_agrees(notebook_class, reference_class):
-    from llmcourse.checks.attention import generator, minigpt_shapes, random_weights
+    from llmcourse.checking import generator
+    from llmcourse.checking.shared.attention import minigpt_shapes, random_weights
 
     gen = generator(4)
     for vocab, max_len, d, h, layers, d_ff, dtype in ((23, 12, 16, 4, 2, 32, torch.float32),
@@ -949,7 +952,7 @@ def load_gpt2_weights_agrees(notebook_load, reference_load):
 
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from llmcourse.checks.attention import gpt2_config, gpt2_weights
+    from llmcourse.checking.shared.attention import gpt2_config, gpt2_weights
     from tests.test_checks import assert_same
 
     for seed, config in enumerate((gpt2_config(24, 10, 16, 4, 2, 32), gpt2_config(20, 8, 8, 2, 1, 32, tie=False),

@@ -1653,7 +1653,8 @@ def the_closed_form_with_D_first(C, law):
 
 @SPEC.inputs_of("perplexity")
 def perplexity_inputs(gen):
-    from llmcourse.checks.deployment_eval import PPL_ONE_TEXT, PPL_TEXTS, eval_model, eval_tokenizer
+    from llmcourse.checking.shared.deployment_eval import eval_model, eval_tokenizer
+    from llmcourse.checks.deployment_eval import PPL_ONE_TEXT, PPL_TEXTS
 
     _, _, model = eval_model(int(torch.randint(0, 1000, (), generator=gen)))
     tokenizer, with_bos = eval_tokenizer(), eval_tokenizer(bos=True)
@@ -1694,7 +1695,7 @@ def bleu_inputs(gen):
 
 
 def _model_for_choices(gen):
-    from llmcourse.checks.deployment_eval import eval_model, eval_tokenizer
+    from llmcourse.checking.shared.deployment_eval import eval_model, eval_tokenizer
 
     _, _, model = eval_model(int(torch.randint(0, 1000, (), generator=gen)), head_scale=3.0)
     return model, eval_tokenizer(), eval_tokenizer(bos=True)
@@ -1702,7 +1703,7 @@ def _model_for_choices(gen):
 
 @SPEC.inputs_of("choice_logprob")
 def choice_logprob_inputs(gen):
-    from llmcourse.checks.deployment_eval import CHOICE_PROMPT, CHOICES
+    from llmcourse.checks.deployment_eval import CHOICES, CHOICE_PROMPT
 
     model, tokenizer, with_bos = _model_for_choices(gen)
     for choice in CHOICES:
@@ -1857,7 +1858,7 @@ def quantized_linears_agree(mine, theirs):
 
 @SPEC.inputs_of("quantize_model")
 def quantize_model_inputs(gen):
-    from llmcourse.checks.lora import llama_weights, local_llama, tiny_llama_config
+    from llmcourse.checking.shared.lora import llama_weights, local_llama, tiny_llama_config
 
     config = tiny_llama_config()  # hidden 16, intermediate 24: groups of 8 and 4 divide both
     llama = local_llama(config, llama_weights(config, int(torch.randint(0, 1000, (), generator=gen))))
@@ -1880,7 +1881,7 @@ def quantize_model_inputs(gen):
 
 @SPEC.inputs_of("distillation_loss")
 def distillation_inputs(gen):
-    from llmcourse.checks.deployment_eval import distill_inputs
+    from llmcourse.checking.shared.deployment_eval import distill_inputs
 
     for i, (batch, length, vocab) in enumerate([(2, 6, 7), (3, 4, 5), (1, 2, 3), (4, 9, 11)]):
         for dtype in (torch.float32, torch.float64):

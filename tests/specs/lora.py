@@ -805,7 +805,7 @@ def _align_random_starts(mine, theirs, what):
 
 
 def _tiny_llama(seed, **changes):
-    from llmcourse.checks.lora import llama_weights, local_llama, tiny_llama_config
+    from llmcourse.checking.shared.lora import llama_weights, local_llama, tiny_llama_config
 
     config = tiny_llama_config(**changes)
     return config, local_llama(config, llama_weights(config, seed))
@@ -870,7 +870,7 @@ def lora_parameter_count_inputs(gen):
 
 @SPEC.agreement("lora_linear")
 def lora_linear_agrees(mine_class, reference_class):
-    from llmcourse.checks.lora import generator, randn
+    from llmcourse.checking import generator, randn
 
     gen = generator(40)
     for case, (d_in, d_out, r, alpha, bias, dtype) in enumerate([
@@ -928,7 +928,8 @@ def lora_linear_agrees(mine_class, reference_class):
 
 @SPEC.agreement("inject_lora")
 def inject_lora_agrees(mine, reference):
-    from llmcourse.checks.lora import ATTENTION, MLP, generator
+    from llmcourse.checking import generator
+    from llmcourse.checking.shared.lora import ATTENTION, MLP
 
     gen = generator(41)
     ids = torch.randint(0, 40, (2, 7), generator=gen)
@@ -964,7 +965,7 @@ def inject_lora_agrees(mine, reference):
 
 def _wrapped(model, lora_class, names, r, alpha, gen_seed):
     """`model` with the layers `names` wrapped by `lora_class` and given random factors (the same for a seed)."""
-    from llmcourse.checks.lora import generator, randn
+    from llmcourse.checking import generator, randn
 
     gen = generator(gen_seed)
     for name in names:
@@ -984,7 +985,7 @@ def merge_lora_agrees(mine, reference):
     """Each side merges a model wrapped with its own LoRALinear (merge_lora looks for that class), both from the
     same base weights and the same factors."""
     import grader.reference.lora as reference_module
-    from llmcourse.checks.lora import generator
+    from llmcourse.checking import generator
 
     classes = (mine.__globals__["LoRALinear"], reference_module.LoRALinear)
     gen = generator(50)
@@ -1076,7 +1077,7 @@ def finetune_agrees(mine, reference):
     """Both train copies of one model with the same arguments (the same seed): the same losses, the same model
     after (its weights, what is trainable, its logits)."""
     from grader.reference.lora import inject_lora
-    from llmcourse.checks.lora import generator
+    from llmcourse.checking import generator
 
     gen = generator(70)
     ids = torch.randint(0, 40, (2, 7), generator=gen)

@@ -449,7 +449,7 @@ def gather_inputs(gen):
 
 @SPEC.inputs_of("sequence_logprob")
 def sequence_inputs(gen):
-    from llmcourse.checks.rlhf import padded_batch, tiny_llama, tiny_llama_weights
+    from llmcourse.checking.shared.rlhf import padded_batch, tiny_llama, tiny_llama_weights
 
     model = tiny_llama(tiny_llama_weights(7))
     for side in ("left", "right"):
@@ -458,7 +458,7 @@ def sequence_inputs(gen):
 
 
 def _rewards_batch(gen, dtype=torch.float32):
-    from llmcourse.checks.rlhf import random_segments
+    from llmcourse.checking.shared.rlhf import random_segments
 
     mask = random_segments(gen, 4, 9, "right")
     return torch.randn(4, 9, generator=gen, dtype=dtype), torch.randn(4, 9, generator=gen, dtype=dtype), mask

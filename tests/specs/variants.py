@@ -1029,7 +1029,7 @@ def training_steps_agree(notebook_training_step, reference_training_step):
     import copy
     import importlib
 
-    from llmcourse.checks.variants import KINDS, tiny_batch, tiny_config, tiny_weights
+    from llmcourse.checking.shared.variants import KINDS, tiny_batch, tiny_config, tiny_weights
     from tests.test_checks import assert_same
 
     dropout = {"encoder-only": dict(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),

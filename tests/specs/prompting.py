@@ -5,6 +5,7 @@ run their loop inside `with torch.no_grad():` instead.
 """
 from __future__ import annotations
 
+import copy
 import random
 import re
 import warnings
@@ -701,3 +702,238 @@ def capitalised_values(TECHNIQUE_FOR_PROBLEM, RISK_OF_ATTACK):
 def built_with_zip(TECHNIQUE_FOR_PROBLEM, RISK_OF_ATTACK):
     TECHNIQUE_FOR_PROBLEM = dict(zip(list(TECHNIQUE_FOR_PROBLEM), list(TECHNIQUE_FOR_PROBLEM.values())))
     RISK_OF_ATTACK = dict(reversed(list(RISK_OF_ATTACK.items())))
+
+
+# -- the inputs on which the notebook's solution and grader/reference/prompting.py must agree ---------------
+
+def _logits(gen, shape, dtype=torch.float32, scale=3.0):
+    return torch.randn(shape, generator=gen, dtype=dtype) * scale
+
+
+@SPEC.inputs_of("format_prompt")
+def format_prompt_inputs(gen):
+    yield ("", [("cat", "red"), ("bread", "blue")], "lamp"), {}  # the notebook's example
+    yield ("Do it.", [("a", "b")], "c"), {}
+    yield ("Sort the digits.", [], "3 1 7"), {}  # zero-shot with an instruction
+    yield ("", [], "cat"), {}  # zero-shot, no instruction
+    yield ("Two lines:\nof instruction.", [["6 2 2", "2 2 6"], ["9 1 0", "0 1 9"], ["5 5 1", "1 5 5"]], "4 0 8"), {}
+    yield ("  ", [("x y", " z "), ("é", "ü")], ""), {}  # a blank instruction is still text; spaces kept as given
+    yield ("", (("a", "b"), ("c", "d")), "e"), {}  # a tuple of pairs
+
+
+@SPEC.inputs_of("apply_temperature")
+def apply_temperature_inputs(gen):
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((11,), (3, 17), (2, 4, 9)):
+            for temperature in (0.5, 1.0, 2.5):
+                yield (_logits(gen, shape, dtype), temperature), {}
+    yield (_logits(gen, (4, 50)), 1e-3), {}  # near greedy: large values
+    yield (_logits(gen, (4, 50), torch.float64), 100), {}  # an int temperature
+    filtered = _logits(gen, (3, 8))
+    filtered[:, ::3] = float("-inf")  # tokens a filter already removed stay -inf
+    yield (filtered, 0.7), {}
+    yield (_logits(gen, (2, 6)).to(torch.bfloat16), 0.5), {}
+
+
+@SPEC.inputs_of("top_k_filter")
+def top_k_filter_inputs(gen):
+    yield (torch.tensor([3.0, 1.0, 3.0, 3.0, 0.0]), 2), {}  # the contract's tie: the three 3s survive
+    yield (torch.tensor([[3.0, 1.0, 3.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]]), 1), {}  # a row of ties
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((13,), (5, 30), (2, 3, 20)):
+            x = _logits(gen, shape, dtype)
+            for k in (0, 1, 4, shape[-1], shape[-1] + 10):  # 0: no filter; k >= vocab: keeps everything
+                yield (x, k), {}
+    ties = torch.randint(0, 4, (6, 12), generator=gen).double()  # many ties at the k-th value
+    for k in (1, 3, 7):
+        yield (ties, k), {}
+    partly = _logits(gen, (3, 10))
+    partly[:, :7] = float("-inf")  # fewer finite tokens than k
+    yield (partly, 5), {}
+
+
+@SPEC.inputs_of("top_p_filter")
+def top_p_filter_inputs(gen):
+    # The contract's example: 0.5 and 0.3 reach 0.7, so two tokens stay. (No p lands exactly on a running total:
+    # there the answer would hang on the last bit of the softmax, and the contract allows either sort order.)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    for p in (0.4, 0.7, 0.9, 0.97, 1.0):
+        yield (probs.log(), p), {}
+        yield (probs.log().float()[None].repeat(2, 1), p), {}
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((20,), (6, 30), (2, 3, 25)):
+            x = _logits(gen, shape, dtype)
+            for p in (1e-6, 0.2, 0.7, 0.95, 1.0):  # a tiny p still keeps the most likely token
+                yield (x, p), {}
+    # Ties, with p where the kept set is one whole group of tied tokens or more (where p falls inside a group,
+    # which of the tied tokens stay depends on the sort and the contract leaves it open).
+    tied = torch.tensor([[2.0, 1.0, 2.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    yield (tied[:1], 0.6), {}  # the two 2s (0.70)
+    yield (tied, 0.9), {}  # 2, 2, 1, 1 (0.95); every token of the flat row (four hold 0.8)
+    filtered = _logits(gen, (4, 16))
+    filtered[:, 5:] = float("-inf")  # already removed tokens stay -inf
+    yield (filtered, 0.9), {}
+    yield (_logits(gen, (3, 40), scale=30.0), 0.99), {}  # peaked rows: one token holds almost everything
+
+
+@SPEC.inputs_of("sample_next_token")
+def sample_next_token_inputs(gen):
+    # Each call gets its own copy of the generator, seeded alike: the same draws for both.
+    settings = [{}, {"temperature": 0.5}, {"temperature": 2.0, "top_k": 5}, {"top_p": 0.8},
+                {"temperature": 0.7, "top_k": 10, "top_p": 0.9}, {"temperature": 1.3, "top_k": 0, "top_p": 1.0},
+                {"top_k": 1}]
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((1, 12), (16, 50)):
+            x = _logits(gen, shape, dtype)
+            for i, s in enumerate(settings):
+                yield (x,), {**s, "generator": torch.Generator().manual_seed(100 + i)}
+    x = _logits(gen, (8, 30))
+    yield (x, 0.8, 3, 0.95, torch.Generator().manual_seed(7)), {}  # every setting given by position
+    yield (x,), {"top_k": 1}  # no generator, but top-k 1 leaves a single token: the argmax
+    yield (x,), {"temperature": 0.5, "top_p": 1e-6}  # the same through top-p
+    filtered = x.clone()
+    filtered[:, 1:] = float("-inf")
+    yield (filtered,), {"generator": torch.Generator().manual_seed(1)}  # one token left in every row
+
+
+def _prompt_ids(texts):
+    from llmcourse.checking.shared.prompting import course_lm
+
+    _, tok = course_lm()
+    return torch.tensor([tok(t, add_special_tokens=False)["input_ids"] for t in texts])
+
+
+def _agree_on_tokens_and_passes(mine, theirs, calls):
+    """The same token ids (or the same exception) from both, and the same forward passes: each one's copy of
+    course-lm is watched by a ForwardCounter, which records the token ids fed to every pass."""
+    from llmcourse.checking.shared.prompting import course_lm
+    from llmcourse.prompting_tools import ForwardCounter
+
+    model, _ = course_lm()
+    for i, (args, kwargs) in enumerate(calls):
+        runs = []
+        for fn in (mine, theirs):
+            own = copy.deepcopy(model)
+            with ForwardCounter(own) as counter:
+                try:
+                    out = fn(own, *copy.deepcopy(args), **copy.deepcopy(kwargs))
+                except Exception as error:  # both must refuse the same inputs the same way
+                    out = type(error)
+            runs.append((out, counter.token_ids, counter.lengths))
+        (out, fed, lengths), (want, want_fed, want_lengths) = runs
+        what = f"inputs {i} ({args}, {kwargs})"
+        if isinstance(want, torch.Tensor):
+            assert isinstance(out, torch.Tensor) and out.dtype == want.dtype and out.shape == want.shape, \
+                (what, out, want)
+            assert torch.equal(out, want), (what, out, want)
+        else:
+            assert out is want, (what, out, want)
+        assert fed == want_fed, f"{what}: forward passes over {lengths} tokens, the reference's over {want_lengths}"
+
+
+@SPEC.agreement("greedy_generate")
+def greedy_generate_agrees(mine, theirs):
+    from llmcourse.checking.shared.prompting import course_lm
+    from llmcourse.checks.prompting import eos_prompts
+
+    model, tok = course_lm()
+    gen = torch.Generator().manual_seed(0)
+    story = _prompt_ids(["Once upon a time, there was a little"])
+    both = eos_prompts()  # a prompt answered in a word or two then </s>, and a story that goes on
+    eos = tok.eos_token_id
+    # Any token can end a row: here the story's own third greedy token.
+    third = int(model.generate(story, attention_mask=torch.ones_like(story), do_sample=False, max_new_tokens=3,
+                               pad_token_id=0)[0, -1])
+    _agree_on_tokens_and_passes(mine, theirs, [
+        ((story, 12), {}),
+        ((story.repeat(2, 1), 7), {}),
+        ((_prompt_ids(["Input: cat\nOutput: red\n\nInput: bread\nOutput:"]), 5), {}),
+        ((story, 0), {}),  # no new token: the prompt itself, no pass
+        ((story, 1), {"eos_token_id": None}),
+        ((both, 10), {"eos_token_id": eos}),
+        ((both.flip(0), 10), {"eos_token_id": eos}),
+        ((both[:1], 10), {"eos_token_id": eos}),  # one row: stops right after its </s>
+        ((both[1:], 6), {"eos_token_id": eos}),  # never finishes: max_new_tokens tokens
+        ((both, 10, eos), {}),  # eos_token_id by position
+        ((both, 0), {"eos_token_id": eos}),
+        ((torch.cat([story, story.flip(1)]), 8), {"eos_token_id": third}),
+        ((torch.randint(3, 1659, (3, 5), generator=gen), 6), {}),  # random token ids
+    ])
+
+
+@SPEC.agreement("generate_with_cache")
+def generate_with_cache_agrees(mine, theirs):
+    from llmcourse.checks.prompting import eos_prompts
+
+    gen = torch.Generator().manual_seed(0)
+    story = _prompt_ids(["Once upon a time, there was a little"])
+    _agree_on_tokens_and_passes(mine, theirs, [
+        ((_prompt_ids(["Lily went to the park with her"]), 16), {}),
+        ((story.repeat(2, 1), 9), {}),
+        ((_prompt_ids(["Input: cat\nOutput: red\n\nInput: bread\nOutput:"]), 1), {}),  # the prompt's pass only
+        ((story, 0), {}),  # no pass at all: the prompt itself
+        ((eos_prompts(), 10), {}),  # no end-of-text handling: </s> is just another token
+        ((_prompt_ids(["One"]), 5), {}),  # a one-token prompt
+        ((torch.randint(3, 1659, (3, 5), generator=gen), 6), {}),
+    ])
+
+
+@SPEC.agreement("to_generation_config")
+def to_generation_config_agrees(mine, theirs):
+    """The settings generate reads, compared as generate reads them: do_sample unset is greedy, and the sampling
+    settings count only when sampling (the contract's greedy config leaves them out)."""
+    def settings(config):
+        assert isinstance(config, GenerationConfig), config
+        d = config.to_dict()
+        found = {k: d.get(k) for k in ("max_new_tokens", "max_length")}
+        found["do_sample"] = bool(d.get("do_sample"))
+        if found["do_sample"]:
+            found.update({k: d.get(k) for k in ("temperature", "top_k", "top_p")})
+        return found
+
+    for t, k, p, n in [(0.7, 0, 1.0, 40), (1.3, 50, 0.95, 12), (0.2, 5, 1.0, 64), (1.0, 0, 0.8, 7), (0.7, 20, 0.9, 30),
+                       (2, 1, 0.5, 1),  # an int temperature
+                       (0, 0, 1.0, 25), (0, 40, 0.9, 3), (0.0, 7, 0.5, 10)]:  # temperature 0: greedy
+        assert settings(mine(t, k, p, n)) == settings(theirs(t, k, p, n)), (t, k, p, n)
+
+
+@SPEC.inputs_of("few_shot_accuracy")
+def few_shot_accuracy_inputs(gen):
+    from llmcourse.checking.shared.prompting import course_lm, fewshot_rows
+    from llmcourse.checks.prompting import FEW_SHOT_FIXTURE
+
+    model, tok = course_lm()
+    for family, n_shots, n_queries, seed, _ in FEW_SHOT_FIXTURE:  # the visible check's fixture
+        yield (model, tok, fewshot_rows(family), n_shots), {"n_queries": n_queries, "seed": seed}
+    colour_mix = fewshot_rows("colour_mix")
+    poisoned = [dict(r, output="zog") if i % 3 == 0 else r for i, r in enumerate(colour_mix)]
+    yield (model, tok, colour_mix, 0), {"n_queries": 8, "seed": 0}  # zero-shot
+    yield (model, tok, poisoned, 2), {"n_queries": 12, "seed": 3}  # accuracy depends on the draw
+    yield (model, tok, fewshot_rows("letter"), 8, 6, 2), {}  # n_queries and seed by position
+    yield (model, tok, [dict(r, task="nonsense") for r in fewshot_rows("nonsense")], 4), {"n_queries": 5}  # extra key
+    yield (model, tok, colour_mix[:3], 3), {"n_queries": 2}  # more shots than rows: rng.sample raises
+
+
+@SPEC.inputs_of("extract_answer")
+def extract_answer_inputs(gen):
+    for text in ["Anna starts with 6. 6 - 5 = 1. The answer is 1.", "So 3 + 4 = 7. The answer is 17.",
+                 "Tom has some apples.", "", "The answer is unknown.", "The answer is - 3.",
+                 "The answer is 3. No, wait: 3 + 4 = 7. The answer is 7.", "So 10 - 3 = 7. The answer is 7.</s>",
+                 "It was 3 degrees and it fell by 7, so the answer is -4.", "THE ANSWER IS 250", "the Answer Is 08.",
+                 "The answer is   42", "The answer is\n5.", "the answer is 1, the answer is 2, the answer is 3",
+                 "answer is 1234567890123", "The answer is 12.5",
+                 # The last 'answer is' has no number after it: both take the last one that has (the last match,
+                 # as the hidden check's hint says); the notebook's "the integer that follows the last occurrence"
+                 # could also be read as None.
+                 "The answer is 9. The answer is x.", "answer is 7, and the answer is"]:
+        yield (text,), {}
+
+
+@SPEC.inputs_of("majority_vote")
+def majority_vote_inputs(gen):
+    for answers in [["4", "7", "4", None], [None, "3", None, None], [None, None], [], ["7", "4", "7", "4"],
+                    ["z", "y", "x"], ["5"], [None, "2", "1", "1", "2"], ["-4", "-4", "4", None, None, None],
+                    ["1", "2", "2", "3", "3", "3", None, None, None, None]]:
+        yield (answers,), {}
+    votes = [str(v) if v < 7 else None for v in torch.randint(0, 9, (40,), generator=gen).tolist()]
+    yield (votes,), {}

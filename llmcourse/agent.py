@@ -22,7 +22,11 @@ isinstance, type, getattr, setattr, str = isinstance, type, getattr, setattr, st
 # The grader talks to the agent over a Jupyter comm (a message channel beside code execution): a
 # request skips IPython's cell machinery, so a round trip costs about a third of an execute request.
 COMM_TARGET = "llmcourse.checks"
-_ALLOWED_IMPORT_ROOTS = ("torch", "transformers", "numpy", "math", "collections", "llmcourse")
+# What a check may construct or call by dotted path: anything from these libraries, and from the course's own
+# code only its loaders (llmcourse.assets) and the helpers written for this (llmcourse.in_kernel). The rest of
+# llmcourse is notebook scaffolding, which a check must not come to depend on.
+_ALLOWED_IMPORT_ROOTS = ("torch", "transformers", "numpy", "math", "collections")
+_ALLOWED_COURSE_MODULES = ("llmcourse.in_kernel", "llmcourse.assets")
 
 
 class Agent:
@@ -87,9 +91,12 @@ class Agent:
             return req["name"] in self.namespace
         if op == "import":
             path = req["path"]
-            if not path.split(".")[0] in _ALLOWED_IMPORT_ROOTS:
-                raise ValueError(f"checks may only construct objects from {_ALLOWED_IMPORT_ROOTS}")
             module, _, attr = path.rpartition(".")
+            if not _may_import(module, attr):
+                raise PermissionError(
+                    f"a check may construct or call only from {', '.join(_ALLOWED_IMPORT_ROOTS)}, or a public name "
+                    f"of {' or '.join(_ALLOWED_COURSE_MODULES)}; not {path!r} (move a helper that checks run in the "
+                    f"kernel into llmcourse.in_kernel)")
             return getattr(importlib.import_module(module), attr)
         if op == "put":
             return req["value"]
@@ -124,6 +131,12 @@ class Agent:
 
         comm.on_msg(receive)
         comm.send({"ready": True})
+
+
+def _may_import(module: str, attr: str) -> bool:
+    if module.split(".")[0] in _ALLOWED_IMPORT_ROOTS:
+        return True
+    return module in _ALLOWED_COURSE_MODULES and not attr.startswith("_")
 
 
 class _Missing(Exception):

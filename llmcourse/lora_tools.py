@@ -1,8 +1,7 @@
-"""Helpers for 04_lora: measuring a training run, and looking inside a model (used by the checks).
+"""Scaffolding for 04_lora: measuring a training run (no solutions here).
 
-Nothing here solves an exercise. `measure` times a block of code and records its peak memory; the
-other functions describe a model as plain data (names, flags, gradients), so that a check can ask for
-all of it in one request instead of one request per parameter.
+`measure` times a block of code and records its peak memory. (The helpers the checks run in your kernel to
+describe a model as plain data live in llmcourse.in_kernel.)
 """
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-import torch.nn as nn
 
-__all__ = ["measure", "Measurement", "requires_grad_flags", "module_types", "gradients"]
+__all__ = ["measure", "Measurement"]
 
 
 class Measurement:
@@ -81,24 +79,3 @@ def measure(device: torch.device | str = "cpu", interval: float = 0.01) -> Itera
             sampler.join()
             peak[0] = max(peak[0], _rss_bytes() or 0)
             result.peak_bytes = peak[0] - start_bytes
-
-
-def requires_grad_flags(model: nn.Module) -> dict[str, bool]:
-    """{parameter name: requires_grad} for every parameter of `model`."""
-    return {name: bool(p.requires_grad) for name, p in model.named_parameters()}
-
-
-def module_types(model: nn.Module) -> dict[str, str]:
-    """{module name: class name} for every submodule of `model` (the root is "")."""
-    return {name: type(module).__name__ for name, module in model.named_modules()}
-
-
-def gradients(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Backpropagate (module(x) * weight).sum() from fresh gradients; {parameter name: its gradient or None}."""
-    for p in module.parameters():
-        p.grad = None
-    (module(x) * weight).sum().backward()
-    out = {name: (None if p.grad is None else p.grad.detach().clone()) for name, p in module.named_parameters()}
-    for p in module.parameters():
-        p.grad = None
-    return out

@@ -8,7 +8,7 @@ import torch
 
 def test_the_stand_ins_behave_like_what_they_replace():
     """WordTokenizer reads like a transformers tokenizer; ScriptedModel follows its script; ToolBox records calls."""
-    from llmcourse.applications_tools import ScriptedModel, ToolBox, WordTokenizer
+    from llmcourse.in_kernel import ScriptedModel, ToolBox, WordTokenizer
 
     tok = WordTokenizer()
     ids = tok("a b a", add_special_tokens=False)["input_ids"]

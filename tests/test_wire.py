@@ -1,12 +1,15 @@
 """The data format between kernel and grader: round trips, limits, and no code ever runs on read."""
+import ast
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from llmcourse import wire
-from llmcourse.agent import Agent
+from llmcourse.agent import Agent, _may_import
+from llmcourse.checking.handle import StudentRaised, local_student
 
 
 def roundtrip(value):
@@ -78,3 +81,41 @@ def test_the_agent_reports_errors_as_data():
                      "where": reply["where"]}
     assert ask(op="name", name="missing") == {"ok": False, "kind": "missing", "name": "missing"}
     assert not ask(op="import", path="os.system")["ok"]  # checks may not reach outside the libraries
+
+
+def test_checks_construct_only_from_the_libraries_and_the_kernel_helpers():
+    """The agent builds objects for a check from torch, transformers and a few more, and from the course's code
+    only llmcourse.in_kernel and llmcourse.assets: notebook scaffolding is out of a check's reach."""
+    agent = Agent({})
+    ask = lambda **req: wire.loads(agent.handle(wire.dumps(req)))  # noqa: E731
+    for path in ("llmcourse.lora_tools.measure", "llmcourse.setup.set_seed", "llmcourse.applications_tools.table",
+                 "llmcourse.in_kernel", "llmcourse.in_kernel._id_list", "llmcourse.agent.Agent", "os.system",
+                 "llmcourse.in_kernel_x.call_each"):
+        reply = ask(op="import", path=path)
+        assert not reply["ok"] and reply["type"] == "PermissionError", path
+        assert repr(path) in reply["message"] and "llmcourse.in_kernel" in reply["message"], reply["message"]
+
+    student = local_student({"add": lambda a, b: a + b})
+    layer = student.construct("torch.nn.Linear", 2, 1)
+    assert student.construct("llmcourse.in_kernel.requires_grad_flags", layer) == {"weight": True, "bias": True}
+    assert student.construct("llmcourse.in_kernel.call_each", student.add, [([1, 2], {})]) == [3]
+    assert ask(op="import", path="llmcourse.assets.load_tokenizer")["ok"]
+    with pytest.raises(StudentRaised, match="PermissionError.*llmcourse.in_kernel"):
+        student.construct("llmcourse.lora_tools.measure")
+
+
+def test_every_path_a_check_constructs_from_is_allowed():
+    """Each literal path given to student.construct in the checks passes the agent's rule (a refused one would
+    only show when that check runs)."""
+    root = Path(__file__).resolve().parents[1]
+    files = [*(root / "llmcourse" / "checks").glob("*.py"), *(root / "llmcourse" / "checking").rglob("*.py"),
+             *(root / "grader" / "checks").glob("*.py")]
+    paths = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "construct"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                paths.add(node.args[0].value)
+    assert "llmcourse.in_kernel.ForwardCounter" in paths and "llmcourse.assets.load_model" in paths
+    refused = sorted(p for p in paths if not _may_import(*p.rpartition(".")[::2]))
+    assert not refused, refused

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from grader.reference import applications as ref
 from llmcourse.applications_formats import rag_text
-from llmcourse.applications_tools import ScriptedModel, ToolBox
+from llmcourse.in_kernel import ScriptedModel, ToolBox
 from llmcourse.checking import expect, expect_tensor, fail, graded, naming_mistakes
 from llmcourse.checking.shared.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, RAG_HINT,
                                                     REACT_HINT, SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
@@ -583,8 +583,8 @@ END_TO_END = [  # problems 0 and 2 of the test split
 @graded("react", points=1, hint="Your loop gives the real model what the scripted one got: react_prompt(question), "
                                 "then after each action its text and '\\nObservation: <result>\\n'.")
 def test_react_drives_course_lm_apps(student):
-    model = student.construct("llmcourse.applications_tools.course_model_fn")
-    tools = student.construct("llmcourse.applications_tools.calculator_tools")
+    model = student.construct("llmcourse.in_kernel.course_model_fn")
+    tools = student.construct("llmcourse.in_kernel.calculator_tools")
     for question, answer in END_TO_END:
         what = f"react(course-lm-apps, {question!r}, a calculator)"
         got, trace = expect_react_result(student.react(model, question, tools), what, REACT_HINT)

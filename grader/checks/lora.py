@@ -108,7 +108,7 @@ def test_lora_linear_gradients_reach_only_a_and_b(student):
     gen = generator(101)
     layer, reference = _loaded_pair(student, gen, 7, 5, 3, 6)
     x, weight = randn(gen, 4, 7), randn(gen, 4, 5)
-    grads = student.construct("llmcourse.lora_tools.gradients", layer, x, weight)
+    grads = student.construct("llmcourse.in_kernel.gradients", layer, x, weight)
     leaked = [name for name in ("base.weight", "base.bias") if grads.get(name) is not None]
     expect(not leaked, f"Gradients reached the base layer ({', '.join(leaked)}): it should be frozen.",
            hint="Call self.base.requires_grad_(False): that freezes its weight AND its bias.")

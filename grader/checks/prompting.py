@@ -353,7 +353,7 @@ def test_greedy_generate_stops_at_eos(student):
 def test_greedy_generate_runs_the_whole_sequence_each_step(student):
     ids = encode([_PROMPTS[0]])
     model = student_course_lm(student)
-    counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+    counter = student.construct("llmcourse.in_kernel.ForwardCounter", model)
     student.greedy_generate(model, ids, 5)
     lengths = counter.lengths
     counter.remove()
@@ -376,7 +376,7 @@ def test_generate_with_cache_tokens_and_passes(student):
     for texts, n in (([_PROMPTS[1]], 16), (_PROMPTS[:1] * 2, 9), ([_PROMPTS[2]], 1)):
         ids = encode(texts)
         expected = hf_greedy(ids, n)
-        counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+        counter = student.construct("llmcourse.in_kernel.ForwardCounter", model)
         out = student.generate_with_cache(model, ids, n)
         lengths, fed = counter.lengths, counter.token_ids
         counter.remove()

@@ -255,7 +255,7 @@ def _span_calls(student, draws: int, sentinels: list[int], seed: int):
     results = {}
     for n, d, m in span_cases():
         tokens = [100 + (7 * i) % 900 for i in range(n)]  # distinct enough, never a sentinel
-        out = student.construct("llmcourse.variants_tools.call_repeatedly", student.span_corrupt, draws, tokens,
+        out = student.construct("llmcourse.in_kernel.call_repeatedly", student.span_corrupt, draws, tokens,
                                 sentinels, noise_density=d, mean_span_length=m, generator=Seeded(seed + n))
         results[(n, d, m)] = (tokens, out)
     return results
@@ -296,7 +296,7 @@ def test_span_corrupt_respects_the_noise_density(student):
 def test_span_corrupt_is_random_and_seeded(student):
     tokens = list(range(200, 240))
     sentinels = list(range(5, 37))
-    draw = lambda seed: student.construct("llmcourse.variants_tools.call_repeatedly", student.span_corrupt, 200,  # noqa: E731
+    draw = lambda seed: student.construct("llmcourse.in_kernel.call_repeatedly", student.span_corrupt, 200,  # noqa: E731
                                           tokens, sentinels, generator=Seeded(seed))
     first, again = draw(70), draw(70)
     expect(first == again, "The same seed gave different corruptions.",
@@ -354,7 +354,7 @@ def test_merge_spans_inverts_span_corruption(student):
             inputs, targets = ref.span_corrupt(tokens, sentinels, noise_density=d, generator=gen)
             calls.append([[inputs, targets, sentinels], {}])
             originals.append(tokens)
-    outs = student.construct("llmcourse.variants_tools.call_each", student.merge_spans, calls)
+    outs = student.construct("llmcourse.in_kernel.call_each", student.merge_spans, calls)
     for (args, _), out, original in zip(calls, outs, originals):
         if out != original:
             inputs, targets, sentinels = args

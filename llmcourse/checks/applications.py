@@ -3,10 +3,11 @@
 Small cases worked out by hand, comparisons with the libraries the notebook names (bm25s, faiss), and
 properties every correct answer has. More checks run when your notebook is graded.
 
-Three stand-ins of llmcourse.applications_tools run in your kernel, built there by the checks: `WordTokenizer` (one token per word, so that
-chunks are easy to read), and `ScriptedModel` and `ToolBox`, a "language model" that answers from a script and
-tools that answer from tables, so that a ReAct run is the same every time. What they share with the graders'
-checks lives in llmcourse.checking.shared.applications, so that both talk about your code in the same words.
+Three stand-ins from llmcourse.in_kernel run in your kernel, built there by the checks: `WordTokenizer` (one
+token per word, so that chunks are easy to read), and `ScriptedModel` and `ToolBox`, a "language model" that
+answers from a script and tools that answer from tables, so that a ReAct run is the same every time. What they
+share with the graders' checks lives in llmcourse.checking.shared.applications, so that both talk about your
+code in the same words.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 from llmcourse.applications_formats import rag_text
 from llmcourse.checking import expect, expect_close, expect_tensor, fail, graded
-from llmcourse.checking.shared.applications import (CHUNK_HINT, EMBED_HINT, HERE, PARSE_HINT, PROGRAM_HINT, RAG_HINT,
+from llmcourse.checking.shared.applications import (CHUNK_HINT, EMBED_HINT, PARSE_HINT, PROGRAM_HINT, RAG_HINT,
                                                     REACT_HINT, SAFE_HINT, TOP_K_HINT, chunk_hint, course_mlm,
                                                     course_tokenizer, expect_action, expect_embeddings, expect_number,
                                                     expect_prompts_grow, expect_rag_prompt, expect_react_result,
@@ -29,7 +30,7 @@ ASSIGNMENT = "06_applications"
 # -- helpers -------------------------------------------------------------------------------------------
 
 def student_word_tokenizer(student):
-    return student.construct(f"{HERE}.WordTokenizer")
+    return student.construct("llmcourse.in_kernel.WordTokenizer")
 
 
 # -- chunk_text ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 They compare your code with transformers' own pieces (the logits processors TemperatureLogitsWarper,
 TopKLogitsWarper and TopPLogitsWarper, and `model.generate`), count your model's forward passes with
-`llmcourse.prompting_tools.ForwardCounter`, or test a property every correct answer has. More checks run
+`llmcourse.in_kernel.ForwardCounter`, or test a property every correct answer has. More checks run
 when your notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.prompting, so that both talk about
@@ -217,7 +217,7 @@ def test_greedy_generate_stops_at_eos(student):
 def test_greedy_generate_runs_its_own_loop(student):
     ids = encode(["Once upon a time, there was a little"])
     model = student_course_lm(student)
-    counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+    counter = student.construct("llmcourse.in_kernel.ForwardCounter", model)
     student.greedy_generate(model, ids, 3)
     lengths = counter.lengths
     counter.remove()
@@ -236,7 +236,7 @@ CACHE_HINT = ("First pass: the whole prompt. Then feed only the newest token, sh
 def test_generate_with_cache_feeds_one_token_per_step(student):
     ids = encode(["Once upon a time, there was a little"])
     model = student_course_lm(student)
-    counter = student.construct("llmcourse.prompting_tools.ForwardCounter", model)
+    counter = student.construct("llmcourse.in_kernel.ForwardCounter", model)
     out = student.generate_with_cache(model, ids, 6)
     lengths = counter.lengths
     counter.remove()

@@ -158,7 +158,7 @@ def test_span_corrupt_structure(student):
 def test_span_corrupt_draws_random_spans(student):
     tokens = list(range(100, 140))
     draws = 300
-    results = student.construct("llmcourse.variants_tools.call_repeatedly", student.span_corrupt, draws, tokens,
+    results = student.construct("llmcourse.in_kernel.call_repeatedly", student.span_corrupt, draws, tokens,
                                 SENTINELS, generator=Seeded(7))
     expect(isinstance(results, list) and len(results) == draws,
            f"{draws} calls of span_corrupt did not give {draws} results.")

@@ -34,7 +34,7 @@ SPEC = Spec(
         "safe_eval": set(),
         "run_program": {"safe_eval"},
     },
-    student_modules=("llmcourse.applications_tools", "llmcourse.applications_formats"),
+    student_modules=("llmcourse.applications_tools", "llmcourse.applications_formats", "llmcourse.in_kernel"),
 )
 
 
@@ -999,7 +999,7 @@ def _rng(gen):
 @SPEC.inputs_of("chunk_text")
 def chunk_inputs(gen):
     from grader.checks.applications import random_text
-    from llmcourse.applications_tools import WordTokenizer
+    from llmcourse.in_kernel import WordTokenizer
     from llmcourse.checking.shared.applications import course_tokenizer
 
     rng = _rng(gen)
@@ -1151,7 +1151,7 @@ def parse_action_inputs(gen):
 def react_agrees(notebook_react, reference_react):
     """Scripted runs: the same answer and trace, the same prompts given to the model, the same tool calls."""
     from grader.checks.applications import TABLES
-    from llmcourse.applications_tools import ScriptedModel, ToolBox
+    from llmcourse.in_kernel import ScriptedModel, ToolBox
     from tests.test_checks import assert_same
 
     q = "How long is the river of Ulmar?"

@@ -31,7 +31,7 @@ SPEC = Spec(
     solution_names={"lora_linear": "LoRALinear"},
     # The merge_lora checks wrap their models with the student's inject_lora first.
     used_by_checks={"merge_lora": {"inject_lora", "lora_linear"}},
-    student_modules=("llmcourse.lora_tools",),
+    student_modules=("llmcourse.lora_tools", "llmcourse.in_kernel"),
 )
 
 

@@ -36,7 +36,7 @@ SPEC = Spec(
         "questions": set(),
     },
     solution_names={"questions": "TECHNIQUE_FOR_PROBLEM"},
-    student_modules=("llmcourse.prompting_tools",),
+    student_modules=("llmcourse.in_kernel",),
 )
 
 
@@ -807,7 +807,7 @@ def _agree_on_tokens_and_passes(mine, theirs, calls):
     """The same token ids (or the same exception) from both, and the same forward passes: each one's copy of
     course-lm is watched by a ForwardCounter, which records the token ids fed to every pass."""
     from llmcourse.checking.shared.prompting import course_lm
-    from llmcourse.prompting_tools import ForwardCounter
+    from llmcourse.in_kernel import ForwardCounter
 
     model, _ = course_lm()
     for i, (args, kwargs) in enumerate(calls):

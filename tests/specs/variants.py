@@ -28,7 +28,7 @@ SPEC = Spec(
         "training_step": {"next_token_loss"},
     },
     solution_names={"architectures": "ARCHITECTURE_FOR_TASK", "parameters": "PARAMETER_OR_HYPERPARAMETER"},
-    student_modules=("llmcourse.variants_tools",),
+    student_modules=("llmcourse.in_kernel",),
 )
 
 

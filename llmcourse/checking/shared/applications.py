@@ -1,6 +1,6 @@
 """What the 06_applications checks, visible and hidden, both use: each exercise's hint, the course tokenizers
 and course-mlm, how each kind of answer is read (chunks, scores, embeddings, actions, ReAct runs, numbers,
-variables), and the stand-ins of llmcourse.applications_tools that the checks build in the kernel.
+variables), and the stand-ins of llmcourse.in_kernel that the checks build in the kernel.
 
 The visible checks (llmcourse.checks.applications) ship to students and so does this module; the hidden checks
 (grader.checks.applications) import these helpers from here, never from the visible checks.
@@ -56,9 +56,6 @@ PROGRAM_HINT = ("For each line (comments and blank lines skipped): match 'name =
 
 
 # -- tokenizers and models, here and in the kernel -------------------------------------------------
-
-HERE = "llmcourse.applications_tools"  # the kernel builds the stand-ins (tokenizer, model, tools) from there
-
 
 def student_tokenizer(student, name: str):
     """A course tokenizer built in the student's kernel (the same files as the checker's own)."""
@@ -206,8 +203,8 @@ def expect_action(got, expected, text: str, hint: str) -> None:
 
 def react_run(student, question: str, outputs: list[str], tables: dict, failing: dict | None = None, **kwargs):
     """The student's react on a scripted model and table tools built in their kernel: (result, prompts, calls)."""
-    model = student.construct(f"{HERE}.ScriptedModel", outputs)
-    tools = student.construct(f"{HERE}.ToolBox", tables, failing or {})
+    model = student.construct("llmcourse.in_kernel.ScriptedModel", outputs)
+    tools = student.construct("llmcourse.in_kernel.ToolBox", tables, failing or {})
     result = student.react(model, question, tools, **kwargs)
     return result, list(model.prompts), [tuple(c) for c in tools.calls]
 

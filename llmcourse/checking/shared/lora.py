@@ -80,12 +80,12 @@ def student_linear(student, weight: torch.Tensor, bias: torch.Tensor | None):
 
 def flags_of(student, module) -> dict[str, bool]:
     """{parameter name: requires_grad} of a module in the student's kernel, in one request."""
-    return student.construct("llmcourse.lora_tools.requires_grad_flags", module)
+    return student.construct("llmcourse.in_kernel.requires_grad_flags", module)
 
 
 def types_of(student, module) -> dict[str, str]:
     """{submodule name: class name} of a module in the student's kernel, in one request."""
-    return student.construct("llmcourse.lora_tools.module_types", module)
+    return student.construct("llmcourse.in_kernel.module_types", module)
 
 
 def logits_of(model, ids: torch.Tensor, what: str) -> torch.Tensor:

@@ -88,7 +88,7 @@ class RunChecks(Execute):
         self._warmup.wait()
         nb.metadata.setdefault("llmcourse", {})["grading"] = {
             "events": self.session.events,
-            "sandbox_refused": self.km.refused() if hasattr(self.km, "refused") else [],
+            "sandbox_refused": self.session.sandbox_refused,
         }
         return nb, resources
 

@@ -127,7 +127,8 @@ class KernelSession:
         await session.restart()               # a stuck or dead kernel: a fresh one, the working cells replayed
 
     A restart replaces `kc`, the kernel client: whoever runs cells on the kernel must take the new one.
-    `events` says, for the instructor, what went wrong with the kernel.
+    `events` says, for the instructor, what went wrong with the kernel; `sandbox_refused`, what the OS refused
+    the sandbox at any of its starts.
     """
 
     def __init__(self, km, kc, deadline: float, startup_timeout: float = 60):
@@ -137,6 +138,7 @@ class KernelSession:
         self.channel: Channel | None = None  # to the agent that the last bootstrap loaded
         self.replay: list[str] = []
         self.events: list[str] = []
+        self.sandbox_refused: list[str] = []
 
     def remaining(self) -> float:
         """Seconds left before the notebook's deadline (negative once it has passed)."""
@@ -148,6 +150,7 @@ class KernelSession:
 
     async def start(self) -> None:
         """Load the check agent before any student cell runs (so that later monkeypatching cannot reach it)."""
+        self._note_refusals()
         try:
             await run_code(self.kc, BOOTSTRAP, 60)
         except (TimeoutError, KernelLost):
@@ -178,6 +181,7 @@ class KernelSession:
         self.kc.start_channels()
         await self.kc.wait_for_ready(timeout=self.startup_timeout)
         self.kc.allow_stdin = False
+        self._note_refusals()
         try:
             await run_code(self.kc, BOOTSTRAP, 60)
         except (TimeoutError, KernelLost):
@@ -222,6 +226,13 @@ class KernelSession:
                 raise StudentCodeError(f"the answer could not be read: {exc}") from None
 
         return Student(transport)
+
+    def _note_refusals(self) -> None:
+        """What the OS refused the sandbox of the kernel just started: read now, since the sandboxed kernel
+        manager's report goes with the kernel."""
+        for item in self.km.refused() if hasattr(self.km, "refused") else []:
+            if item not in self.sandbox_refused:
+                self.sandbox_refused.append(item)
 
     async def _recover(self) -> None:
         """After a request overran or lost its kernel: a fresh kernel, and a channel to its agent."""

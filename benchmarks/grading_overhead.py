@@ -55,9 +55,8 @@ warnings.filterwarnings("ignore", message=".*not in session.*")
 
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
-from nbclient import NotebookClient  # noqa: E402
-
 from jupyter_client import AsyncKernelManager  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
 
 from grader.build import solution_notebook  # noqa: E402
 from grader.course import Course  # noqa: E402

@@ -55,14 +55,16 @@ warnings.filterwarnings("ignore", message=".*not in session.*")
 
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
+from jupyter_client import AsyncKernelManager  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
-import grader.remote as remote  # noqa: E402
-import llmcourse.checking.runner as runner  # noqa: E402
 from grader.build import solution_notebook  # noqa: E402
 from grader.course import Course  # noqa: E402
 from grader.grading import check_notebook  # noqa: E402
 from grader.preprocessors import RunChecks, is_check_cell  # noqa: E402
+from grader.remote import KernelSession  # noqa: E402
+from grader.sandbox import SandboxedKernelManager  # noqa: E402
+from llmcourse.checking.runner import run_checks  # noqa: E402
 
 
 # -- the notebooks -------------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def run_c(course: Course, path: Path) -> tuple[float, dict]:
 # Row names shared by A and B; indented rows are parts of the row above them.
 KM, LAUNCH, READY = "kernel manager created", "kernel launched", "kernel ready (client waits for it)"
 BOOT, CODE, CHECKS = "check agent loaded at start (B only)", "code cells", "check cells"
-BOOT_CELL = "  agent bootstrap, per check cell"
+BOOT_CELL = "  agent bootstrap and channel, per exercise"
 RUN_CHECKS = "  run_checks: one pytest session per exercise"
 SESSION = "    pytest start-up, collection (imports the check modules), teardown"
 TESTS = "    the checks themselves (pytest runtest)"
@@ -149,7 +151,6 @@ class Phases:
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
-        self.grading_cell = False
         self.per_exercise: dict[str, dict] = {}
 
     def add(self, name: str, seconds: float) -> None:
@@ -168,8 +169,23 @@ class _Timed:
         self.phases.add(self.name, time.perf_counter() - self.t)
 
 
+# Every phase is timed in a subclass, through public methods and nbclient's hooks: nothing is patched.
+def _timed_shutdown(manager_class: type, phases: Phases) -> type:
+    """The kernel manager, its final shutdown timed (a restart stops its kernel another way)."""
+
+    class TimedShutdown(manager_class):
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False):
+            with _Timed(phases, SHUTDOWN):
+                return await super().shutdown_kernel(now=now, restart=restart)
+
+    return TimedShutdown
+
+
 def _profiled_client(phases: Phases):
     class ProfiledClient(NotebookClient):
+        def __init__(self, nb, **kw):
+            super().__init__(nb, kernel_manager_class=_timed_shutdown(AsyncKernelManager, phases), **kw)
+
         def create_kernel_manager(self):
             with _Timed(phases, KM):
                 return super().create_kernel_manager()
@@ -189,15 +205,23 @@ def _profiled_client(phases: Phases):
             with _Timed(phases, CHECKS if is_check_cell(cell) else CODE):
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 
-        async def _async_cleanup_kernel(self):
-            with _Timed(phases, SHUTDOWN):
-                return await super()._async_cleanup_kernel()
-
     return ProfiledClient
 
 
 def _profiled_run_checks(phases: Phases):
+    class ProfiledSession(KernelSession):
+        async def connect(self):
+            with _Timed(phases, BOOT_CELL):
+                return await super().connect()
+
+        async def request(self, payload, timeout):
+            with _Timed(phases, RPC):
+                return await super().request(payload, timeout)
+
     class ProfiledRunChecks(RunChecks):
+        def __init__(self, **kw):
+            super().__init__(kernel_manager_class=_timed_shutdown(SandboxedKernelManager, phases), **kw)
+
         def create_kernel_manager(self):
             with _Timed(phases, KM):
                 return super().create_kernel_manager()
@@ -207,31 +231,40 @@ def _profiled_run_checks(phases: Phases):
                 return super().start_new_kernel(**kw)
 
         def start_new_kernel_client(self):
-            with _Timed(phases, READY):
+            # nbclient calls on_notebook_start (the agent's bootstrap, its own row) before this returns.
+            started, boot = time.perf_counter(), phases.seconds[BOOT]
+            try:
                 return super().start_new_kernel_client()
+            finally:
+                phases.add(READY, time.perf_counter() - started - (phases.seconds[BOOT] - boot))
 
-        def _bootstrap(self, *a, **kw):  # present in newer RunChecks: the agent is loaded before any cell
+        async def on_notebook_start(self, notebook):
             with _Timed(phases, BOOT):
-                return super()._bootstrap(*a, **kw)
+                return await super().on_notebook_start(notebook)
+
+        def kernel_session(self):
+            session = super().kernel_session()
+            return ProfiledSession(session.km, session.kc, session.deadline, session.startup_timeout)
 
         def execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
             with _Timed(phases, CODE):
                 return super().execute_cell(cell, cell_index, execution_count, store_history)
 
-        def _grade_cell(self, cell):
-            phases.grading_cell = True
-            try:
-                with _Timed(phases, CHECKS):
-                    return super()._grade_cell(cell)
-            finally:
-                phases.grading_cell = False
+        def grade_cell(self, cell):
+            with _Timed(phases, CHECKS):
+                return super().grade_cell(cell)
 
-        def _cleanup_kernel(self):
-            with _Timed(phases, SHUTDOWN):
-                return super()._cleanup_kernel()
+        def check_exercise(self, exercise_id, student, visible, hidden):
+            # What RunChecks.check_exercise runs, with a timer among the pytest session's plugins.
+            rpc_seconds, rpc_count, started = phases.seconds[RPC], phases.counts[RPC], time.perf_counter()
+            result = run_checks(exercise_id, student, visible=visible, hidden=hidden, plugins=[_PytestTimer(phases)])
+            seconds = time.perf_counter() - started
+            phases.add(RUN_CHECKS, seconds)
+            phases.per_exercise[exercise_id] = {
+                "seconds": round(seconds, 4), "round_trip_seconds": round(phases.seconds[RPC] - rpc_seconds, 4),
+                "round_trips": phases.counts[RPC] - rpc_count, "checks": len(result.checks)}
+            return result
 
-    if not hasattr(RunChecks, "_bootstrap"):
-        del ProfiledRunChecks._bootstrap
     return ProfiledRunChecks
 
 
@@ -247,52 +280,6 @@ class _PytestTimer:
             yield
 
 
-class _Patched:
-    """Times run_checks, the per-cell bootstrap and every request to the kernel, inside check cells."""
-
-    def __init__(self, phases: Phases):
-        self.phases = phases
-
-    def __enter__(self):
-        phases = self.phases
-        # RunChecks imports these where it uses them, so they are replaced where they are defined.
-        self.saved = (runner.run_checks, remote.run_code, remote.kernel_student, pytest.main)
-        run_checks, run_code, kernel_student, pytest_main = self.saved
-
-        def timed_run_checks(exercise_id, *a, **kw):
-            before = (phases.seconds[RUN_CHECKS], phases.seconds[RPC], phases.counts[RPC])
-            with _Timed(phases, RUN_CHECKS):
-                result = run_checks(exercise_id, *a, **kw)
-            phases.per_exercise[exercise_id] = {
-                "seconds": round(phases.seconds[RUN_CHECKS] - before[0], 4),
-                "round_trip_seconds": round(phases.seconds[RPC] - before[1], 4),
-                "round_trips": phases.counts[RPC] - before[2], "checks": len(result.checks)}
-            return result
-
-        def timed_pytest_main(args=None, plugins=(), **kw):
-            return pytest_main(args, plugins=[*(plugins or ()), _PytestTimer(phases)], **kw)
-
-        pytest.main = timed_pytest_main
-
-        async def timed_run_code(*a, **kw):
-            if not phases.grading_cell:  # the bootstrap at start, or a replay after a restart
-                return await run_code(*a, **kw)
-            with _Timed(phases, BOOT_CELL):
-                return await run_code(*a, **kw)
-
-        def timed_kernel_student(call_sync, *rest):
-            def timed_call(fn, *a):
-                with _Timed(phases, RPC):
-                    return call_sync(fn, *a)
-            return kernel_student(timed_call, *rest)
-
-        runner.run_checks, remote.run_code, remote.kernel_student = timed_run_checks, timed_run_code, timed_kernel_student
-        return self
-
-    def __exit__(self, *exc):
-        runner.run_checks, remote.run_code, remote.kernel_student, pytest.main = self.saved
-
-
 def profile(course: Course, source: nbformat.NotebookNode, runs: int) -> dict:
     """Median seconds per phase over `runs` instrumented runs of A and of B (interleaved)."""
     samples: dict[str, dict[str, list[float]]] = {"A": defaultdict(list), "B": defaultdict(list)}
@@ -304,8 +291,7 @@ def profile(course: Course, source: nbformat.NotebookNode, runs: int) -> dict:
             if label == "A":
                 total, _info = run_a(source, _profiled_client(phases))
             else:
-                with _Patched(phases):
-                    total, _info = run_b(course, source, _profiled_run_checks(phases))
+                total, _info = run_b(course, source, _profiled_run_checks(phases))
             seconds = dict(phases.seconds)
             seconds[OTHER] = total - sum(v for k, v in seconds.items() if not k.startswith(" "))
             if RUN_CHECKS in seconds:

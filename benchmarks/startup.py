@@ -16,8 +16,9 @@ Measured:
   the rest of the time goes (the grading processes' own time per submission, against the whole);
 - the class report built for a class of 30 (target < 2 s);
 - the fixed start-up of `grader check` by phase, measured inside the process (imports, the scratch gradebook,
-  autograde, the interpreter's teardown), for this code and, with `--before DIR`, for an older checkout of the
-  repository in DIR (its `grader` and `llmcourse` are put first on the path).
+  autograde, the interpreter's teardown), for this code and, with `--before DIR`, for another checkout of the
+  repository in DIR (its `grader` and `llmcourse` are put first on the path; it needs grader.grading's public
+  `autograde` and `submission_result`).
 
 Results: benchmarks/results/startup.{json,md}. Compare figures only from one run on an otherwise idle machine.
 """
@@ -41,8 +42,8 @@ BIN = Path(sys.executable).parent
 ASSIGNMENT = "01_attention"
 NOTEBOOK = REPO / "source" / ASSIGNMENT / "attention.ipynb"
 
-# Run inside a fresh process: the steps of `grader check`, timed one by one. Only functions that every
-# version of grader.grading has, so that an older checkout can be measured the same way (--before).
+# Run inside a fresh process: the steps of `grader check`, timed one by one, through grader.grading's public
+# functions only, so that another checkout (--before) is measured the same way.
 PHASES = r'''
 import json, sys, time, os
 t0 = time.monotonic()
@@ -66,9 +67,9 @@ mark("scratch gradebook (nbgrader generate_assignment)")
 target = root / "submitted" / "self" / assignment
 target.mkdir(parents=True)
 nbformat.write(nb, str(target / f"{name}.ipynb"))
-outcome = g._autograde(str(course.root), assignment, "self", dirs, [])
+outcome = g.autograde(course, assignment, "self", g.Workspace(dirs))
 mark("autograde (kernel, cells, checks)")
-result = g._collect(course, assignment, "self", root / "autograded", [name], [name], {}, outcome)
+result = g.submission_result(course, g.Submission(assignment, "self", [name], [name]), outcome, root / "autograded")
 mark("results read back")
 print(json.dumps({"marks": marks, "score": result.score}), flush=True)
 import grader.cli

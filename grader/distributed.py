@@ -8,7 +8,7 @@ Why Celery on Redis (see docs/scaling.md): a durable queue outlives the instruct
 acknowledged only after it finished (`acks_late`), so work on a worker that dies goes back to the queue,
 and queues let GPU machines take GPU work only. Redis is one Debian package with no configuration.
 
-Each task runs exactly what local grading runs (`grading._autograde`: nbgrader autograde with our sandboxed
+Each task runs exactly what local grading runs (`grading.autograde`: nbgrader autograde with our sandboxed
 `RunChecks`) on a worker that has its own copy of the course. Only data travels: the submission's files
 go to the worker and the results come back as JSON, never pickles. Work is written to the gradebook
 exactly once: a task holds a PostgreSQL advisory lock on its submission while it grades, and records the
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .course import Course, CourseError, MachineryFailure
-from .grading import (MAX_ATTEMPTS, SubmissionResult, _autograde, _collect, find_submissions, prepare_gradebook,
-                      require_readable_assets, stage)
+from .grading import (MAX_ATTEMPTS, Submission, SubmissionResult, Workspace, autograde, find_submissions,
+                      prepare_gradebook, require_readable_assets, stage, submission_result)
 
 TASK = "llmcourse.grade_submission"
 CPU_QUEUE, GPU_QUEUE = "grading-cpu", "grading-gpu"
@@ -168,13 +168,13 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
                 gb.update_or_create_student(student)
 
     fingerprint, gradebook = course_fingerprint(course, assignment), gradebook_identity(db_url)
-    staged: dict[str, tuple[list[str], dict[str, str]]] = {}
+    staged: dict[str, Submission] = {}
 
     def send(student: str) -> str:
         with tempfile.TemporaryDirectory(prefix="grader-queue-") as scratch:
             names, problems = stage(submissions / student / assignment, Path(scratch) / student, expected)
             files = _read_files(Path(scratch) / student)
-        staged[student] = (names, problems)
+        staged[student] = Submission(assignment, student, expected, names, problems)
         payload = {"assignment": assignment, "student": student, "files": files, "course": fingerprint,
                    "gradebook": gradebook}
         # A fresh id per run: what makes a rerun idempotent is the ledger (work_key), not the queue.
@@ -185,13 +185,12 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
     results: list[SubmissionResult] = []
 
     def collect(student: str, outcome: dict) -> None:
-        names, problems = staged.get(student, ([], {}))
         if outcome.get("not_graded"):
             result = SubmissionResult(assignment=assignment, student=student, not_graded=outcome["not_graded"])
         else:
             _write_autograded(course, assignment, student, outcome.pop("notebooks", {}))
-            result = _collect(course, assignment, student, course.root / "autograded", expected, names, problems,
-                              outcome)
+            submission = staged.get(student, Submission(assignment, student, expected, []))
+            result = submission_result(course, submission, outcome, course.root / "autograded")
         result.events.extend(outcome.get("events", []))
         results.append(result)
         if progress:
@@ -454,7 +453,8 @@ def _grade_files(course: Course, assignment: str, student: str, files: dict[str,
         for name, data in files.items():
             if Path(name).name == name:
                 (folder / name).write_bytes(base64.b64decode(data))
-        outcome = _autograde(str(course.root), assignment, student, {"submitted_directory": str(base)}, [str(base.parent)])
+        outcome = autograde(course, assignment, student, Workspace({"submitted_directory": str(base)},
+                                                                   hide=(str(base.parent),)))
         log = outcome.pop("log", "")
         if not outcome.get("success"):
             text = f"{outcome.get('error', '')}\n{log}"

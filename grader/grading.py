@@ -138,13 +138,35 @@ def _course_config(course: Course, hide: Iterable[str] = (), **dirs: str):
     return cfg
 
 
-def _autograde(course_root: str, assignment: str, student: str, dirs: dict[str, str], hide: list[str]) -> dict:
-    """Worker: nbgrader autograde of one student's submission (runs in its own process)."""
+@dataclass(frozen=True)
+class Workspace:
+    """Where one autograde reads and writes, over the course's own settings: CourseDirectory overrides
+    (submitted_directory, autograded_directory, db_url, ...), and more paths its kernels must not see (other
+    students' submissions, say)."""
+
+    dirs: dict[str, str] = field(default_factory=dict)
+    hide: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's submission as grading found it: the notebooks the assignment expects (names without
+    .ipynb), those that were submitted, and why any of them cannot be graded (name -> a sentence)."""
+
+    assignment: str
+    student: str
+    expected: list[str]
+    submitted: list[str]
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def autograde(course: Course, assignment: str, student: str, workspace: Workspace) -> dict:
+    """nbgrader autograde of one student's submission, in a grading process of its own (a pool's, or a task
+    queue worker's); what nbgrader said, as plain data: success, error, log, and the seconds it took."""
     import warnings
 
     warnings.filterwarnings("ignore")  # library chatter (SQLAlchemy, traitlets) is not for the instructor
-    course = Course(Path(course_root))
-    cfg = _course_config(course, hide, **dirs)
+    cfg = _course_config(course, workspace.hide, **workspace.dirs)
     api = course.api(config=cfg)
     started = time.monotonic()
     outcome = api.autograde(assignment, student, force=True, create=True)
@@ -152,22 +174,24 @@ def _autograde(course_root: str, assignment: str, student: str, dirs: dict[str, 
             "log": outcome.get("log") or "", "seconds": time.monotonic() - started}
 
 
-def _collect(course: Course, assignment: str, student: str, autograded: Path, expected: list[str],
-             submitted: list[str], problems: dict[str, str], outcome: dict) -> SubmissionResult:
+def submission_result(course: Course, submission: Submission, outcome: dict, autograded: Path) -> SubmissionResult:
+    """The grade of a submission from its autograde's `outcome` and the graded notebooks under `autograded`:
+    each expected notebook that is missing, unreadable or ungraded scores zero, with a sentence saying why."""
+    assignment, student = submission.assignment, submission.student
     result = SubmissionResult(assignment=assignment, student=student, seconds=round(outcome.get("seconds", 0), 2))
     errors = []
-    for name in expected:
+    for name in submission.expected:
         master = master_notebook(course, assignment, name)
         path = autograded / student / assignment / f"{name}.ipynb"
-        if name in problems:
+        if name in submission.problems:
             part = results_from_notebook(nbformat.v4.new_notebook(), assignment, master)
-            errors.append(problems[name])
+            errors.append(submission.problems[name])
         elif path.exists() and outcome.get("success"):
             part = results_from_notebook(nbformat.read(str(path), as_version=4), assignment, master)
         else:
             part = results_from_notebook(nbformat.v4.new_notebook(), assignment, master)
-            if name not in submitted:
-                others = [n for n in submitted if n not in expected]
+            if name not in submission.submitted:
+                others = [n for n in submission.submitted if n not in submission.expected]
                 extra = f" (found {', '.join(o + '.ipynb' for o in others)})" if others else ""
                 errors.append(f"no notebook named {name}.ipynb was submitted{extra}")
             else:
@@ -277,14 +301,15 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
             progress(result)
 
     limits = SubmissionLimits.of(course)
-    staged: dict[str, tuple[list[str], dict[str, str]]] = {}
+    staged: dict[str, Submission] = {}
     for student in students:
         try:
-            staged[student] = stage(submissions / student / assignment, staging / student / assignment, expected, limits)
+            staged[student] = Submission(assignment, student, expected, *stage(
+                submissions / student / assignment, staging / student / assignment, expected, limits))
         except Exception as exc:  # never the student's doing (their files' problems are in `problems`)
             reason = str(exc) if isinstance(exc, MachineryFailure) else f"its files could not be copied ({_first_line(exc)})"
             done(_not_graded(course, assignment, student, reason))
-    hide = [str(submissions), str(staging)]
+    workspace = Workspace(dirs, hide=(str(submissions), str(staging)))
     pending = list(staged)
     attempts: dict[str, int] = {s: 0 for s in staged}
     retries = 0
@@ -301,7 +326,7 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
         retry: list[str] = []
         pool = pool or _start_pool(jobs, len(batch))
         with pool:
-            futures = {pool.submit(_autograde, str(course.root), assignment, s, dirs, hide): s for s in batch}
+            futures = {pool.submit(autograde, course, assignment, s, workspace): s for s in batch}
             if meanwhile is not None:
                 _meanwhile, meanwhile = meanwhile, None
                 try:
@@ -323,9 +348,7 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
                 elif failure:
                     done(_not_graded(course, assignment, student, f"{failure} (tried {MAX_ATTEMPTS} times)"))
                 else:
-                    names, problems = staged[student]
-                    done(_collect(course, assignment, student, course.root / "autograded", expected, names, problems,
-                                  outcome))
+                    done(submission_result(course, staged[student], outcome, course.root / "autograded"))
         pending, pool = retry + pending, None
     return sorted(results, key=lambda r: r.student or "")
 
@@ -438,12 +461,13 @@ def check_notebook(course: Course, path: Path) -> SubmissionResult:
         target = root / "submitted" / "self" / assignment
         target.mkdir(parents=True)
         nbformat.write(without_duplicate_cells(nb), str(target / f"{name}.ipynb"))
-        outcome = _autograde(str(course.root), assignment, "self", dirs, [])
+        outcome = autograde(course, assignment, "self", Workspace(dirs))
         failure = machinery_failure(outcome)
         if failure:
             result = SubmissionResult(assignment=assignment, not_graded=failure)
         else:
-            result = _collect(course, assignment, "self", root / "autograded", [name], [name], {}, outcome)
+            result = submission_result(course, Submission(assignment, "self", [name], [name]), outcome,
+                                       root / "autograded")
     result.student = None
     result.notebook = str(path)
     return result

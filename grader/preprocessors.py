@@ -43,7 +43,14 @@ def error_output(name: str, message: str) -> NotebookNode:
 
 
 class RunChecks(Execute):
-    """Execute a submission in a sandboxed kernel and grade its check cells from the outside."""
+    """Execute a submission in a sandboxed kernel and grade its check cells from the outside.
+
+    nbconvert's ExecutePreprocessor runs the notebook; this class fills in nbclient's hooks: which cells run
+    in the kernel (`preprocess_cell`), what happens once the kernel is up (`on_notebook_start`: a
+    `grader.remote.KernelSession` takes it over) and after each cell (`on_cell_executed`), and how much of the
+    kernel's output is kept (`process_message`). Restarts, the cells they replay and the notebook's deadline
+    belong to the session.
+    """
 
     kernel_manager_class = Type(SandboxedKernelManager, config=True,
                                 help="The kernel manager: sandboxed by default.")
@@ -64,93 +71,93 @@ class RunChecks(Execute):
         self.interrupt_on_timeout = False  # a timed-out cell gets its kernel replaced, not interrupted
         self.shutdown_kernel = "immediate"  # nothing in a graded kernel is worth a graceful goodbye
         self.results: list = []  # an ExerciseResult for each exercise checked
+        self.session = None  # the grader.remote.KernelSession of the notebook being graded
         self._warmup = Warmup([])
 
     # -- the notebook ---------------------------------------------------------------------------------
     def preprocess(self, nb: NotebookNode, resources: Any = None, km=None):
-        from nbclient import NotebookClient
-
-        NotebookClient.__init__(self, nb, km)
-        self.reset_execution_trackers()
-        self._check_assign_resources(resources)
+        """Grade `nb`. Its time limit starts now (the kernel's start counts), and so do the imports its checks
+        need, in a thread, while the kernel starts."""
         self.results = []
+        self.session = None
         self._deadline = time.monotonic() + self.notebook_timeout
-        self._replay: list[str] = []
-        self._events: list[str] = []
-        self._channel = None  # a grader.remote.Channel to the kernel's check agent
         assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
                                     for ex, _ in check_calls(c.source))
         self._warmup = Warmup([m for a in assignments for m in check_modules(a)]).start()
-        with self.setup_kernel():
-            info = self.wait_for_reply(self.kc.kernel_info())
-            self.nb.metadata["language_info"] = info["content"]["language_info"]
-            self._bootstrap()
-            for index, cell in enumerate(self.nb.cells):
-                self.preprocess_cell(cell, resources, index)
+        nb, resources = super().preprocess(nb, resources, km)
         self._warmup.wait()
-        self.nb.metadata.setdefault("llmcourse", {})["grading"] = {
-            "events": self._events,
-            "sandbox_refused": self.km.refused() if hasattr(self.km, "refused") else [],
+        nb.metadata.setdefault("llmcourse", {})["grading"] = {
+            "events": self.session.events,
+            "sandbox_refused": self.session.sandbox_refused,
         }
-        return self.nb, self.resources
+        return nb, resources
+
+    async def on_notebook_start(self, notebook: NotebookNode) -> None:
+        """nbclient's hook once the kernel answers: a KernelSession takes it over and loads the check agent,
+        before any student cell runs (so that later monkeypatching cannot reach it)."""
+        self._warmup.grading_modules_ready()
+        try:
+            self.session = self.kernel_session()
+            await self.session.start()
+        except BaseException:  # a task's time limit, say
+            # nbclient cleans up only once it runs the cells: a kernel that failed here must not live on.
+            self.kc.stop_channels()
+            await self.km.shutdown_kernel(now=True)
+            raise
+
+    def kernel_session(self):
+        """The KernelSession for the kernel that nbclient has just started (a profiler returns its own)."""
+        from .remote import KernelSession
+
+        return KernelSession(self.km, self.kc, deadline=self._deadline, startup_timeout=self.startup_timeout)
 
     def preprocess_cell(self, cell, resources, index):
+        """Check cells are graded from here, demo cells are not run, the rest run in the kernel in the time left."""
         if cell.cell_type != "code":
             return cell, self.resources
-        if is_check_cell(cell):
-            self._grade_cell(cell)
-            return cell, self.resources
-        if set(cell.metadata.get("tags", [])) & set(self.skip_tags):
-            cell.outputs = []
-            return cell, self.resources
-        remaining = self._deadline - time.monotonic()
+        try:
+            if is_check_cell(cell):
+                self.grade_cell(cell)
+            elif set(cell.metadata.get("tags", [])) & set(self.skip_tags):
+                cell.outputs = []
+            else:
+                self._run_cell(cell, index)
+        finally:
+            # A restart (after a cell, or inside a check) brings a new kernel client: nbclient runs the next
+            # cell with it, and stops it at the end, even after a restart that failed.
+            self.kc = self.session.kc
+        return cell, self.resources
+
+    def _run_cell(self, cell: NotebookNode, index: int) -> None:
+        remaining = self.session.remaining()
         if remaining <= 1:
             cell.outputs = [error_output("NotebookTimeLimit", "not run: the notebook used up its time limit "
                                          f"of {self.notebook_timeout} s")]
-            return cell, self.resources
+            return
         saved = self.timeout
         self.timeout = int(min(self.timeout or remaining, remaining))
         try:
             self.execute_cell(cell, index, store_history=True)
-            if not any(o.output_type == "error" for o in cell.outputs):
-                self._replay.append(cell.source)
         except CellTimeoutError:
             cell.outputs.append(error_output("CellTimeoutError", f"this cell ran longer than {self.timeout} s and "
                                              "was stopped; the cells after it still ran"))
-            self._events.append(f"cell {index}: timed out after {self.timeout} s")
-            self._restart()
+            self.session.events.append(f"cell {index}: timed out after {self.timeout} s")
+            run_sync(self.session.restart)()
         except DeadKernelError:
             cell.outputs.append(error_output("KernelDied", "the kernel stopped while running this cell (a crash, "
                                              "or more memory than allowed); the cells after it still ran"))
-            self._events.append(f"cell {index}: the kernel died")
-            self._restart()
+            self.session.events.append(f"cell {index}: the kernel died")
+            run_sync(self.session.restart)()
         finally:
             self.timeout = saved
-        return cell, self.resources
 
-    def _bootstrap(self) -> None:
-        """Load the check agent before any student cell runs (so later monkeypatching cannot reach it)."""
-        self._warmup.grading_modules_ready()
-        from llmcourse.agent import BOOTSTRAP
-
-        from .remote import KernelLost, run_code
-
-        try:
-            run_sync(run_code)(self.kc, BOOTSTRAP, 60)
-        except (TimeoutError, KernelLost):
-            self._events.append("the kernel did not start the check agent")
-
-    async def _open_channel(self, timeout: float = 10) -> None:
-        """A comm to the agent that the last bootstrap loaded; None if the kernel does not open one."""
-        from .remote import Channel, KernelLost
-
-        if self._channel is not None:
-            self._channel.close()
-        self._channel = None
-        try:
-            self._channel = await Channel.open(self.kc, timeout)
-        except (TimeoutError, KernelLost):
-            self._events.append("the kernel did not open the check channel")
+    def on_cell_executed(self, **kwargs) -> None:
+        """nbclient's hook after a cell ran: nbgrader records its error, if any; a cell without one is replayed
+        after any later restart."""
+        super().on_cell_executed(**kwargs)
+        cell = kwargs["cell"]
+        if not any(o.output_type == "error" for o in cell.outputs):
+            self.session.remember(cell.source)
 
     # -- output flood control ---------------------------------------------------------------------------
     def reset_execution_trackers(self) -> None:
@@ -215,53 +222,12 @@ class RunChecks(Execute):
         """Widget messages are dropped: a graded notebook shows no widgets, so their state is not kept."""
         return None
 
-    # -- kernel recovery ------------------------------------------------------------------------------
-    def _current_channel(self):
-        return self._channel
-
-    def _restart_and_reconnect(self) -> None:
-        """After a check overran: a fresh kernel with the working cells replayed, and a channel to its agent."""
-        self._restart()
-        run_sync(self._open_channel)()
-
-    def _restart(self) -> None:
-        """Replace a stuck or dead kernel by a fresh one, replaying the cells that had worked."""
-        run_sync(self._async_restart)()
-
-    async def _async_restart(self) -> None:
-        self._warmup.grading_modules_ready()
-        from llmcourse.agent import BOOTSTRAP
-
-        from .remote import KernelLost, run_code
-
-        try:
-            self.kc.stop_channels()
-        except Exception:
-            pass
-        await self.km._async_restart_kernel(now=True)
-        await self.async_start_new_kernel_client()
-        self._channel = None  # it belonged to the old kernel
-        try:
-            await run_code(self.kc, BOOTSTRAP, 60)
-        except (TimeoutError, KernelLost):
-            self._events.append("the restarted kernel did not start the check agent")
-        for source in list(self._replay):
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 1:
-                break
-            try:
-                await run_code(self.kc, source, remaining)
-            except (TimeoutError, KernelLost):
-                self._events.append("replay after a restart failed; later checks may fail")
-                break
-
     # -- check cells ----------------------------------------------------------------------------------
-    def _grade_cell(self, cell: NotebookNode) -> None:
+    def grade_cell(self, cell: NotebookNode) -> None:
+        """A check cell never runs in the kernel: its checks run here, against the kernel's agent, and their
+        verdict becomes the cell's output."""
         self._warmup.wait()  # the checks import what they need in this thread, not in two at once
-        from llmcourse.agent import BOOTSTRAP
-        from llmcourse.checking.runner import ExerciseResult, run_checks
-
-        from .remote import KernelLost, kernel_student, run_code
+        from llmcourse.checking.runner import ExerciseResult
 
         points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
         calls = check_calls(cell.source)
@@ -274,21 +240,22 @@ class RunChecks(Execute):
             hidden = any(h for ex, h in calls if ex == exercise_id)
             visible = any(not h for ex, h in calls if ex == exercise_id)
             visible_module, hidden_module = check_modules(exercise_id.split("/", 1)[0])
-            if time.monotonic() > self._deadline:
+            if self.session.remaining() < 0:
                 result = ExerciseResult(id=exercise_id, error="not checked: the notebook used up its time limit")
             else:
-                try:
-                    run_sync(run_code)(self.kc, BOOTSTRAP, 30)
-                except (TimeoutError, KernelLost):
-                    self._restart()
-                run_sync(self._open_channel)()
-                student = kernel_student(lambda fn, *a: run_sync(fn)(*a), self._current_channel, self.check_timeout,
-                                         self._restart_and_reconnect)
-                result = run_checks(exercise_id, student, visible=[visible_module] if visible else [],
-                                    hidden=[hidden_module] if hidden else [])
+                run_sync(self.session.connect)()
+                result = self.check_exercise(exercise_id, self.session.student(self.check_timeout),
+                                             visible=[visible_module] if visible else [],
+                                             hidden=[hidden_module] if hidden else [])
             results.append(result)
             self.results.append(result)
         cell.outputs = render_results(results, points)
+
+    def check_exercise(self, exercise_id: str, student, visible: list[str], hidden: list[str]):
+        """One exercise's checks against `student`: a pytest session in this process (a profiler times it)."""
+        from llmcourse.checking.runner import run_checks
+
+        return run_checks(exercise_id, student, visible=visible, hidden=hidden)
 
 
 def message_size(msg: dict) -> int:

@@ -25,13 +25,13 @@ STUDENTS_FAULT = {"success": False, "error": "nbgrader.converters.base.NbGraderE
                                              (COLLIDED, "refused a write made at the same moment"),
                                              (KERNEL_DID_NOT_START, "the notebook's kernel could not start")])
 def test_a_machinery_failure_under_autograde_is_raised_for_a_retry(outcome, reason, tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "_autograde", lambda *args: dict(outcome))
+    monkeypatch.setattr(distributed, "autograde", lambda *args: dict(outcome))
     with pytest.raises(distributed.MachineryError, match=reason):
         distributed._grade_files(SimpleNamespace(root=tmp_path), "00_basics", "s0", {})
 
 
 def test_a_failure_about_the_submission_is_graded_as_before(tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "_autograde", lambda *args: dict(STUDENTS_FAULT))
+    monkeypatch.setattr(distributed, "autograde", lambda *args: dict(STUDENTS_FAULT))
     outcome = distributed._grade_files(SimpleNamespace(root=tmp_path), "00_basics", "s0", {})
     assert outcome["success"] is False and "No notebooks found" in outcome["error"]
     assert "not_graded" not in outcome

@@ -252,6 +252,21 @@ def test_a_refused_protection_is_reported_and_the_others_still_hold(tmp_path):
     assert result["nproc"] == 300
 
 
+def test_the_graded_notebook_keeps_what_the_os_refused_its_sandbox(tmp_path):
+    """Read while the kernel lives: the sandbox's report goes with the kernel at the end of grading."""
+    import nbformat
+
+    from grader.preprocessors import RunChecks
+
+    class Refused(SandboxedKernelManager):
+        def refused(self):
+            return [*super().refused(), "a protection this test says was refused"]
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    RunChecks(kernel_manager_class=Refused, timeout=60).preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert "a protection this test says was refused" in nb.metadata["llmcourse"]["grading"]["sandbox_refused"]
+
+
 # -- the grader never follows a link a kernel could have placed ------------------------------------------
 def test_a_kernel_cannot_touch_the_files_root_opens_for_it(secret_dir):
     """The connection file and the report are in a folder of root's; the socket folder is root's once the

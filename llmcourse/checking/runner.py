@@ -13,7 +13,7 @@ import io
 import os
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 import torch
@@ -150,8 +150,12 @@ def _count_side_properties_after_main(collector: _Collector) -> list[CheckResult
             for c, side in zip(results, collector.side)]
 
 
-def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[str] = ()) -> ExerciseResult:
-    """Run the checks of `exercise_id` ("01_attention/softmax") found in the given modules."""
+def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[str] = (),
+               plugins: Sequence[object] = ()) -> ExerciseResult:
+    """Run the checks of `exercise_id` ("01_attention/softmax") found in the given modules.
+
+    `plugins` join the pytest session beside the one that collects the verdicts: a profiler's timer, say.
+    """
     modules = [m for m in [*visible, *hidden] if m]
     paths = []
     for name in modules:
@@ -173,7 +177,7 @@ def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[
     torch.set_num_threads(1)
     try:
         with redirect_stdout(sink), redirect_stderr(sink):
-            code = pytest.main(args, plugins=[collector])
+            code = pytest.main(args, plugins=[collector, *plugins])
     finally:
         torch.set_num_threads(threads)
     result = ExerciseResult(id=exercise_id, checks=_count_side_properties_after_main(collector))

@@ -425,6 +425,7 @@ _MACHINERY_SIGNS = {
     "Kernel died before replying to kernel_info": "the notebook's kernel could not start",
     "Kernel didn't respond in": "the notebook's kernel could not start",
     "no free user id for a sandboxed kernel": "the notebook's kernel could not start",
+    "KernelRestartFailed": "the notebook's kernel could not be restarted",
 }
 
 

@@ -391,6 +391,7 @@ _MACHINERY_FAILURES = [
     ("Disk quota exceeded", "the grading machine's disk quota is used up"),
     ("start_new_kernel", "the grading kernel could not start"),
     ("Kernel died before replying to kernel_info", "the grading kernel could not start"),
+    ("KernelRestartFailed", "the grading kernel could not be restarted (after a crash or a time-out of the notebook's code)"),
 ]
 
 

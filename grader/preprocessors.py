@@ -247,6 +247,10 @@ class RunChecks(Execute):
                 result = self.check_exercise(exercise_id, self.session.student(self.check_timeout),
                                              visible=[visible_module] if visible else [],
                                              hidden=[hidden_module] if hidden else [])
+            if self.session.failure is not None:
+                # A check whose kernel could not be replaced failed for the machinery, not for the student's
+                # code: no score for this notebook at all (grading reports it as not graded, to be graded again).
+                raise self.session.failure
             results.append(result)
             self.results.append(result)
         cell.outputs = render_results(results, points)

@@ -25,6 +25,11 @@ from llmcourse.agent import BOOTSTRAP, COMM_TARGET
 from llmcourse.checking.handle import Student, StudentCodeError, StudentTimeout
 
 
+class KernelRestartFailed(RuntimeError):
+    """The grading kernel could not be replaced after it died or overran: a failure of the machinery, never of
+    the student's code. It ends the notebook's grading, and the submission is reported as not graded."""
+
+
 class KernelLost(StudentCodeError):
     """The kernel died (a crash, a kill for memory) while running the student's code."""
 
@@ -139,6 +144,7 @@ class KernelSession:
         self.replay: list[str] = []
         self.events: list[str] = []
         self.sandbox_refused: list[str] = []
+        self.failure: KernelRestartFailed | None = None  # set when a kernel could not be replaced
 
     def remaining(self) -> float:
         """Seconds left before the notebook's deadline (negative once it has passed)."""
@@ -176,10 +182,15 @@ class KernelSession:
             self.kc.stop_channels()
         except Exception:  # a dead kernel's channels may be gone already
             pass
-        await self.km.restart_kernel(now=True)
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        await self.kc.wait_for_ready(timeout=self.startup_timeout)
+        try:
+            await self.km.restart_kernel(now=True)
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+        except Exception as exc:  # no kernel to grade with: the checks still to run must not count as failed
+            self.failure = KernelRestartFailed(f"KernelRestartFailed: the grading kernel could not be restarted "
+                                               f"({type(exc).__name__}: {exc})")
+            raise self.failure from exc
         self.kc.allow_stdin = False
         self._note_refusals()
         try:
@@ -250,4 +261,4 @@ class KernelSession:
             self.events.append("the kernel did not open the check channel")
 
 
-__all__ = ["BOOTSTRAP", "Channel", "KernelLost", "KernelSession", "run_code"]
+__all__ = ["BOOTSTRAP", "Channel", "KernelLost", "KernelRestartFailed", "KernelSession", "run_code"]

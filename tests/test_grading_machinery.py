@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook, MissingEntry
 
@@ -113,3 +114,60 @@ def test_a_kernel_that_cannot_start_is_not_a_zero(fixture_course, tmp_path, caps
     config.write_text(config.read_text().replace("c.SandboxedKernelManager.memory_limit = 1", ""))
     code = main(["--course", str(course.root), "grade", "00_basics", "--submissions", str(submissions)])
     assert code == 0 and recorded_score(course, "ada") == 10
+
+
+def test_a_kernel_that_cannot_be_restarted_is_not_a_grade():
+    """A check whose kernel dies or overruns gets a new kernel; when none starts, the notebook is not graded at
+    all (the machinery failed, not the student's code), so no check still to run counts as failed."""
+    import time
+
+    from llmcourse.checking.runner import ExerciseResult
+
+    from grader.preprocessors import RunChecks
+    from grader.remote import KernelRestartFailed, KernelSession
+
+    class NoNewKernel:  # a kernel manager whose restarts never bring a kernel up
+        async def restart_kernel(self, now=False):
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    class OldClient:
+        def stop_channels(self):
+            pass
+
+    class SilentChannel:  # the agent never answers: the check's request overruns
+        async def request(self, payload, timeout):
+            raise TimeoutError
+
+        def close(self):
+            pass
+
+    session = KernelSession(NoNewKernel(), OldClient(), deadline=time.monotonic() + 60)
+    session.channel = SilentChannel()
+    with pytest.raises(KernelRestartFailed, match="could not be restarted"):
+        session.student(timeout=1.0).add(1, 2)
+    assert isinstance(session.failure, KernelRestartFailed)
+
+    # The check that saw it fails inside pytest; the cell's grading then stops the whole notebook.
+    class Connected:
+        failure = session.failure
+
+        def remaining(self):
+            return 60.0
+
+        async def connect(self):
+            pass
+
+        def student(self, timeout):
+            return None
+
+    checks = RunChecks()
+    checks.session = Connected()
+    checks.check_exercise = lambda exercise_id, student, visible, hidden: ExerciseResult(id=exercise_id)
+    cell = nbformat.v4.new_code_cell('check("00_basics/add")', metadata={"nbgrader": {"grade": True, "points": 4}})
+    with pytest.raises(KernelRestartFailed):
+        checks.grade_cell(cell)
+
+    # Reported as not graded, with the reason, locally and on the queue.
+    log = f"Traceback (most recent call last):\n...\ngrader.remote.{session.failure}"
+    assert grading.machinery_failure({"success": False, "log": log}).startswith(
+        "the grading kernel could not be restarted")

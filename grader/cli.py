@@ -271,19 +271,30 @@ def parser() -> argparse.ArgumentParser:
                                        "to fix (the message says what), 3 some submissions not graded because the "
                                        "grading machinery failed (run the same command again), 4 an unexpected "
                                        "error, 130 interrupted.")
-    p.add_argument("--course", help="the course directory (default: found from the current directory)")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+    course_help = "the course directory (default: found from the current directory)"
+    debug_help = "show the full traceback of an unexpected error"
+    p.add_argument("--course", help=course_help)
+    p.add_argument("--debug", action="store_true", help=debug_help)
+    # The same two options after the command (`grader check NB --course DIR`), as people type them; given there,
+    # they win, and left out there, the ones before the command stand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--course", default=argparse.SUPPRESS, help=course_help)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = p.add_subparsers(dest="verb", required=True)
-    b = sub.add_parser("build", help="generate release/ and the executed solutions/ from source/")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    b = command("build", help="generate release/ and the executed solutions/ from source/")
     b.add_argument("assignments", nargs="*", help="assignments to build (default: all)")
     b.add_argument("--check", action="store_true", help="write nothing; fail if release/ or solutions/ are stale")
     b.add_argument("--force", action="store_true", help="re-execute solutions even if they are up to date")
     b.set_defaults(fn=cmd_build)
-    c = sub.add_parser("check", help="grade one notebook with all checks, hidden ones included")
+    c = command("check", help="grade one notebook with all checks, hidden ones included")
     c.add_argument("notebook")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(fn=cmd_check)
-    g = sub.add_parser("grade", help="autograde a class's submissions into autograded/ and the gradebook")
+    g = command("grade", help="autograde a class's submissions into autograded/ and the gradebook")
     g.add_argument("assignment")
     g.add_argument("--submissions", required=True, help="DIR/<student>/<assignment>/<notebook>.ipynb")
     g.add_argument("--jobs", type=_positive, default=1, help="submissions graded at the same time")
@@ -296,19 +307,19 @@ def parser() -> argparse.ArgumentParser:
                         "other kernels' work folders and connection keys and signal the grader (only for "
                         "submissions you trust)")
     g.set_defaults(fn=cmd_grade)
-    w = sub.add_parser("worker", help="take grading work from a task queue (one per grading machine)")
+    w = command("worker", help="take grading work from a task queue (one per grading machine)")
     w.add_argument("--broker", required=True, help="the task queue's URL, e.g. redis://host:6379/0")
     w.add_argument("--gpu", action="store_true", help="take GPU work only (from `grader grade --gpu`)")
     w.add_argument("--concurrency", type=_positive, default=1, help="submissions graded at the same time")
     w.add_argument("--name", help="this worker's name in the queue (default: worker@hostname)")
     w.set_defaults(fn=cmd_worker)
-    m = sub.add_parser("migrate-gradebook", help="copy the gradebook into an empty PostgreSQL database")
+    m = command("migrate-gradebook", help="copy the gradebook into an empty PostgreSQL database")
     m.add_argument("url", help="postgresql+psycopg://user:password@host:port/database")
     m.set_defaults(fn=cmd_migrate_gradebook)
-    r = sub.add_parser("report", help="write an HTML report of a graded class")
+    r = command("report", help="write an HTML report of a graded class")
     r.add_argument("assignment")
     r.set_defaults(fn=cmd_report)
-    d = sub.add_parser("demo", help="grade the bundled demo class")
+    d = command("demo", help="grade the bundled demo class")
     d.add_argument("--jobs", type=_positive, default=2)
     d.set_defaults(fn=cmd_demo)
     return p

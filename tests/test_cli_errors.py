@@ -155,3 +155,11 @@ def test_checking_without_root_says_once_what_is_not_protected(fixture_course, t
     code, err = run(capsys, "--course", str(fixture_course), "check", str(bad))
     assert code == 2 and "is not valid JSON" in err  # a self-learner's check still runs
     assert err.count("not protected:") == 1 and "connection keys" in err
+
+
+def test_course_given_after_the_command(fixture_course, capsys):
+    """`grader check NB --course DIR`, the order people type, works as `grader --course DIR check NB` does."""
+    code, err = run(capsys, "check", "nowhere.ipynb", "--course", str(fixture_course))
+    assert code == 2 and "nowhere.ipynb does not exist" in err and "Traceback" not in err
+    code, err = run(capsys, "--course", "/no/such/course", "check", "nowhere.ipynb", "--course", str(fixture_course))
+    assert code == 2 and "nowhere.ipynb does not exist" in err  # the one after the command wins

@@ -27,8 +27,9 @@ CHECK_PACKAGES = ("llmcourse.checks", "grader.checks")
 SHARED_HELPERS = "llmcourse.checking.shared"
 
 
-def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(module, names) for every absolute import in a module's source, without importing it."""
+def imports_of(module_name: str, keep_checks: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names) for every absolute import in a module's source, without importing it (check modules
+    left out, unless `keep_checks`)."""
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
@@ -46,15 +47,22 @@ def imports_of(module_name: str) -> list[tuple[str, tuple[str, ...]]]:
             found.extend((alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.append((node.module, tuple(a.name for a in node.names if a.name != "*")))
-    return [(name, names) for name, names in found if not name.startswith(CHECK_PACKAGES) and name != "__future__"]
+    return [(name, names) for name, names in found
+            if (keep_checks or not name.startswith(CHECK_PACKAGES)) and name != "__future__"]
 
 
 def checks_imports(check_modules: list[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """`imports_of` these check modules, and of the shared helpers they import (and those import), in order."""
+    """`imports_of` these check modules, of the check modules they gather (07_deployment's are two by topic), and
+    of the shared helpers they import (and those import), in order."""
     found: list[tuple[str, tuple[str, ...]]] = []
     todo, read = list(check_modules), set(check_modules)
     while todo:
-        for name, attributes in imports_of(todo.pop(0)):
+        for name, attributes in imports_of(todo.pop(0), keep_checks=True):
+            if name.startswith(CHECK_PACKAGES):  # read, never imported here: pytest imports check modules
+                if name not in read:
+                    read.add(name)
+                    todo.append(name)
+                continue
             found.append((name, attributes))
             if name.startswith(SHARED_HELPERS) and name not in read:
                 read.add(name)

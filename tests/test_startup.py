@@ -109,6 +109,15 @@ def test_warm_up_reads_the_imports_of_the_helpers_the_checks_share():
     assert not any(name.startswith(("llmcourse.checks", "grader.checks")) for name, _ in found)
 
 
+def test_warm_up_reads_the_check_modules_an_assignment_gathers():
+    """07_deployment's check modules gather two modules by topic: the warm-up reads what those import (the
+    shared helpers, transformers' Llama), still importing no check module."""
+    found = checks_imports(["llmcourse.checks.deployment", "grader.checks.deployment"])
+    assert any(name == "llmcourse.checking.shared.deployment_eval" for name, _ in found)
+    assert any(name == "transformers" for name, _ in found)
+    assert not any(name.startswith(("llmcourse.checks", "grader.checks")) for name, _ in found)
+
+
 def test_a_gradebook_that_cannot_be_set_up_is_one_clear_sentence(fixture_course):
     from grader.course import Course, CourseError
     from grader.grading import prepare_gradebook

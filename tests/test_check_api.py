@@ -74,8 +74,11 @@ def test_check_fails_a_cell_under_nbgraders_validate_only(fixture_course, capsys
     try:
         check("00_basics/add")  # in JupyterLab a failing check only prints its report
         monkeypatch.setenv("NBGRADER_VALIDATING", "1")
-        with pytest.raises(ChecksDidNotPass, match="add two vectors"):
+        with pytest.raises(ChecksDidNotPass, match="add two vectors") as failed:
             check("00_basics/add")
+        # Under Validate the cell shows the report, then one line, not a traceback (IPython asks the error).
+        shown = failed.value._render_traceback_()
+        assert len(shown) == 1 and shown[0].startswith("ChecksDidNotPass: add: checks ")
         __main__.add = lambda a, b: a + b
         check("00_basics/add")  # a passing check never raises
     finally:

@@ -43,6 +43,11 @@ def check(exercise_id: str, hidden: bool = False) -> ExerciseResult | None:
 class ChecksDidNotPass(AssertionError):
     """Raised by check() under nbgrader's Validate when a visible check fails (nowhere else)."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows in place of a traceback: one line, since the report is printed just above it (a
+        stack of the course's own frames would only bury it)."""
+        return [f"ChecksDidNotPass: {str(self).splitlines()[0] if str(self) else 'a check failed'}"]
+
 
 def _caller_namespace() -> dict:
     main = sys.modules.get("__main__")

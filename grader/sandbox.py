@@ -391,8 +391,6 @@ class SandboxedKernelManager(AsyncKernelManager):
         for _ in range(50):
             if report.exists():
                 break
-            import time
-
             time.sleep(0.02)
         try:
             refused = json.loads(report.read_text())

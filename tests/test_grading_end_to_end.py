@@ -13,7 +13,6 @@ import nbformat
 import pytest
 
 from grader.cli import main
-from grader.grading import SubmissionResult
 
 from .conftest import cell_by_id, read, write_submission
 

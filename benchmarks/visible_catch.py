@@ -21,10 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def caught_by_visible(result) -> bool:
-    return any(c.visible and not c.passed and not c.message.startswith("This check counts once") for c in result.checks)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "visible_catch.md")
@@ -32,21 +28,21 @@ def main() -> int:
 
     import torch
 
+    from tests.exercises import Assignment
     from tests.specs import all_specs
-    from tests.test_checks import assignment_of
 
     torch.set_num_threads(1)
     rows, missed_all, started = [], [], time.monotonic()
     for spec in all_specs():
-        A = assignment_of(spec)
-        quizzes = {e for e in spec.exercises if A.defined_name(e) is None and e not in A.trained}
-        counted = [c for c in spec.cases if c.kind == "mutant" and not c.slow and c.exercise not in quizzes]
-        missed = [c for c in counted if not caught_by_visible(
-            A.mutant_result(c.exercise, c.name, c.source(A.defined_name(c.exercise))))]
-        left_out = sum(1 for c in spec.cases if c.kind == "mutant") - len(counted)
-        rows.append((spec.assignment, len(counted), len(counted) - len(missed), left_out))
-        missed_all += [f"{spec.assignment} {c.exercise}: {c.name}" for c in missed]
-        print(f"{spec.assignment}: {len(counted) - len(missed)} of {len(counted)}", flush=True)
+        A = Assignment.of(spec)
+        counted = {e: {n: c.source(A.defined_name(e)) for n, c in by_name.items() if not c.slow}
+                   for e, by_name in spec.of("mutant").items() if e not in A.quizzes()}
+        n = sum(len(m) for m in counted.values())
+        missed = A.visible_misses(counted)  # as tests/test_checks.py counts them
+        left_out = sum(1 for c in spec.cases if c.kind == "mutant") - n
+        rows.append((spec.assignment, n, n - len(missed), left_out))
+        missed_all += [f"{spec.assignment} {m}" for m in missed]
+        print(f"{spec.assignment}: {n - len(missed)} of {n}", flush=True)
 
     lines = ["# The mistakes a student sees before grading", "",
              "Written by `python benchmarks/visible_catch.py`: for each assignment, the wrong implementations of "

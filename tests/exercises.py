@@ -51,6 +51,12 @@ class Assignment:
         self._solutions: dict[str, str] | None = None
         self._mutant_results: dict[tuple[str, str], object] = {}
 
+    @classmethod
+    def of(cls, spec) -> "Assignment":
+        """The harness for one spec of tests/specs/."""
+        return cls(spec.assignment, spec.depends_on, solution_names=spec.solution_names,
+                   used_by_checks=spec.used_by_checks, trained=spec.trained)
+
     # -- what depends on what -------------------------------------------------------------------------
     def uses(self, exercise: str) -> set[str]:
         """Every exercise whose code `exercise` calls, directly or through others."""
@@ -171,12 +177,22 @@ class Assignment:
         if hint_words is not None:
             assert any(hint_words in c.hint for c in failed), [c.hint for c in failed]
 
+    def quizzes(self) -> set[str]:
+        """The exercises whose cell holds a quiz's answers (values, not a trained model): a visible check of
+        them would give the answers away."""
+        return {e for e in self.exercises if self.defined_name(e) is None and e not in self.trained}
+
+    def visible_misses(self, mutants: dict[str, dict[str, str]]) -> list[str]:
+        """"exercise: mutant" for each mutant that no visible check fails by itself (not merely because a main
+        check of the exercise failed first): a student sees nothing wrong before grading."""
+        return [f"{e}: {n}" for e, by_name in mutants.items() for n, source in by_name.items()
+                if not any(c.visible and not c.passed and not c.message.startswith("This check counts once")
+                           for c in self.mutant_result(e, n, source).checks)]
+
     def assert_visible_checks_catch_nine_in_ten(self, mutants: dict[str, dict[str, str]]) -> None:
         """What a student sees before grading already points at most mistakes: a visible check fails by itself
-        (not merely because a hidden main check failed) for at least 9 in 10 mutants."""
-        missed = [f"{e}: {n}" for e, by_name in mutants.items() for n, source in by_name.items()
-                  if not any(c.visible and not c.passed and not c.message.startswith("This check counts once")
-                             for c in self.mutant_result(e, n, source).checks)]
+        for at least 9 in 10 mutants."""
+        missed = self.visible_misses(mutants)
         total = sum(len(m) for m in mutants.values())
         assert len(missed) <= total // 10, f"the visible checks miss {len(missed)} of {total} mutants: {missed}"
 

@@ -38,11 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = list(all_specs())
 
 
-def assignment_of(spec: Spec) -> Assignment:
-    return Assignment(spec.assignment, spec.depends_on, solution_names=spec.solution_names,
-                      used_by_checks=spec.used_by_checks, trained=spec.trained)
-
-
 def pytest_generate_tests(metafunc):
     """Each class's cases: its spec's exercises, mutants, alternatives and junk."""
     spec: Spec | None = getattr(metafunc.cls, "spec", None)
@@ -104,9 +99,8 @@ class SpecChecks:
 
     def test_visible_checks_catch_nine_in_ten_mutants(self):
         """Quizzes aside: a visible check of a quiz's answers would give them away."""
-        quizzes = {e for e in self.spec.exercises if self.A.defined_name(e) is None and e not in self.A.trained}
         fast = {e: {n: self.source(c) for n, c in by_name.items() if not c.slow}
-                for e, by_name in self.spec.of("mutant").items() if e not in quizzes}
+                for e, by_name in self.spec.of("mutant").items() if e not in self.A.quizzes()}
         self.A.assert_visible_checks_catch_nine_in_ten(fast)
 
     def test_an_exercise_keeps_its_points_when_what_it_does_not_use_is_broken(self, exercise):
@@ -241,7 +235,7 @@ def assert_same(mine, theirs, what: str) -> None:
 
 for _spec in SPECS:
     _name = "Test_" + _spec.assignment
-    globals()[_name] = type(_name, (SpecChecks,), {"spec": _spec, "A": assignment_of(_spec), "__module__": __name__})
+    globals()[_name] = type(_name, (SpecChecks,), {"spec": _spec, "A": Assignment.of(_spec), "__module__": __name__})
 
 
 # -- the specs themselves ------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 import grader.reference.variants as reference
+from tests.exercises import Assignment
 from tests.specs.variants import SPEC
-from tests.test_checks import assignment_of
 
-A = assignment_of(SPEC)
+A = Assignment.of(SPEC)
 
 
 def test_span_corrupt_alternatives_round_trip_through_merge_spans():

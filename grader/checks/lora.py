@@ -15,8 +15,8 @@ import torch.nn as nn
 from grader.reference import lora as ref
 from llmcourse.checking import expect, expect_close, fail, generator, graded, randn, same_answer, state_dict_of
 from llmcourse.checking.shared.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, llama_weights,
-                                            local_llama, logits_of, student_linear, student_llama, tiny_llama_config,
-                                            types_of)
+                                            load_random_lora, local_llama, logits_of, student_linear, student_llama,
+                                            tiny_llama_config, types_of)
 
 ASSIGNMENT = "04_lora"
 
@@ -228,13 +228,7 @@ def test_inject_lora_equals_peft_with_the_same_weights(student):
     targets, r, alpha = ["q_proj", "k_proj", "o_proj", "up_proj", "down_proj"], 4, 12
     model = student.inject_lora(student_llama(student, config, weights), targets, r, alpha)
     gen = generator(211)
-    lora = {}
-    for name, kind in types_of(student, model).items():
-        if kind == "LoRALinear":
-            d_out, d_in = weights[f"{name}.weight"].shape
-            lora[f"{name}.lora_A.weight"] = randn(gen, r, d_in, scale=0.3)
-            lora[f"{name}.lora_B.weight"] = randn(gen, d_out, r, scale=0.3)
-    model.load_state_dict(lora, strict=False)
+    lora = load_random_lora(student, model, weights, gen, r)
     peft_model = _peft_llama(config, weights, targets, r, alpha)
     copied = {f"base_model.model.{k.replace('.weight', '.default.weight')}": v for k, v in lora.items()}
     missing = peft_model.load_state_dict(copied, strict=False)

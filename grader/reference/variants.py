@@ -11,7 +11,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks.variants import span_counts
+from llmcourse.checking.shared.variants import span_counts
 
 KINDS = ("encoder-only", "encoder-decoder", "decoder-only")
 

@@ -16,8 +16,8 @@ import torch
 
 from llmcourse.checking import expect, expect_close, expect_tensor, fail, generator, graded, randn, state_dict_of
 from llmcourse.checking.shared.lora import (ATTENTION, MLP, expect_lora_layer, expect_scores, flags_of, llama_weights,
-                                            local_llama, logits_of, student_linear, student_llama, tiny_llama_config,
-                                            types_of)
+                                            load_random_lora, local_llama, logits_of, student_linear, student_llama,
+                                            tiny_llama_config, types_of)
 
 ASSIGNMENT = "04_lora"
 
@@ -271,13 +271,7 @@ def test_inject_lora_freezes_biases_and_norms(student):
 def test_merge_lora_keeps_outputs(student):
     config, weights, model = injected_llama(student, 20, ["q_proj", "up_proj"], r=2, alpha=6)
     gen = generator(21)
-    lora = {}
-    for name, kind in types_of(student, model).items():
-        if kind == "LoRALinear":
-            d_out, d_in = weights[f"{name}.weight"].shape
-            lora[f"{name}.lora_A.weight"] = randn(gen, 2, d_in, scale=0.3)
-            lora[f"{name}.lora_B.weight"] = randn(gen, d_out, 2, scale=0.3)
-    model.load_state_dict(lora, strict=False)
+    load_random_lora(student, model, weights, gen, r=2)
     ids = torch.randint(0, config["vocab_size"], (2, 7), generator=gen)
     before = logits_of(model, ids, "the model with LoRA")
     merged = student.merge_lora(model)
@@ -297,13 +291,7 @@ def test_merge_lora_keeps_the_biases(student):
     weights = llama_weights(config, 22)
     model = student.inject_lora(student_llama(student, config, weights), ["v_proj", "down_proj"], 2, 4)
     gen = generator(23)
-    lora = {}
-    for name, kind in types_of(student, model).items():
-        if kind == "LoRALinear":
-            d_out, d_in = weights[f"{name}.weight"].shape
-            lora[f"{name}.lora_A.weight"] = randn(gen, 2, d_in, scale=0.3)
-            lora[f"{name}.lora_B.weight"] = randn(gen, d_out, 2, scale=0.3)
-    model.load_state_dict(lora, strict=False)
+    load_random_lora(student, model, weights, gen, r=2)
     ids = torch.randint(0, config["vocab_size"], (2, 7), generator=gen)
     before = logits_of(model, ids, "the model with LoRA")
     merged = student.merge_lora(model)

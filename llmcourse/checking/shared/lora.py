@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from llmcourse.checking import fail, generator
+from llmcourse.checking import fail, generator, randn
 
 # The linear layers of a Llama block, by the name their qualified names end with.
 
@@ -86,6 +86,20 @@ def flags_of(student, module) -> dict[str, bool]:
 def types_of(student, module) -> dict[str, str]:
     """{submodule name: class name} of a module in the student's kernel, in one request."""
     return student.construct("llmcourse.in_kernel.module_types", module)
+
+
+def load_random_lora(student, model, weights: dict[str, torch.Tensor], gen: torch.Generator,
+                     r: int) -> dict[str, torch.Tensor]:
+    """Random, non-zero factors A and B for every LoRALinear of a model in the student's kernel (a fresh B is
+    zero, which would hide every mistake after it), loaded into it; returns them."""
+    lora = {}
+    for name, kind in types_of(student, model).items():
+        if kind == "LoRALinear":
+            d_out, d_in = weights[f"{name}.weight"].shape
+            lora[f"{name}.lora_A.weight"] = randn(gen, r, d_in, scale=0.3)
+            lora[f"{name}.lora_B.weight"] = randn(gen, d_out, r, scale=0.3)
+    model.load_state_dict(lora, strict=False)
+    return lora
 
 
 def logits_of(model, ids: torch.Tensor, what: str) -> torch.Tensor:

@@ -11,6 +11,9 @@ that differs from what source/ gives (for solutions, the cells; outputs vary fro
 
 A check cell's points are derived, never typed: each check declares its own (`@graded(points=...)`), and
 `grader build` writes each check cell's sum into its source notebook before generating anything.
+
+For the course in this repository, `grader build` also copies the visible checks of each check file
+(`grader/checks/<name>.py`) into the student package (`llmcourse/checks/<name>.py`); see `grader.shipping`.
 """
 from __future__ import annotations
 
@@ -70,7 +73,8 @@ def derive_points(course: Course, assignment: str) -> list[PointsChange]:
             total = 0.0
             for exercise, hidden in check_calls(cell.source):
                 visible_module, hidden_module = check_modules(exercise.split("/", 1)[0])
-                total += _declared_points(exercise, hidden_module if hidden else visible_module)
+                total += _declared_points(exercise, hidden_module, visible=False) if hidden else \
+                    _declared_points(exercise, visible_module, visible=True)
             if total <= 0:
                 raise CourseError(f"{path}: check cell {grade_id!r} calls no check that exists (its checks add up to "
                                   f"0 points): is each exercise in its check(...) calls spelled as in the check modules")
@@ -92,13 +96,20 @@ def write_points(changes: list[PointsChange]) -> None:
         nbformat.write(nb, str(path))
 
 
-def _declared_points(exercise: str, module_name: str) -> float:
+def _declared_points(exercise: str, module_name: str, visible: bool) -> float:
+    """The points of the exercise's checks in the module: all of them in the visible module; in the hidden one,
+    those not marked visible (the assignment's check file holds both kinds, and a visible check runs from the
+    student package's copy)."""
     import importlib
+
+    from llmcourse.checking import is_visible
 
     assignment, _, name = exercise.partition("/")
     module = importlib.import_module(module_name)
     total = 0.0
     for obj in vars(module).values():
+        if not visible and is_visible(obj):
+            continue
         for mark in getattr(obj, "pytestmark", []):
             if mark.name == "graded" and mark.kwargs.get("exercise") == name and getattr(module, "ASSIGNMENT", None) == assignment:
                 total += mark.kwargs["points"]
@@ -178,8 +189,20 @@ def _cells(nb: nbformat.NotebookNode, with_outputs: bool) -> list:
     return out
 
 
+def ships_checks(course: Course) -> bool:
+    """Whether `course` is this repository's own course, whose visible checks `grader build` copies into the student
+    package (an instructor's own course keeps its check modules wherever LLMCOURSE_EXTRA_CHECKS says)."""
+    from . import shipping
+
+    return shipping.CHECKS.parent.parent.resolve() == course.root.resolve()
+
+
 def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
     problems: list[BuildProblem] = []
+    if ships_checks(course):
+        from . import shipping
+
+        problems += [BuildProblem(path, reason) for path, reason in shipping.stale()]
     for assignment in assignments:
         problems += [BuildProblem(c.path, f"check cell {c.grade_id!r} is worth {c.written:g} points, but its checks "
                                           f"add up to {c.derived:g}: run `grader build`, which writes their sum")
@@ -206,6 +229,11 @@ def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
 
 
 def build(course: Course, assignments: list[str], force: bool = False, log=print) -> None:
+    if ships_checks(course):
+        from . import shipping
+
+        for path in shipping.write():
+            log(f"checks    {path.relative_to(course.root)} (the visible checks of grader/checks/{path.name})")
     for assignment in assignments:
         changes = derive_points(course, assignment)
         write_points(changes)

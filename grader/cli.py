@@ -30,7 +30,7 @@ def _course(args):
 
 
 def cmd_build(args) -> int:
-    from .build import build, check_build
+    from .build import build, check_build, ships_checks
 
     course = _course(args)
     assignments = args.assignments or course.assignments()
@@ -41,9 +41,11 @@ def cmd_build(args) -> int:
         for problem in problems:
             print(problem)
         if problems:
-            print(f"{len(problems)} file(s) differ from what source/ generates.")
+            print(f"{len(problems)} generated file(s) differ from what they are generated from.")
             return 1
         print(f"release/ and solutions/ match source/ for {', '.join(assignments)}.")
+        if ships_checks(course):
+            print("The student package's visible checks match grader/checks/.")
         return 0
     build(course, assignments, force=args.force)
     return 0

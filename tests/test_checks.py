@@ -2,7 +2,7 @@
 
 One class per spec in tests/specs/ (a new spec is tested by being there). For each assignment:
 - the reference solution (the source notebook's cells) earns every point, and each exercise's checks are
-  worth exactly the points of its check cell, 100 in all;
+  worth exactly the points of its check cell (which `grader build` writes);
 - every exercise has at least three plausible wrong implementations (mutants); each loses points in its
   exercise, every failing check explains itself, and the visible checks alone (what a student sees before
   grading) catch at least 9 in 10 of them;

@@ -48,6 +48,21 @@ def graded(exercise: str, points: float, hint: str, *, requires_main: bool = Fal
     return decorate
 
 
+def visible(check):
+    """Mark a check as visible: students run it in their notebook, before grading, and read its source.
+
+    An assignment's checks, visible and hidden, are written in one file, `grader/checks/<assignment>.py`.
+    `grader build` copies the visible ones, with the helpers and imports they use, into the student package
+    (`llmcourse/checks/<assignment>.py`); a hidden check never leaves the grader. When a notebook is graded, each
+    visible check runs once, from the student package's copy."""
+    return pytest.mark.visible(check)
+
+
+def is_visible(check) -> bool:
+    """Whether a check function carries the `visible` mark."""
+    return any(mark.name == "visible" for mark in getattr(check, "pytestmark", []))
+
+
 class CheckFailed(AssertionError):
     """A check's verdict, with a message for the student and optionally a more specific hint."""
 

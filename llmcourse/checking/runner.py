@@ -78,6 +78,7 @@ class _Collector:
 
     def pytest_configure(self, config):
         config.addinivalue_line("markers", "graded(exercise, points, hint): a course check")
+        config.addinivalue_line("markers", "visible: a check that ships to students (see llmcourse.checking.visible)")
 
     def pytest_collection_modifyitems(self, session, config, items):
         keep = []
@@ -87,6 +88,8 @@ class _Collector:
             if marker is None or module != self.assignment or marker.kwargs.get("exercise") != self.exercise:
                 continue
             visible = item.module.__name__ in self.visible_modules
+            if not visible and item.get_closest_marker("visible"):
+                continue  # a visible check in the assignment's check file: it runs from the student package's copy
             name = item.name.removeprefix("test_").replace("_", " ")
             self.meta[item.nodeid] = (marker.kwargs["points"], marker.kwargs.get("hint", ""), visible, name)
             if marker.kwargs.get("requires_main"):

@@ -1,6 +1,7 @@
 """Visible checks, one module per assignment (`01_attention` -> `llmcourse.checks.attention`).
 
-Hidden checks live in the grader (`grader.checks.attention`) and never ship to students.
+Each module is copied by `grader build` from the assignment's check file in the grader (`grader.checks.attention`),
+where the hidden checks are written beside the visible ones; the hidden ones never ship to students.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 and course-mlm, how each kind of answer is read (chunks, scores, embeddings, actions, ReAct runs, numbers,
 variables), and the stand-ins of llmcourse.in_kernel that the checks build in the kernel.
 
-The visible checks (llmcourse.checks.applications) ship to students and so does this module; the hidden checks
-(grader.checks.applications) import these helpers from here, never from the visible checks.
+The checks (grader.checks.applications) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.applications), with which this module ships.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """What the 01_attention checks, visible and hidden, both use: random weights with the contract's names and
 shapes, loading them into the student's modules, and a transformers GPT-2 holding known weights.
 
-The visible checks (llmcourse.checks.attention) ship to students and so does this module; the hidden checks
-(grader.checks.attention) import these helpers from here, never from the visible checks.
+The checks (grader.checks.attention) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.attention), with which this module ships.
 """
 from __future__ import annotations
 

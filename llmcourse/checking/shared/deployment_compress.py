@@ -1,8 +1,8 @@
 """What 07_deployment's compression checks (memory, quantisation, the quantised layer, pruning), visible and
 hidden, both use: each exercise's hint, and how each answer is read, down to the codes, scales and buffers.
 
-The visible checks (llmcourse.checks.deployment_compress) ship to students and so does this module; the hidden checks
-(grader.checks.deployment_compress) import these helpers from here, never from the visible checks.
+The checks (grader.checks.deployment_compress) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.deployment_compress), with which this module ships.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 visible and hidden, both use: a tiny Llama over the course tokenizer's vocabulary, built from the same
 weights in the student's kernel and here, the values known mistakes give, and how each answer is read.
 
-The visible checks (llmcourse.checks.deployment_eval) ship to students and so does this module; the hidden checks
-(grader.checks.deployment_eval) import these helpers from here, never from the visible checks.
+The checks (grader.checks.deployment_eval) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.deployment_eval), with which this module ships.
 """
 from __future__ import annotations
 

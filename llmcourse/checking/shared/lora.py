@@ -2,8 +2,8 @@
 student's kernel and here, the student's modules read back as data, and how ROUGE scores are read.
 07_deployment's checks build their tiny Llamas with these helpers too.
 
-The visible checks (llmcourse.checks.lora) ship to students and so does this module; the hidden checks
-(grader.checks.lora) import these helpers from here, never from the visible checks.
+The checks (grader.checks.lora) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.lora), with which this module ships.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 generation on the checker's course-lm as the answers, how filtered logits, token ids, draws and a
 GenerationConfig are read, and the few-shot task and quiz answers.
 
-The visible checks (llmcourse.checks.prompting) ship to students and so does this module; the hidden checks
-(grader.checks.prompting) import these helpers from here, never from the visible checks.
+The checks (grader.checks.prompting) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.prompting), with which this module ships.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 tiny Llama built from the same weights in the student's kernel and here, and the DPO-trained policy's
 weights as data for the judge.
 
-The visible checks (llmcourse.checks.rlhf) ship to students and so does this module; the hidden checks
-(grader.checks.rlhf) import these helpers from here, never from the visible checks.
+The checks (grader.checks.rlhf) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.rlhf), with which this module ships.
 """
 from __future__ import annotations
 

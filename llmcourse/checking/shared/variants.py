@@ -2,8 +2,8 @@
 span corruption and masking has, tiny transformers models trained one step in the kernel and here, and
 GPT-2's own loss as the answer for next_token_loss.
 
-The visible checks (llmcourse.checks.variants) ship to students and so does this module; the hidden checks
-(grader.checks.variants) import these helpers from here, never from the visible checks.
+The checks (grader.checks.variants) import these helpers from here, and so does the students' copy of the visible
+checks (llmcourse.checks.variants), with which this module ships.
 """
 from __future__ import annotations
 

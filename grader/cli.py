@@ -61,10 +61,18 @@ def cmd_check(args) -> int:
     path = Path(args.notebook)
     if not path.exists():
         raise _user_error(f"{path} does not exist")
-    if sys.stderr.isatty():  # someone is waiting at a terminal: say what the wait is for
-        print(f"Grading {path.name} in a sandboxed kernel with every check, hidden ones included; this takes about "
-              f"as long as running the notebook...", file=sys.stderr, flush=True)
-    result = check_notebook(course, path)
+    if sys.stderr.isatty():  # someone is waiting at a terminal: say what the wait is for, and how far it got
+        print(f"Grading {path.name} as saved on disk, in a fresh sandboxed kernel, with every check, hidden ones "
+              f"included; this takes about as long as running the notebook.", file=sys.stderr, flush=True)
+        from . import preprocessors
+
+        preprocessors.PROGRESS = _show_progress
+    try:
+        result = check_notebook(course, path)
+    finally:
+        if sys.stderr.isatty():
+            preprocessors.PROGRESS = None
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     from .cells import redacted_exercise
 
     # A self-learner sees each hidden check's verdict and hint, never the inputs or values it tried.
@@ -76,6 +84,13 @@ def cmd_check(args) -> int:
     if result.not_graded:
         return 3
     return 0 if result.max_score > 0 and result.score >= result.max_score and not result.error else 1
+
+
+def _show_progress(cells_run: int, cells: int, checked: int, exercises: int) -> None:
+    """One line at the terminal, rewritten in place: `running your notebook: cell 12 of 40; 3 of 11 exercises
+    checked`."""
+    print(f"\r\033[Krunning your notebook: cell {min(cells_run + 1, cells)} of {cells}; {checked} of {exercises} "
+          f"exercise{'s' if exercises != 1 else ''} checked", end="", file=sys.stderr, flush=True)
 
 
 def cmd_grade(args) -> int:
@@ -184,14 +199,23 @@ def cmd_demo(args) -> int:
 
 
 # -- output --------------------------------------------------------------------------------------------
+_NOT_WRITTEN = "is not implemented yet (it still raises NotImplementedError)"  # the student handle's words
+
+
 def format_exercise_table(result) -> str:
     rows = [("exercise", "points", "result")]
     hints = []
     for ex in result.exercises:
         name = ex["id"].split("/", 1)[-1]
         failed = [c for c in ex.get("checks", []) if not c["passed"]]
-        status = "ok" if not failed and not ex.get("error") else (ex.get("error") or f"{len(failed)} check(s) failed")
+        unfinished = next((c["message"] for c in failed if _NOT_WRITTEN in c["message"]), None)
+        status = "ok" if not failed and not ex.get("error") else (
+            ex.get("error") or ("not written yet" if unfinished else f"{len(failed)} check(s) failed"))
         rows.append((name, f"{ex['score']:g} / {ex['max_score']:g}", status))
+        if unfinished:  # one line for an exercise still to do, not one per check that waits for it
+            what = unfinished[:unfinished.index(_NOT_WRITTEN) + len(_NOT_WRITTEN)]
+            hints.append(f"- {name}: {what}; its {len(failed)} failing check(s) will say more once it is written.")
+            continue
         for c in failed:
             hints.append(f"- {name}, {c['name']}: {c['message']}" + (f"\n    Hint: {c['hint']}" if c.get("hint") else ""))
     if getattr(result, "not_graded", ""):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
@@ -32,6 +32,10 @@ from .cells import (CHECK_DETAILS_MIME, HIDDEN_MESSAGE, RESULT_MIME, cell_result
                     is_check_cell, redacted_exercise, redacted_result)
 from .sandbox import SandboxedKernelManager
 from .warmup import Warmup
+
+# Whoever waits for one notebook's grade (`grader check` at a terminal) may hear how far it got: called with
+# (cells run, cells to run, exercises checked, exercises to check) before each cell and after each check cell.
+PROGRESS: Callable[[int, int, int, int], None] | None = None
 
 # The kernel transport (grader.remote) and the check runner import torch and pytest: they are imported where
 # they are used, so that a grading process can start its kernel first and import them meanwhile (see Warmup).
@@ -84,6 +88,9 @@ class RunChecks(Execute):
         assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
                                     for ex, _ in check_calls(c.source))
         self._warmup = Warmup([m for a in assignments for m in check_modules(a)]).start()
+        self._progress = [0, sum(c.cell_type == "code" for c in nb.cells), 0,
+                          sum(len(dict.fromkeys(ex for ex, _ in check_calls(c.source))) for c in nb.cells
+                              if is_check_cell(c))]
         nb, resources = super().preprocess(nb, resources, km)
         self._warmup.wait()
         nb.metadata.setdefault("llmcourse", {})["grading"] = {
@@ -115,6 +122,8 @@ class RunChecks(Execute):
         """Check cells are graded from here, demo cells are not run, the rest run in the kernel in the time left."""
         if cell.cell_type != "code":
             return cell, self.resources
+        self._report_progress()
+        self._progress[0] += 1
         try:
             if is_check_cell(cell):
                 self.grade_cell(cell)
@@ -158,6 +167,10 @@ class RunChecks(Execute):
         cell = kwargs["cell"]
         if not any(o.output_type == "error" for o in cell.outputs):
             self.session.remember(cell.source)
+
+    def _report_progress(self) -> None:
+        if PROGRESS is not None:
+            PROGRESS(*self._progress)
 
     # -- output flood control ---------------------------------------------------------------------------
     def reset_execution_trackers(self) -> None:
@@ -253,6 +266,8 @@ class RunChecks(Execute):
                 raise self.session.failure
             results.append(result)
             self.results.append(result)
+            self._progress[2] += 1
+        self._report_progress()
         cell.outputs = render_results(results, points)
 
     def check_exercise(self, exercise_id: str, student, visible: list[str], hidden: list[str]):

@@ -179,11 +179,44 @@ def test_grader_check_on_the_source_reports_full_marks_as_json(fixture_course, c
     assert data["notebook"].endswith("basics.ipynb") and data["assignment"] == "00_basics"
 
 
-def test_grader_check_on_the_release_fails_with_hints(fixture_course, capsys):
+def test_grader_check_says_how_far_it_got(fixture_course, capsys, monkeypatch):
+    """At a terminal, `grader check` rewrites one line as it goes: the cell it runs, the exercises checked."""
+    from grader.cli import _show_progress
+
+    seen = []
+    monkeypatch.setattr("grader.preprocessors.PROGRESS", lambda *counts: seen.append(counts))
+    assert main(["--course", str(fixture_course), "check", str(fixture_course / "source" / "00_basics" / "basics.ipynb")]) == 0
+    cells, exercises = seen[0][1], seen[0][3]
+    assert seen[0] == (0, cells, 0, exercises) and exercises == 3 and cells > exercises
+    assert all(a[0] <= b[0] and a[2] <= b[2] for a, b in zip(seen, seen[1:])), seen
+    assert seen[-1][0] >= cells - 1 and seen[-1][2] == exercises, seen
+    capsys.readouterr()
+    _show_progress(12, 40, 3, 11)
+    assert capsys.readouterr().err.endswith("running your notebook: cell 13 of 40; 3 of 11 exercises checked")
+
+
+def test_grader_check_on_the_release_names_each_unwritten_exercise_once(fixture_course, capsys):
     code = main(["--course", str(fixture_course), "check", str(fixture_course / "release" / "00_basics" / "basics.ipynb")])
     out = capsys.readouterr().out
     assert code == 1
-    assert "Total: 0 / 10" in out and "Hint:" in out and "not implemented yet" in out
+    assert "Total: 0 / 10" in out and out.count("not written yet") == 3
+    todo = out.split("What to look at:")[1].strip().splitlines()
+    assert [line.split(":")[0] for line in todo] == ["- add", "- scale", "- mean_rows"], out
+    assert all("is not implemented yet" in line and "failing check(s) will say more" in line for line in todo), out
+
+
+def test_grader_check_lists_every_failing_check_with_its_hint(fixture_course, tmp_path, capsys):
+    """Once an exercise is written, each of its failing checks is listed with its hint: two bugs, one round."""
+    nb = nbformat.read(str(fixture_course / "source" / "00_basics" / "basics.ipynb"), as_version=4)
+    for cell in nb.cells:
+        if "def add(" in cell.source:
+            cell.source = "def add(a, b):\n    return a - b\n"
+    path = tmp_path / "basics.ipynb"
+    nbformat.write(nb, str(path))
+    assert main(["--course", str(fixture_course), "check", str(path)]) == 1
+    out = capsys.readouterr().out
+    failing = [line for line in out.split("What to look at:")[1].splitlines() if line.startswith("- add, ")]
+    assert len(failing) >= 2 and out.count("Hint:") >= 2 and "not written yet" not in out, out
 
 
 def test_build_check_passes_then_names_a_stale_file(fixture_course, capsys):

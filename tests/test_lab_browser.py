@@ -101,6 +101,10 @@ def test_student_solves_softmax_in_jupyterlab(course):
         page.screenshot(path=str(shots / "lab-check-hint.png"))
         assert re.search(r"softmax: checks \d+ of \d+ passed", report), report
         assert re.search(r"\[FAIL\] .+\n(\s+.+\n)*\s+Hint: \S", report), report  # the failed check, then its hint
+        # FAIL in red and PASS in green: the report's ANSI colours, as JupyterLab renders them.
+        output = cells.nth(check).locator(".jp-OutputArea-output")
+        assert output.locator(".ansi-red-fg", has_text="FAIL").count() >= 1
+        assert output.locator(".ansi-green-fg", has_text="PASS").count() >= 1
 
         # The right answer back, saved; then nbgrader's Validate runs the whole notebook on the server.
         write(answer, solution("softmax"))

@@ -356,3 +356,14 @@ def test_one_huge_message_is_refused_before_the_grader_holds_it(tmp_path):
     assert peak < 100 * 2**20, f"the grader held {peak / 2**20:.0f} MiB at its peak"
     assert nb.cells[1].outputs and nb.cells[1].outputs[0].text == "after\n"
     assert len(json.dumps(nb)) < 2 * 2**20 + 10_000
+
+
+def test_format_report_colours_pass_and_fail_only_when_asked():
+    """In a Jupyter kernel PASS is green and FAIL red (ANSI colours that JupyterLab renders); elsewhere, and in
+    what the grader stores, the text is plain and otherwise the same."""
+    from llmcourse.checking.notebook import _colour_shown
+
+    plain, coloured = format_report(mixed_result()), format_report(mixed_result(), colour=True)
+    assert "\x1b[" not in plain and "\x1b[31mFAIL\x1b[0m" in coloured
+    assert coloured.replace("\x1b[32m", "").replace("\x1b[31m", "").replace("\x1b[0m", "") == plain
+    assert not _colour_shown()  # pytest is no Jupyter kernel

@@ -32,8 +32,8 @@ def check(exercise_id: str, hidden: bool = False) -> ExerciseResult | None:
         modules = ([visible], [])
     namespace = _caller_namespace()
     result = run_checks(exercise_id, local_student(namespace), visible=modules[0], hidden=modules[1])
+    print(format_report(result, hidden=hidden, colour=_colour_shown()))
     report = format_report(result, hidden=hidden)
-    print(report)
     if not result.passed and os.environ.get("NBGRADER_VALIDATING"):
         # nbgrader's Validate counts a check cell as passed unless it raises.
         raise ChecksDidNotPass(report)
@@ -62,8 +62,25 @@ def _caller_namespace() -> dict:
     return vars(main) if main is not None else {}
 
 
-def format_report(result: ExerciseResult, hidden: bool = False) -> str:
-    """A short, friendly report of one exercise's checks, with hints for the ones that failed."""
+def _colour_shown() -> bool:
+    """Whether the report may colour PASS and FAIL: in a Jupyter kernel, whose front end (JupyterLab, Notebook,
+    VS Code) renders ANSI colours, but not under nbgrader's Validate, whose dialog shows plain text."""
+    if os.environ.get("NBGRADER_VALIDATING"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+_GREEN, _RED, _PLAIN = "\x1b[32m", "\x1b[31m", "\x1b[0m"
+
+
+def format_report(result: ExerciseResult, hidden: bool = False, colour: bool = False) -> str:
+    """A short, friendly report of one exercise's checks, with hints for the ones that failed; with `colour`,
+    PASS is green and FAIL red (ANSI colours; the text is the same without them)."""
     title = result.id.split("/", 1)[-1]
     kind = "hidden checks" if hidden else "checks"
     if result.error:
@@ -74,6 +91,8 @@ def format_report(result: ExerciseResult, hidden: bool = False) -> str:
     lines.append(f"{title}: {kind} {verdict} ({_pts(result.score)} of {_pts(result.max_score)} points)")
     for c in result.checks:
         mark = "PASS" if c.passed else "FAIL"
+        if colour:
+            mark = f"{_GREEN if c.passed else _RED}{mark}{_PLAIN}"
         lines.append(f"  [{mark}] {c.name} ({_pts(c.max_points)} pt)")
         if not c.passed:
             # A hidden check's message can name its inputs and expected values: only its hint is shown.

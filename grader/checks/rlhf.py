@@ -402,7 +402,9 @@ def test_gae_random_with_padding(student):
         result = tuple_of(student.gae(rewards, values, gamma=gamma, lam=lam, mask=mask), 2, "gae(...)",
                           hint="Return (advantages, returns).")
         what = f"with {side} padding, gamma={gamma}, lam={lam}, {dtype}"
-        expect_close(result[0], expected_adv, f"advantages {what}", hint="See the recursion in the notebook.",
+        expect_close(result[0], expected_adv, f"advantages {what}",
+                     hint="Go backwards over each row's steps: delta_t = r_t + gamma * V_{t+1} - V_t and A_t = delta_t "
+                          "+ gamma * lam * A_{t+1}, with V_{t+1} = 0 and A_{t+1} = 0 after the row's last step.",
                      mistakes=[m for m in _gae_mistakes(rewards, values, gamma, lam, mask)], check_dtype=True)
         expect_close(result[1], expected_ret, f"returns {what}",
                      hint="returns = advantages + values on the steps, 0 elsewhere.")
@@ -476,7 +478,9 @@ def test_ppo_clip_loss_random(student):
         expect_close(student.ppo_clip_loss(lp, old, adv, clip_eps=eps, mask=mask),
                      ref.ppo_clip_loss(lp, old, adv, eps, mask),
                      f"ppo_clip_loss with {side} padding, clip_eps={eps}, {dtype}",
-                     hint="See the formula in the notebook.", mistakes=_ppo_mistakes(lp, old, adv, eps, mask))
+                     hint="Per token: -min(ratio * A, clamp(ratio, 1 - eps, 1 + eps) * A) with ratio = exp(logprobs - "
+                          "old_logprobs); then the mean over the tokens where the mask is True.",
+                     mistakes=_ppo_mistakes(lp, old, adv, eps, mask))
     lp, old, adv = randn(gen, 3, 5, scale=0.3), randn(gen, 3, 5, scale=0.3), randn(gen, 3, 5)
     expect_close(student.ppo_clip_loss(lp, old, adv), ref.ppo_clip_loss(lp, old, adv),
                  "ppo_clip_loss(logprobs, old_logprobs, advantages) with the defaults (clip_eps=0.2, no mask)",

@@ -21,6 +21,7 @@ import copy
 import hashlib
 import json
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ def derive_points(course: Course, assignment: str) -> list[PointsChange]:
     """Each check cell whose points differ from its checks' points (the checks are the source of truth).
 
     A check cell is worth what the checks it calls declare (`@graded(points=...)`), visible and hidden: a
-    maintainer sets points on checks only, and `grader build` writes the cells' sums. A cell whose checks add
+    maintainer sets points on checks only, and `grader build` writes the cells' sums. A test cell without check(...)
+    calls (a stock nbgrader test cell, with asserts) keeps the points its author gave it. A cell whose checks add
     up to nothing names an exercise no check module has (a typo), which is an error."""
     from llmcourse.checks import check_modules
 
@@ -70,6 +72,8 @@ def derive_points(course: Course, assignment: str) -> list[PointsChange]:
                 continue
             grade_id = cell.metadata["nbgrader"]["grade_id"]
             points = float(cell.metadata["nbgrader"].get("points", 0))
+            if not check_calls(cell.source):
+                continue  # a stock nbgrader test cell: worth what its author typed
             total = 0.0
             for exercise, hidden in check_calls(cell.source):
                 visible_module, hidden_module = check_modules(exercise.split("/", 1)[0])
@@ -172,10 +176,24 @@ def build_solution(course: Course, source_path: Path, dest: Path, force: bool = 
             return False, 0.0
     nb = solution_notebook(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    extras = extra_files(source_path.parent)
     with tempfile.TemporaryDirectory(prefix="grader-solution-") as scratch:
+        for relative in extras:  # the notebook runs beside its data files, as a student's copy does
+            (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source_path.parent / relative, Path(scratch) / relative)
         seconds = execute(nb, Path(scratch))
+    for relative in extras:  # ... and so can a self-learner's run of the solution
+        (dest.parent / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source_path.parent / relative, dest.parent / relative)
     nbformat.write(nb, str(dest))
     return True, seconds
+
+
+def extra_files(folder: Path) -> list[Path]:
+    """The files of an assignment's source folder besides its notebooks (data a notebook reads), relative to it,
+    as nbgrader copies them into the release and into each submission's graded folder."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.suffix != ".ipynb"
+                  and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts))
 
 
 # -- checking committed files --------------------------------------------------------------------------

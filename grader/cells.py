@@ -34,6 +34,41 @@ def check_calls(source: str) -> list[tuple[str, bool]]:
     return calls
 
 
+class MixedCellError(ValueError):
+    """A test cell whose check(...) calls cannot be told apart from the code around them."""
+
+
+def test_cell_parts(source: str) -> list[tuple[str, str]]:
+    """A test cell's source as parts, in order: ("checks", text) for each run of top-level statements that are
+    `check(...)` calls, which the grader runs itself, and ("kernel", text) for each run of other statements, which
+    run in the student's kernel as stock nbgrader runs a test cell. A cell without check(...) calls is one kernel
+    part; a cell that does not parse is too (the kernel then reports the SyntaxError, as stock nbgrader does).
+
+    A check(...) call must be a statement of its own at the top level of the cell: one inside a loop, a function
+    or an expression would mix the two processes, and raises MixedCellError naming its line."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [("kernel", source)]
+    lines = source.splitlines(keepends=True)
+    parts: list[tuple[str, str]] = []
+    for statement in tree.body:
+        top = (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+               and isinstance(statement.value.func, ast.Name) and statement.value.func.id == "check")
+        if not top and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "check"
+                           for n in ast.walk(statement)):
+            raise MixedCellError(f"line {statement.lineno}: check(...) must be a statement of its own, not part of "
+                                 f"other code: the grader runs check(...) calls itself and the rest of the cell in "
+                                 f"the student's kernel")
+        kind = "checks" if top else "kernel"
+        text = "".join(lines[statement.lineno - 1:statement.end_lineno])
+        if parts and parts[-1][0] == kind:
+            parts[-1] = (kind, parts[-1][1] + text)
+        else:
+            parts.append((kind, text))
+    return parts or [("kernel", source)]
+
+
 def redacted_exercise(exercise: dict[str, Any]) -> dict[str, Any]:
     """An exercise's results as a student may see them: a hidden check says whether it passed and its hint.
 

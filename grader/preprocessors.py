@@ -28,6 +28,7 @@ from traitlets import Float, Integer, List, Type, Unicode
 
 from llmcourse.checks import check_modules
 
+from .cells import MixedCellError, test_cell_parts
 from .cells import (CHECK_DETAILS_MIME, HIDDEN_MESSAGE, RESULT_MIME, cell_results, check_calls,  # noqa: F401
                     is_check_cell, redacted_exercise, redacted_result)
 from .sandbox import SandboxedKernelManager
@@ -84,6 +85,7 @@ class RunChecks(Execute):
         need, in a thread, while the kernel starts."""
         self.results = []
         self.session = None
+        self.kernel_test_cells = 0  # test cells (or parts) that ran in the student's kernel, as stock nbgrader's do
         self._deadline = time.monotonic() + self.notebook_timeout
         assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
                                     for ex, _ in check_calls(c.source))
@@ -96,6 +98,7 @@ class RunChecks(Execute):
         nb.metadata.setdefault("llmcourse", {})["grading"] = {
             "events": self.session.events,
             "sandbox_refused": self.session.sandbox_refused,
+            "kernel_test_cells": self.kernel_test_cells,
         }
         return nb, resources
 
@@ -126,7 +129,7 @@ class RunChecks(Execute):
         self._progress[0] += 1
         try:
             if is_check_cell(cell):
-                self.grade_cell(cell)
+                self.grade_test_cell(cell, index)
             elif set(cell.metadata.get("tags", [])) & set(self.skip_tags):
                 cell.outputs = []
             else:
@@ -235,7 +238,41 @@ class RunChecks(Execute):
         """Widget messages are dropped: a graded notebook shows no widgets, so their state is not kept."""
         return None
 
-    # -- check cells ----------------------------------------------------------------------------------
+    # -- test cells -----------------------------------------------------------------------------------
+    def grade_test_cell(self, cell: NotebookNode, index: int) -> None:
+        """A test cell (nbgrader's autograder tests): its check(...) calls are graded here; any other statement runs
+        in the student's kernel, as stock nbgrader runs a test cell (full points unless it raises or writes to
+        stderr; partial credit from a number it returns), with the sandbox and the limits of every cell."""
+        try:
+            parts = test_cell_parts(cell.source)
+        except MixedCellError as error:
+            cell.outputs = [error_output("MixedTestCell", str(error))]
+            return
+        if all(kind == "checks" for kind, _ in parts):
+            self.grade_cell(cell)
+            return
+        self.kernel_test_cells += 1
+        if all(kind == "kernel" for kind, _ in parts):
+            self._run_cell(cell, index)
+            return
+        outputs = []
+        for kind, text in parts:
+            part = NotebookNode(cell_type="code", source=text, metadata=cell.metadata, outputs=[], execution_count=None)
+            if kind == "kernel":
+                self._run_cell(part, index)
+                self.kc = self.session.kc
+                # Only the checks' result may carry a partial score: a value the statements return is shown.
+                outputs += [NotebookNode(output_type="display_data", metadata=o.get("metadata", {}), data=o.data)
+                            if o.output_type == "execute_result" else o for o in part.outputs]
+            else:
+                self.grade_cell(part)
+                outputs += part.outputs
+        # nbgrader scores the cell from its first error, stderr or result: a statement that failed makes it 0, as
+        # for a stock test cell, so the checks' partial score then goes.
+        if any(o.output_type == "error" or o.output_type == "stream" and o.get("name") == "stderr" for o in outputs):
+            outputs = [o for o in outputs if o.output_type != "execute_result"]
+        cell.outputs = outputs
+
     def grade_cell(self, cell: NotebookNode) -> None:
         """A check cell never runs in the kernel: its checks run here, against the kernel's agent, and their
         verdict becomes the cell's output."""

@@ -110,7 +110,7 @@ def grade_solution_and_blank(assignment: str, tmp_path: Path, capsys) -> None:
                  "--json"]) == 0
     results = {r["student"]: r for r in json.loads(capsys.readouterr().out)}
     solver, blank = results["solver"], results["blank"]
-    assert solver["score"] == solver["max_score"] == 100, solver
+    assert solver["score"] == solver["max_score"] > 0, solver
     assert len(solver["exercises"]) == n_exercises and all(ex["score"] == ex["max_score"] for ex in solver["exercises"])
     assert blank["score"] == 0 and all(ex["score"] == 0 for ex in blank["exercises"]) and not blank["error"]
 

@@ -83,3 +83,18 @@ def test_check_fails_a_cell_under_nbgraders_validate_only(fixture_course, capsys
         check("00_basics/add")  # a passing check never raises
     finally:
         del __main__.add
+
+
+def test_a_test_cell_is_split_into_checks_for_the_grader_and_code_for_the_kernel():
+    """check(...) statements run in the grader; any other statement runs in the student's kernel, as stock
+    nbgrader runs a test cell; a check(...) inside other code is refused with its line."""
+    from grader.cells import MixedCellError, test_cell_parts
+
+    assert test_cell_parts("assert f(1) == 2\nassert f(2) == 4\n") == [("kernel", "assert f(1) == 2\nassert f(2) == 4\n")]
+    assert test_cell_parts('check("a/f")\n### BEGIN HIDDEN TESTS\ncheck("a/f", hidden=True)\n### END HIDDEN TESTS') == [
+        ("checks", 'check("a/f")\ncheck("a/f", hidden=True)\n')]
+    assert test_cell_parts('x = f(3)\ncheck("a/f")\nassert x == 6\n') == [
+        ("kernel", "x = f(3)\n"), ("checks", 'check("a/f")\n'), ("kernel", "assert x == 6\n")]
+    assert test_cell_parts("assert f(1 ==") == [("kernel", "assert f(1 ==")]  # the kernel reports the SyntaxError
+    with pytest.raises(MixedCellError, match="line 2: check\\(...\\) must be a statement of its own"):
+        test_cell_parts('x = 1\nfor e in ["a/f"]:\n    check(e)\n')

@@ -1,0 +1,129 @@
+"""An instructor's own nbgrader assignment, written with stock features only, grades as stock nbgrader grades it.
+
+Its test cells are plain asserts (one returns a number, nbgrader's partial credit; one has hidden tests); it has a
+manually graded answer, a task and a data file next to the notebook. Three students hand it in. It is graded
+twice: by stock nbgrader (its own preprocessors, in a course of its own) and by `grader grade` with this course's
+configuration. Every cell's score must be the same.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from grader.cli import main
+
+from .conftest import copy_fixture_course, forget_fixture_checks
+
+pytestmark = pytest.mark.slow
+
+ASSIGNMENT, NAME = "00_plain", "plain"
+
+
+def _cell(kind: str, source: str, **nbgrader) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+    if nbgrader:
+        cell.metadata["nbgrader"] = {"schema_version": 3, "locked": False, "solution": False, "grade": False,
+                                     "task": False, **nbgrader}
+    return cell
+
+
+def plain_assignment() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        _cell("markdown", "# Squares\n\nWrite `square(x)`."),
+        _cell("code", "DATA = [int(line) for line in open('numbers.txt')]", grade_id="setup", locked=True),
+        _cell("code", "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
+              grade_id="square", solution=True),
+        _cell("code", "assert square(3) == 9", grade_id="test_small", grade=True, locked=True, points=2),
+        _cell("code", "assert square(-2) == 4\n### BEGIN HIDDEN TESTS\nassert square(0.5) == 0.25\n"
+                      "### END HIDDEN TESTS", grade_id="test_hidden", grade=True, locked=True, points=3),
+        _cell("code", "sum(square(n) == n * n for n in DATA) / len(DATA) * 4", grade_id="test_partial", grade=True,
+              locked=True, points=4),
+        _cell("markdown", "Why is a square never negative?\n\nYOUR ANSWER HERE", grade_id="why", solution=True,
+              grade=True, points=2),
+        _cell("markdown", "Plot a few squares (graded by hand).", grade_id="task_plot", task=True, locked=True, points=1),
+    ]
+    return nb
+
+
+ANSWERS = {
+    "alice": "def square(x):\n    return x ** 2",
+    "bob": "def square(x):\n    return 10 if x == 3 else x * x",  # test_small fails; partial: 3 of 4
+    "carol": "def square(x):\n    return abs(x) * x",  # negative numbers wrong: test_hidden fails
+}
+
+
+def cell_scores(db_url: str, students) -> dict:
+    """(automatic score, whether it waits for a person, points) of every graded cell of every student."""
+    with Gradebook(db_url) as gb:
+        return {(s, g.name): (g.auto_score, g.needs_manual_grade, g.max_score) for s in students
+                for g in gb.find_submission_notebook(NAME, ASSIGNMENT, s).grades}
+
+
+def submissions(release: nbformat.NotebookNode, root):
+    for student, answer in ANSWERS.items():
+        nb = nbformat.from_dict(json.loads(json.dumps(release)))
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == "square":
+                cell.source = answer
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == "why" and student == "alice":
+                cell.source = "A square is a number times itself: two negatives make a positive."
+        folder = root / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(nb, str(folder / f"{NAME}.ipynb"))
+        (folder / "numbers.txt").write_text("1\n2\n3\n4\n")
+    return root
+
+
+def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys, monkeypatch):
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    # nbgrader runs the `alembic` command that lies next to this Python.
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    # Stock nbgrader, in a course of its own with nothing of this course's configuration.
+    stock = tmp_path / "stock"
+    (stock / "source" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(plain_assignment(), str(stock / "source" / ASSIGNMENT / f"{NAME}.ipynb"))
+    (stock / "source" / ASSIGNMENT / "numbers.txt").write_text("1\n2\n3\n4\n")
+    config = Config()
+    config.CourseDirectory.root = str(stock)
+    config.CourseDirectory.db_url = f"sqlite:///{stock / 'gradebook.db'}"
+    config.Execute.timeout = 60
+    api = NbGraderAPI(config=config)
+    assert api.generate_assignment(ASSIGNMENT)["success"]
+    release = nbformat.read(str(stock / "release" / ASSIGNMENT / f"{NAME}.ipynb"), as_version=4)
+    submissions(release, stock / "submitted")
+    for student in ANSWERS:
+        outcome = api.autograde(ASSIGNMENT, student)
+        assert outcome["success"], outcome
+    expected = cell_scores(config.CourseDirectory.db_url, ANSWERS)
+
+    # This course's configuration, through `grader grade`, with the assignment beside the fixture's own.
+    course = copy_fixture_course(tmp_path / "course")
+    try:
+        (course / "source" / ASSIGNMENT).mkdir(parents=True)
+        shutil.copy(stock / "source" / ASSIGNMENT / f"{NAME}.ipynb", course / "source" / ASSIGNMENT)
+        shutil.copy(stock / "source" / ASSIGNMENT / "numbers.txt", course / "source" / ASSIGNMENT)
+        assert main(["--course", str(course), "build", ASSIGNMENT]) == 0
+        ours = submissions(nbformat.read(str(course / "release" / ASSIGNMENT / f"{NAME}.ipynb"), as_version=4),
+                           tmp_path / "handed_in")
+        capsys.readouterr()
+        assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(ours), "--json"]) == 0
+        graded = cell_scores(f"sqlite:///{course / 'gradebook.db'}", ANSWERS)
+    finally:
+        forget_fixture_checks(course)
+
+    # The students differ, so the comparison can fail: each test cell scores differently for someone.
+    assert expected[("alice", "test_small")] == (2, False, 2) and expected[("bob", "test_small")] == (0, False, 2)
+    assert expected[("bob", "test_partial")] == (3, False, 4) and expected[("carol", "test_hidden")] == (0, False, 3)
+    assert expected[("alice", "why")] == (None, True, 2) and expected[("bob", "why")] == (0, False, 2)  # blank: 0
+    assert expected[("alice", "task_plot")] == (None, True, 1)
+    assert graded == expected

@@ -182,11 +182,25 @@ def build_solution(course: Course, source_path: Path, dest: Path, force: bool = 
             (Path(scratch) / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source_path.parent / relative, Path(scratch) / relative)
         seconds = execute(nb, Path(scratch))
+    without_progress_widgets(nb)
     for relative in extras:  # ... and so can a self-learner's run of the solution
         (dest.parent / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_path.parent / relative, dest.parent / relative)
     nbformat.write(nb, str(dest))
     return True, seconds
+
+
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def without_progress_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop the outputs that show a live widget (a progress bar): a saved notebook keeps only the widget's first
+    frame as text ("0%| 0/200"), which tells a reader of the executed solution something false."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if _WIDGET not in o.get("data", {})]
+    nb.metadata.pop("widgets", None)
+    return nb
 
 
 def extra_files(folder: Path) -> list[Path]:

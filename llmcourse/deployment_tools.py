@@ -104,17 +104,20 @@ def logits_of(model, rows: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
 
 
 def train_student(student, rows: torch.Tensor, steps: int, loss_fn, teacher_logits: torch.Tensor | None = None,
-                  batch_size: int = 8, lr: float = 3e-3, seed: int = 0) -> list[float]:
+                  batch_size: int = 8, lr: float = 3e-3, seed: int = 0, progress: str | None = None) -> list[float]:
     """Train `student` for `steps` AdamW steps on batches of `rows` (the same batches for any loss_fn and seed).
 
     loss_fn(student_logits, teacher_logits, labels) -> scalar, where teacher_logits are the rows of
-    `teacher_logits` in the batch (None without a teacher). Returns the loss of every step."""
+    `teacher_logits` in the batch (None without a teacher). Returns the loss of every step. With `progress`, a
+    progress bar with that label shows the steps."""
+    from tqdm.auto import tqdm
+
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     warm = max(1, steps // 10)
     student.train()
     losses = []
-    for step in range(steps):
+    for step in tqdm(range(steps), desc=progress, disable=progress is None, mininterval=1):
         for group in opt.param_groups:  # linear warmup over 10% of the steps, then linear decay
             group["lr"] = lr * min((step + 1) / warm, (steps - step) / max(1, steps - warm))
         index = torch.randint(len(rows), (batch_size,), generator=gen)

@@ -1148,6 +1148,14 @@ def test_bpe_encode_worked_example(student):
         got = student.bpe_encode(text, WORKED_MERGES, vocab)
         expect(got == expected, f"bpe_encode({text!r}) with the worked example's 5 merges gave {got}; expected "
                                 f"{expected}, the tokens {tokens}.", hint=encode_hint(text, got, expected, vocab))
+    # The order of the merges decides: in "abc", (b, c) comes first in `merges`, so "bc" is built and "ab" never is,
+    # although "ab" is leftmost and is the longest token at the start.
+    merges = [("b", "c"), ("a", "b")]
+    vocab = {t: i for i, t in enumerate([*byte_alphabet(), "bc", "ab"])}
+    got = student.bpe_encode("abc", merges, vocab)
+    expected = [vocab["a"], vocab["bc"]]
+    expect(got == expected, f"bpe_encode('abc', merges={merges}) gave {got}; expected {expected}, the tokens "
+                            f"['a', 'bc'].", hint=encode_hint("abc", got, expected, vocab))
 
 
 ENCODE_TEXTS = ["The cat sat on the mat.", "A dog met the cat at the café.", "  two spaces, then  more ",

@@ -1,8 +1,10 @@
 """Visible checks for 02_variants: what `check("02_variants/<exercise>")` runs in your notebook.
 
 They compare your code with transformers' own models (a causal LM's `.loss`, one optimiser step of a real
-model), or test properties that every correct answer has: labels exactly at the picked positions, spans that
-put the text back together, the same output for the same seed. More checks run when your notebook is graded.
+model) and with the tokenizers library (its BPE trainer and its BPE model), work through small examples by hand
+(the notebook's BPE corpus), or test properties that every correct answer has: labels exactly at the picked
+positions, spans that put the text back together, the same output for the same seed. More checks run when your
+notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.variants, so that both speak about
 your code the same way.

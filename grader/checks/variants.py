@@ -13,7 +13,9 @@ wrong answer that matches a known mistake gets a hint naming it.
 """
 from __future__ import annotations
 
+import json
 import math
+import random
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +31,10 @@ from llmcourse.wire import Seeded
 STUDENT_DOC = """Visible checks for 02_variants: what `check("02_variants/<exercise>")` runs in your notebook.
 
 They compare your code with transformers' own models (a causal LM's `.loss`, one optimiser step of a real
-model), or test properties that every correct answer has: labels exactly at the picked positions, spans that
-put the text back together, the same output for the same seed. More checks run when your notebook is graded.
+model) and with the tokenizers library (its BPE trainer and its BPE model), work through small examples by hand
+(the notebook's BPE corpus), or test properties that every correct answer has: labels exactly at the picked
+positions, spans that put the text back together, the same output for the same seed. More checks run when your
+notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.variants, so that both speak about
 your code the same way.
@@ -119,19 +123,19 @@ def grade_quiz(answers: dict, name: str, key: dict, hints: dict) -> None:
              hint=f"Think again about {lines}")
 
 
-@graded("architectures", points=3, hint="Which family does each task typically use (section 3 of the notebook)?")
+@graded("architectures", points=2, hint="Which family does each task typically use (section 3 of the notebook)?")
 def test_architecture_for_each_task(student):
     answers = expect_quiz(student.ARCHITECTURE_FOR_TASK, "ARCHITECTURE_FOR_TASK", TASK_KEYS, KINDS)
     grade_quiz(answers, "ARCHITECTURE_FOR_TASK", ref.ARCHITECTURE_FOR_TASK, TASK_HINTS)
 
 
-@graded("architectures", points=3, hint="Which family does each model belong to (section 3 of the notebook)?")
+@graded("architectures", points=2, hint="Which family does each model belong to (section 3 of the notebook)?")
 def test_architecture_of_each_model(student):
     answers = expect_quiz(student.ARCHITECTURE_OF_MODEL, "ARCHITECTURE_OF_MODEL", MODEL_KEYS, KINDS)
     grade_quiz(answers, "ARCHITECTURE_OF_MODEL", ref.ARCHITECTURE_OF_MODEL, MODEL_HINTS)
 
 
-@graded("parameters", points=4, hint="Parameters are learned from data; hyperparameters are chosen before training.")
+@graded("parameters", points=3, hint="Parameters are learned from data; hyperparameters are chosen before training.")
 def test_parameter_or_hyperparameter(student):
     answers = expect_quiz(student.PARAMETER_OR_HYPERPARAMETER, "PARAMETER_OR_HYPERPARAMETER", PARAMETER_KEYS,
                           ("parameter", "hyperparameter"))
@@ -169,7 +173,7 @@ def test_visibility_rejects_an_unknown_kind(student):
     fail("attention_visibility('casual', 4) (a typo for 'causal') returned a value instead of raising ValueError.")
 
 
-@graded("attention_visibility", points=2,
+@graded("attention_visibility", points=1,
         hint="Return torch.bool tensors of shape (n_query, n_key), with n_key = n_query when it is not given.")
 def test_visibility_matches_reference(student):
     for kind, nq, nk in (("bidirectional", 1, None), ("bidirectional", 7, None), ("bidirectional", 3, 5),
@@ -222,7 +226,7 @@ def test_mask_tokens_structure(student):
 
 
 @visible
-@graded("mask_tokens", points=3, requires_main=True,
+@graded("mask_tokens", points=2, requires_main=True,
         hint="Draw every random number from `generator` (torch.rand(..., generator=generator), "
              "torch.randint(..., generator=generator)) and work on a copy of input_ids.")
 def test_mask_tokens_is_seeded_and_leaves_its_input(student):
@@ -276,7 +280,7 @@ def big_mlm_batch(seed: int):
     return mlm_example(seed, batch=400, length=250, vocab=50)
 
 
-@graded("mask_tokens", points=4,
+@graded("mask_tokens", points=2,
         hint="Pick each non-special position independently with probability mlm_probability "
              "(torch.rand(shape, generator=generator) < mlm_probability).")
 def test_mask_tokens_picks_at_the_right_rate(student):
@@ -321,7 +325,7 @@ def test_mask_tokens_splits_80_10_10(student):
            hint="Draw each random id uniformly from [0, vocab_size) with torch.randint(0, vocab_size, ...).")
 
 
-@graded("mask_tokens", points=3,
+@graded("mask_tokens", points=2,
         hint="mlm_probability=0 picks nothing, 1 picks every non-special position; special_tokens_mask=None means no "
              "position is special; any shape of input_ids works.")
 def test_mask_tokens_edge_cases(student):
@@ -438,7 +442,7 @@ def _span_calls(student, draws: int, sentinels: list[int], seed: int):
     return results
 
 
-@graded("span_corrupt", points=4,
+@graded("span_corrupt", points=2,
         hint="Every corrupted span becomes the next sentinel in `inputs`; `targets` lists each sentinel with its span, "
              "then a closing sentinel; spans never touch (a kept token between two spans) and never overlap.")
 def test_span_corrupt_structure_on_many_draws(student):
@@ -449,7 +453,7 @@ def test_span_corrupt_structure_on_many_draws(student):
                                f"span_corrupt({n} tokens, noise_density={d}, mean_span_length={m}), draw {i}")
 
 
-@graded("span_corrupt", points=4,
+@graded("span_corrupt", points=2,
         hint="n_noise = round(n * noise_density), kept between 1 and n - 1; n_spans = round(n_noise / mean_span_length), "
              "at least 1 and at most min(n_noise, n - n_noise, len(sentinel_ids) - 1).")
 def test_span_corrupt_respects_the_noise_density(student):
@@ -549,7 +553,7 @@ def test_merge_spans_with_t5s_sentinel_ids(student):
                f"merge_spans({inputs}, {targets}, ...) with {what} returned {out}, but it should give {original}.")
 
 
-@graded("merge_spans", points=3,
+@graded("merge_spans", points=2,
         hint="Find each sentinel's span in `targets` by the sentinel's id (sentinel_ids may be in any order, and "
              "need not be consecutive numbers); then replace each sentinel in `inputs` with its span.")
 def test_merge_spans_inverts_span_corruption(student):
@@ -659,7 +663,7 @@ def _loss_mistakes(logits, labels):
     ]
 
 
-@graded("next_token_loss", points=5,
+@graded("next_token_loss", points=3,
         hint="Cross-entropy of logits[:, :-1] against labels[:, 1:], ignoring -100, averaged over all counted tokens "
              "of the batch; keep the logits' dtype.")
 def test_next_token_loss_matches_reference(student):
@@ -814,7 +818,7 @@ def test_training_step_on_a_small_t5(student):
     check_training(student, "encoder-decoder", seed=20, steps=2, what="two training_steps of a tiny T5")
 
 
-@graded("training_step", points=2,
+@graded("training_step", points=1,
         hint="For every kind: loss of the model's own objective; optimizer.zero_grad(); loss.backward(); "
              "optimizer.step(); return loss.item().")
 def test_training_step_on_all_three_kinds(student):
@@ -832,3 +836,360 @@ def test_training_step_puts_the_model_in_training_mode(student):
     student.training_step(model, tiny_batch("decoder-only", 151), optimizer)
     expect(model.training is True, "After training_step the model is still in evaluation mode (model.training is "
                                    "False): its dropout layers did nothing during the step.")
+
+
+# -- train_bpe -------------------------------------------------------------------------------------
+
+# The notebook's worked example (section 8.3), worked out by hand: five pairs occur twice; ties go to the pair with
+# the smallest id on the left (a < b < n < t < Ġ), then on the right.
+WORKED_CORPUS = ["to be or not to be", "banana"]
+WORKED_MERGES = [("a", "n"), ("b", "e"), ("t", "o"), ("Ġ", "be"), ("b", "an")]
+# The most frequent pairs before each of those merges, all tied: a different choice among them is a tie broken
+# another way.
+WORKED_TIES = [{("a", "n"), ("n", "a"), ("b", "e"), ("t", "o"), ("Ġ", "b")}, {("b", "e"), ("t", "o"), ("Ġ", "b")},
+               {("t", "o"), ("Ġ", "be")}, {("Ġ", "be")},
+               {("Ġ", "o"), ("o", "r"), ("Ġ", "n"), ("n", "o"), ("o", "t"), ("Ġ", "to"), ("b", "an"), ("an", "an"),
+                ("an", "a")}]
+TIE_HINT = ("Among the most frequent pairs, take the one whose left token has the smallest id, then the smallest id on "
+            "the right (the id in the vocabulary: a single byte symbol in character order, merged tokens after them, in "
+            "the order they were made). Not alphabetical order, not the pair seen first, not the largest id.")
+SPACE_HINT = ("Keep the spaces: pre_split(text) cuts the text just before every space, and each space stays at the "
+              "front of the piece that follows it (its symbol is 'Ġ').")
+
+
+def byte_alphabet() -> list[str]:
+    """The 256 byte symbols of GPT-2's table, in character order (tokenizers' ByteLevel alphabet)."""
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def library_pre_tokenizer():
+    """The notebook's pre-split (cut before every space) and byte table, written as tokenizers pre-tokenizers."""
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="merged_with_next"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def library_bpe(texts: list[str], vocab_size: int, special_tokens=()) -> tuple[dict, list]:
+    """tokenizers' BpeTrainer with the notebook's settings: (vocab, merges)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = library_pre_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    merges = [tuple(pair) for pair in json.loads(tokenizer.to_str())["model"]["merges"]]
+    return tokenizer.get_vocab(), merges
+
+
+def read_bpe(result, what: str) -> tuple[dict, list]:
+    """train_bpe's answer as (vocab, merges as a list of pairs of strings), after checking its form."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        fail(f"{what} should return a pair (vocab, merges), but it returned {type(result).__name__}.",
+             hint="End with `return vocab, merges`.")
+    vocab, merges = result
+    if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        fail(f"{what}: vocab should be a dict from token strings to int ids.", hint="vocab[token] = id, e.g. vocab['Ġthe'] = 300.")
+    if not isinstance(merges, (list, tuple)) or not all(
+            isinstance(m, (list, tuple)) and len(m) == 2 and all(isinstance(s, str) for s in m) for m in merges):
+        fail(f"{what}: merges should be a list of pairs (a, b) of strings.", hint="merges.append((a, b)) at each merge.")
+    return vocab, [tuple(m) for m in merges]
+
+
+def first_difference(got: list, expected: list) -> int:
+    return next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
+
+
+def describe_merges(got: list, expected: list, what: str) -> str:
+    k = first_difference(got, expected)
+    if k == len(expected):
+        return f"{what} made {len(got)} merges; {len(expected)} were expected (the first {k} are right)."
+    if k == len(got):
+        return f"{what} made only {len(got)} merges; {len(expected)} were expected (those {k} are right)."
+    return (f"{what}: merge number {k + 1} is {got[k]}, but it should be {expected[k]} (the {k} before it are "
+            f"right).")
+
+
+def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
+    """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
+    k = first_difference(got, expected)
+    if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
+            and any("Ġ" in a + b for a, b in expected[:len(got)]):
+        return SPACE_HINT
+    if k < len(got) and "Ġ" in (got[k][0] + got[k][1])[1:]:
+        return ("The merged token has a space inside it, so its pair spans two pieces: count pairs only inside a "
+                "piece of pre_split(text), never from the end of one piece to the start of the next.")
+    if k < len(got) and got[k] in got[:k]:
+        return ("The same pair was merged twice: replace every occurrence of the pair, in every piece, scanning "
+                "from left to right, so that none is left to be counted again.")
+    return None
+
+
+@visible
+@graded("train_bpe", points=3,
+        hint="Count the pairs of neighbouring tokens inside each piece, weighted by how often the piece occurs; merge "
+             "the most frequent (ties: smallest left id, then smallest right id); replace every occurrence; repeat.")
+def test_train_bpe_worked_example(student):
+    # "ab cd cd": ' cd' occurs twice, so (Ġ, c) and (c, d) occur twice each, (a, b) once; the tie goes to c < Ġ.
+    vocab, merges = read_bpe(student.train_bpe(["ab cd cd"], 257), "train_bpe(['ab cd cd'], 257)")
+    weighting = ("Count each pair once for every time its piece occurs: ' cd' occurs twice, so its pairs (Ġ, c) and "
+                 "(c, d) count 2, and (a, b) only 1.")
+    expect(merges == [("c", "d")], f"train_bpe(['ab cd cd'], 257) made the merges {merges}, not [('c', 'd')]: the "
+                                   f"piece ' cd' occurs twice.",
+           hint="(Ġ, c) and (c, d) were equally frequent. " + TIE_HINT if merges == [("Ġ", "c")] else weighting)
+    what = f"train_bpe({WORKED_CORPUS}, 261)"
+    vocab, merges = read_bpe(student.train_bpe(WORKED_CORPUS, 261), what)
+    if merges != WORKED_MERGES:
+        k = first_difference(merges, WORKED_MERGES)
+        hint = merge_hint(merges, WORKED_MERGES, WORKED_CORPUS)
+        if hint is None and k < min(len(merges), len(WORKED_MERGES)) and merges[k] in WORKED_TIES[k]:
+            hint = f"{merges[k]} and {WORKED_MERGES[k]} were equally frequent at that point. " + TIE_HINT
+        fail(describe_merges(merges, WORKED_MERGES, what) + " (This is the worked example of section 8.3.)", hint)
+    expected = {a + b: 256 + i for i, (a, b) in enumerate(WORKED_MERGES)}
+    got = {token: vocab.get(token) for token in expected}
+    expect(got == expected, f"{what}: the merged tokens have the ids {got}, not {expected}.",
+           hint="Each new token a + b gets the next id, len(vocab), after the 256 byte symbols (ids 0 to 255).")
+    expect(len(vocab) == 261, f"{what} returned a vocabulary of {len(vocab)} tokens, not 261.",
+           hint="Stop when len(vocab) reaches vocab_size: 256 byte symbols and 5 merged tokens.")
+
+
+@visible
+@graded("train_bpe", points=1,
+        hint="The vocabulary starts with the special tokens (ids 0, 1, ... in the order given), then all 256 byte "
+             "symbols in character order (sorted(BYTE_SYMBOL.values())), then the merged tokens; vocab_size counts all "
+             "of them.")
+def test_train_bpe_reserves_the_first_ids_for_special_tokens(student):
+    specials = ("<pad>", "<s>", "</s>")
+    what = f"train_bpe({WORKED_CORPUS}, 264, special_tokens={specials})"
+    vocab, merges = read_bpe(student.train_bpe(WORKED_CORPUS, 264, special_tokens=specials), what)
+    got = {t: vocab.get(t) for t in specials}
+    expect(got == {"<pad>": 0, "<s>": 1, "</s>": 2}, f"{what}: the special tokens have the ids {got}, not 0, 1, 2.",
+           hint="Put the special tokens in the vocabulary first, so that <pad> is id 0 whatever the corpus.")
+    alphabet = byte_alphabet()
+    missing = [s for s in alphabet if s not in vocab]
+    expect(not missing, f"{what}: {len(missing)} of the 256 byte symbols are missing from the vocabulary, e.g. "
+                        f"{missing[:5]}.",
+           hint="Put all 256 byte symbols in the vocabulary, even those the corpus never uses: then any text at all "
+                "can be encoded.")
+    wrong = [(s, vocab[s], 3 + i) for i, s in enumerate(alphabet) if vocab[s] != 3 + i]
+    expect(not wrong, f"{what}: the byte symbols should have the ids 3 to 258 in character order, but e.g. "
+                      f"{wrong[0][0]!r} has id {wrong[0][1]}, not {wrong[0][2]}." if wrong else "",
+           hint="Add sorted(BYTE_SYMBOL.values()) after the special tokens: '!' first, 'Ġ' (the space) after 'ÿ'.")
+    expect(merges == WORKED_MERGES, describe_merges(merges, WORKED_MERGES, what),
+           hint="Special tokens shift every id by the same amount, so the merges stay those of the worked example.")
+    expect(len(vocab) == 264 and vocab.get("ban") == 263,
+           f"{what}: {len(vocab)} tokens, and 'ban' has the id {vocab.get('ban')} (expected 264 tokens, 'ban' = 263).")
+
+
+SMALL_CORPUS = ["The cat sat on the mat.", "The dog sat on the log.", "A cat and a dog met  at the café.",
+                "the end"]
+
+
+@visible
+@graded("train_bpe", points=2,
+        hint="Follow the contract of section 8.3 exactly; it is what tokenizers' BpeTrainer does with the settings "
+             "given there.")
+def test_train_bpe_equals_the_tokenizers_trainer(student):
+    for vocab_size, specials in ((300, ()), (290, ("<unk>", "<mask>"))):
+        what = f"train_bpe(SMALL_CORPUS, {vocab_size}, special_tokens={specials})"
+        vocab, merges = read_bpe(student.train_bpe(SMALL_CORPUS, vocab_size, special_tokens=specials), what)
+        expected_vocab, expected = library_bpe(SMALL_CORPUS, vocab_size, specials)
+        if merges != expected:
+            fail(describe_merges(merges, expected, what) + " (Compared with tokenizers' BpeTrainer.)",
+                 merge_hint(merges, expected, SMALL_CORPUS))
+        expect(vocab == expected_vocab, f"{what}: the merges are right, but the vocabulary differs from "
+                                        f"BpeTrainer's in {sum(vocab.get(t) != i for t, i in expected_vocab.items())} "
+                                        f"tokens.",
+               hint="Special tokens first, then the 256 byte symbols in character order, then each merged token with "
+                    "the next id.")
+
+
+def random_corpus(seed: int) -> list[str]:
+    """A small random corpus: words over a few letters (sometimes beyond ASCII), single and double spaces."""
+    rng = random.Random(seed)
+    letters = rng.choice(["ab", "abc", "abcde", "xyzé", "abcdefghij", "ab✓", "helo wrd"])
+    texts = []
+    for _ in range(rng.randint(2, 25)):
+        words = ["".join(rng.choice(letters.replace(" ", "")) for _ in range(rng.randint(1, 6)))
+                 for _ in range(rng.randint(1, 8))]
+        text = "".join(rng.choice([" ", " ", " ", "  "]) + w for w in words)
+        texts.append(text.lstrip(" ") if rng.random() < 0.6 else text)
+    return texts
+
+
+def explain_training(texts: list[str], vocab_size: int, specials, got: list, expected: list) -> str | None:
+    """Why the merges differ from the right ones, replayed with the reference up to the first difference."""
+    hint = merge_hint(got, expected, texts)
+    k = first_difference(got, expected)
+    if hint is not None or k >= len(got) or k >= len(expected):
+        return hint
+    vocab, merges = ref.train_bpe(texts, len(specials) + 256 + k, specials)
+    counts: dict[tuple, int] = {}
+    for text in texts:
+        for piece in ref.pre_split(text):
+            symbols = ref.to_symbols(piece)
+            for a, b in merges:
+                symbols = ref._merge_pair(symbols, a, b)
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+    mine, best = counts.get(got[k], 0), counts.get(expected[k], 0)
+    if mine == best:
+        return f"{got[k]} and {expected[k]} were equally frequent ({best} times) at that point. " + TIE_HINT
+    if mine == 0:
+        return (f"{got[k]} is not a pair of neighbouring tokens in any piece at that point: count pairs inside each "
+                f"piece, after replacing every occurrence of the earlier merges.")
+    return (f"{got[k]} occurs {mine} times at that point, but {expected[k]} occurs {best} times: count each pair once "
+            f"for every time its piece occurs in the corpus (a piece seen 3 times counts its pairs 3 times).")
+
+
+@graded("train_bpe", points=2,
+        hint="Follow the contract of section 8.3 exactly: pieces from pre_split, pairs counted inside pieces and "
+             "weighted by how often each piece occurs, ties to the smallest ids, every occurrence merged.")
+def test_train_bpe_matches_tokenizers_on_random_corpora(student):
+    for seed in range(6):
+        texts = random_corpus(300 + seed)
+        specials = [(), ("<pad>",), ("<s>", "</s>", "<unk>")][seed % 3]
+        vocab_size = len(specials) + 256 + 10 + 7 * seed
+        what = f"train_bpe on a random corpus of {len(texts)} texts (vocab_size={vocab_size}, special_tokens={specials})"
+        vocab, merges = read_bpe(student.train_bpe(texts, vocab_size, special_tokens=specials), what)
+        expected_vocab, expected = library_bpe(texts, vocab_size, specials)
+        if merges != expected:
+            fail(describe_merges(merges, expected, what) + f" The corpus: {texts[:3]}...",
+                 explain_training(texts, vocab_size, specials, merges, expected))
+        expect(vocab == expected_vocab, f"{what}: the merges are right, but the vocabulary is not BpeTrainer's.",
+               hint="Special tokens first, then the 256 byte symbols in character order, then each merged token.")
+
+
+@graded("train_bpe", points=1,
+        hint="Merge while len(vocab) < vocab_size and some piece still has two tokens; if the special tokens and the "
+             "256 bytes already fill vocab_size, make no merge.")
+def test_train_bpe_stops_at_the_right_time(student):
+    cases = [(WORKED_CORPUS, 100, ("<pad>",)), (WORKED_CORPUS, 1000, ()), (["aaaa aaa", "  a"], 300, ("<s>",)),
+             ([], 300, ()), (["", " ", "x"], 270, ())]
+    for texts, vocab_size, specials in cases:
+        what = f"train_bpe({texts}, {vocab_size}, special_tokens={specials})"
+        vocab, merges = read_bpe(student.train_bpe(texts, vocab_size, special_tokens=specials), what)
+        expected_vocab, expected = library_bpe(texts, vocab_size, specials)
+        if merges != expected:
+            fail(describe_merges(merges, expected, what), explain_training(texts, vocab_size, specials, merges, expected))
+        expect(vocab == expected_vocab, f"{what} returned a vocabulary of {len(vocab)} tokens; BpeTrainer's has "
+                                        f"{len(expected_vocab)}.")
+
+
+@graded("train_bpe", points=1,
+        hint="On real text too: many ties between pairs seen equally often, pieces seen many times.")
+def test_train_bpe_matches_tokenizers_on_stories(student):
+    from llmcourse.assets import load_task
+
+    texts = load_task("stories")["train"]["text"][1000:1060]
+    what = "train_bpe(60 training stories, 340, special_tokens=('<pad>',))"
+    vocab, merges = read_bpe(student.train_bpe(texts, 340, special_tokens=("<pad>",)), what)
+    expected_vocab, expected = library_bpe(texts, 340, ("<pad>",))
+    if merges != expected:
+        fail(describe_merges(merges, expected, what), explain_training(texts, 340, ("<pad>",), merges, expected))
+    expect(vocab == expected_vocab, f"{what}: the merges are right, but the vocabulary is not BpeTrainer's.")
+
+
+# -- bpe_encode ------------------------------------------------------------------------------------
+
+def library_encode(text: str, merges: list, vocab: dict) -> list[int]:
+    """tokenizers' BPE model with this vocabulary and these merges, and the notebook's pre-split."""
+    from tokenizers import Tokenizer, models
+
+    tokenizer = Tokenizer(models.BPE(vocab=dict(vocab), merges=[tuple(m) for m in merges]))
+    tokenizer.pre_tokenizer = library_pre_tokenizer()
+    return tokenizer.encode(text).ids
+
+
+def decode_ids(ids: list[int], vocab: dict) -> str | None:
+    """The text that token ids stand for (GPT-2's byte table read backwards), or None if an id is unknown."""
+    from tokenizers import decoders
+
+    token_of = {i: t for t, i in vocab.items()}
+    if not all(isinstance(i, int) and i in token_of for i in ids):
+        return None
+    return decoders.ByteLevel().decode([token_of[i] for i in ids])
+
+
+def encode_hint(text: str, got, expected: list[int], vocab: dict) -> str | None:
+    """A hint from what the wrong ids say: text lost, spaces dropped, a token across two pieces, or merges in the
+    wrong order."""
+    decoded = decode_ids(got, vocab) if isinstance(got, list) else None
+    if decoded is None:
+        return "Return a list of ints, each the id in `vocab` of one token."
+    if decoded != text:
+        if decoded == text.replace(" ", ""):
+            return SPACE_HINT
+        return ("The ids do not decode back to the text: turn each piece into the symbols of its UTF-8 bytes "
+                "(to_symbols), so that every character, even one the corpus never had, is kept.")
+    token_of = {i: t for t, i in vocab.items()}
+    if any("Ġ" in token_of[i][1:] for i in got):
+        return ("A token spans two pieces: pre-split the text first, and merge only inside each piece.")
+    return ("Apply the merges in the order of `merges`: in each piece, merge the neighbouring pair that comes "
+            "earliest in `merges` (every occurrence of it), and repeat until no pair of the piece is in `merges`.")
+
+
+def worked_vocab(specials=()) -> dict:
+    tokens = [*specials, *byte_alphabet(), *(a + b for a, b in WORKED_MERGES)]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+@visible
+@graded("bpe_encode", points=2,
+        hint="Pre-split the text, turn each piece into byte symbols, merge in the order of `merges`, look the tokens up "
+             "in `vocab`.")
+def test_bpe_encode_worked_example(student):
+    vocab = worked_vocab()
+    # " banana!" -> Ġ b a n a n a ! -> (a, n) twice -> Ġ b an an a ! -> (b, an) -> Ġ ban an a !
+    for text, tokens in (("to be, banana!", ["to", "Ġbe", ",", "Ġ", "ban", "an", "a", "!"]),
+                         ("bean", ["be", "an"]), (" to  be", ["Ġ", "to", "Ġ", "Ġbe"]), ("", [])):
+        expected = [vocab[t] for t in tokens]
+        got = student.bpe_encode(text, WORKED_MERGES, vocab)
+        expect(got == expected, f"bpe_encode({text!r}) with the worked example's 5 merges gave {got}; expected "
+                                f"{expected}, the tokens {tokens}.", hint=encode_hint(text, got, expected, vocab))
+    # The order of the merges decides: in "abc", (b, c) comes first in `merges`, so "bc" is built and "ab" never is,
+    # although "ab" is leftmost and is the longest token at the start.
+    merges = [("b", "c"), ("a", "b")]
+    vocab = {t: i for i, t in enumerate([*byte_alphabet(), "bc", "ab"])}
+    got = student.bpe_encode("abc", merges, vocab)
+    expected = [vocab["a"], vocab["bc"]]
+    expect(got == expected, f"bpe_encode('abc', merges={merges}) gave {got}; expected {expected}, the tokens "
+                            f"['a', 'bc'].", hint=encode_hint("abc", got, expected, vocab))
+
+
+ENCODE_TEXTS = ["The cat sat on the mat.", "A dog met the cat at the café.", "  two spaces, then  more ",
+                "new words: zebra, 😀, Ωmega", "line one\nline two", " ", "", "the the the"]
+
+
+@visible
+@graded("bpe_encode", points=2,
+        hint="Every text can be encoded: each byte has a symbol in the vocabulary. Merge in the order of `merges`, "
+             "inside each piece of pre_split(text).")
+def test_bpe_encode_equals_tokenizers_and_decodes_back(student):
+    vocab, merges = library_bpe(SMALL_CORPUS, 300, ("<pad>",))
+    for text in ENCODE_TEXTS:
+        expected = library_encode(text, merges, vocab)
+        got = student.bpe_encode(text, merges, vocab)
+        expect(got == expected, f"bpe_encode({text!r}) gave {got}; tokenizers' BPE gives {expected}.",
+               hint=encode_hint(text, got, expected, vocab))
+        expect(decode_ids(got, vocab) == text, f"bpe_encode({text!r}) does not decode back to the text.")
+
+
+@graded("bpe_encode", points=2,
+        hint="Pre-split, byte symbols, the merge earliest in `merges` first (every occurrence), then the ids; merges "
+             "may come as lists [a, b] instead of tuples.")
+def test_bpe_encode_matches_tokenizers_on_random_texts(student):
+    for seed in range(5):
+        corpus = random_corpus(400 + seed)
+        specials = [(), ("<pad>", "<s>")][seed % 2]
+        vocab, merges = library_bpe(corpus, len(specials) + 256 + 15 + 8 * seed, specials)
+        as_lists = [list(m) for m in merges] if seed % 2 else merges
+        probes = random_corpus(500 + seed)[:4] + [" ".join(corpus[:3]), "ünïcödé ✓✓ 😀 ", "\t tab"]
+        for text in probes:
+            expected = library_encode(text, merges, vocab)
+            got = student.bpe_encode(text, as_lists, vocab)
+            expect(got == expected, f"bpe_encode({text!r}) with {len(merges)} merges gave {got}; tokenizers' BPE gives "
+                                    f"{expected}.", hint=encode_hint(text, got, expected, vocab))

@@ -7,6 +7,7 @@ known-good data (span-corrupted pairs for `merge_spans`). Written to be read, li
 from __future__ import annotations
 
 import random
+import re
 
 import torch
 import torch.nn.functional as F
@@ -184,3 +185,86 @@ def training_step(model, batch: dict, optimizer) -> float:
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+# -- byte-level BPE ------------------------------------------------------------------------------------------
+
+def byte_symbols() -> dict[int, str]:
+    """GPT-2's table: every byte value as one printable character. Bytes that print as themselves keep their
+    character; the others (space, control characters, ...) get the characters from chr(256) on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shifted = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+BYTE_SYMBOL = byte_symbols()
+SYMBOL_BYTE = {s: b for b, s in BYTE_SYMBOL.items()}
+
+
+def pre_split(text: str) -> list[str]:
+    """The text cut just before every space: each space starts the piece that follows it."""
+    return [piece for piece in re.split(r"(?= )", text) if piece]
+
+
+def to_symbols(piece: str) -> list[str]:
+    return [BYTE_SYMBOL[b] for b in piece.encode("utf-8")]
+
+
+def _merge_pair(symbols: list[str], a: str, b: str) -> list[str]:
+    """Every occurrence of the pair (a, b), left to right, as one token ("a a a" -> "aa a")."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def train_bpe(texts: list[str], vocab_size: int, special_tokens=()) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    vocab: dict[str, int] = {}
+    for token in [*special_tokens, *sorted(BYTE_SYMBOL.values())]:
+        vocab.setdefault(token, len(vocab))
+    counts: dict[tuple[str, ...], int] = {}
+    for text in texts:
+        for piece in pre_split(text):
+            word = tuple(to_symbols(piece))
+            counts[word] = counts.get(word, 0) + 1
+    words = [(list(word), n) for word, n in counts.items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs: dict[tuple[str, str], int] = {}
+        for symbols, n in words:
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] = pairs.get(pair, 0) + n
+        if not pairs:
+            break
+        # the most frequent pair; a tie goes to the smallest id on the left, then on the right (as in tokenizers)
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(_merge_pair(symbols, a, b), n) for symbols, n in words]
+    return vocab, merges
+
+
+def bpe_encode(text: str, merges: list[tuple[str, str]], vocab: dict[str, int]) -> list[int]:
+    rank = {tuple(pair): i for i, pair in enumerate(merges)}
+    ids = []
+    for piece in pre_split(text):
+        symbols = to_symbols(piece)
+        while len(symbols) > 1:
+            pairs = [(rank.get(pair, len(rank)), pair) for pair in zip(symbols, symbols[1:])]
+            best, pair = min(pairs)
+            if best == len(rank):
+                break
+            symbols = _merge_pair(symbols, *pair)
+        ids += [vocab[s] for s in symbols]
+    return ids

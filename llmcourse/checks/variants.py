@@ -1,8 +1,10 @@
 """Visible checks for 02_variants: what `check("02_variants/<exercise>")` runs in your notebook.
 
 They compare your code with transformers' own models (a causal LM's `.loss`, one optimiser step of a real
-model), or test properties that every correct answer has: labels exactly at the picked positions, spans that
-put the text back together, the same output for the same seed. More checks run when your notebook is graded.
+model) and with the tokenizers library (its BPE trainer and its BPE model), work through small examples by hand
+(the notebook's BPE corpus), or test properties that every correct answer has: labels exactly at the picked
+positions, spans that put the text back together, the same output for the same seed. More checks run when your
+notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.variants, so that both speak about
 your code the same way.
@@ -11,6 +13,7 @@ your code the same way.
 # checks are written. Edit that file, not this one.
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -91,7 +94,7 @@ def test_mask_tokens_structure(student):
 
 
 @visible
-@graded("mask_tokens", points=3, requires_main=True,
+@graded("mask_tokens", points=2, requires_main=True,
         hint="Draw every random number from `generator` (torch.rand(..., generator=generator), "
              "torch.randint(..., generator=generator)) and work on a copy of input_ids.")
 def test_mask_tokens_is_seeded_and_leaves_its_input(student):
@@ -343,3 +346,261 @@ def test_training_step_on_a_small_gpt2(student):
              "up.")
 def test_training_step_on_a_small_t5(student):
     check_training(student, "encoder-decoder", seed=20, steps=2, what="two training_steps of a tiny T5")
+
+
+# -- train_bpe -------------------------------------------------------------------------------------
+
+# The notebook's worked example (section 8.3), worked out by hand: five pairs occur twice; ties go to the pair with
+# the smallest id on the left (a < b < n < t < Ġ), then on the right.
+WORKED_CORPUS = ["to be or not to be", "banana"]
+
+WORKED_MERGES = [("a", "n"), ("b", "e"), ("t", "o"), ("Ġ", "be"), ("b", "an")]
+
+# The most frequent pairs before each of those merges, all tied: a different choice among them is a tie broken
+# another way.
+WORKED_TIES = [{("a", "n"), ("n", "a"), ("b", "e"), ("t", "o"), ("Ġ", "b")}, {("b", "e"), ("t", "o"), ("Ġ", "b")},
+               {("t", "o"), ("Ġ", "be")}, {("Ġ", "be")},
+               {("Ġ", "o"), ("o", "r"), ("Ġ", "n"), ("n", "o"), ("o", "t"), ("Ġ", "to"), ("b", "an"), ("an", "an"),
+                ("an", "a")}]
+
+TIE_HINT = ("Among the most frequent pairs, take the one whose left token has the smallest id, then the smallest id on "
+            "the right (the id in the vocabulary: a single byte symbol in character order, merged tokens after them, in "
+            "the order they were made). Not alphabetical order, not the pair seen first, not the largest id.")
+
+SPACE_HINT = ("Keep the spaces: pre_split(text) cuts the text just before every space, and each space stays at the "
+              "front of the piece that follows it (its symbol is 'Ġ').")
+
+
+def byte_alphabet() -> list[str]:
+    """The 256 byte symbols of GPT-2's table, in character order (tokenizers' ByteLevel alphabet)."""
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def library_pre_tokenizer():
+    """The notebook's pre-split (cut before every space) and byte table, written as tokenizers pre-tokenizers."""
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="merged_with_next"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def library_bpe(texts: list[str], vocab_size: int, special_tokens=()) -> tuple[dict, list]:
+    """tokenizers' BpeTrainer with the notebook's settings: (vocab, merges)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = library_pre_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    merges = [tuple(pair) for pair in json.loads(tokenizer.to_str())["model"]["merges"]]
+    return tokenizer.get_vocab(), merges
+
+
+def read_bpe(result, what: str) -> tuple[dict, list]:
+    """train_bpe's answer as (vocab, merges as a list of pairs of strings), after checking its form."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        fail(f"{what} should return a pair (vocab, merges), but it returned {type(result).__name__}.",
+             hint="End with `return vocab, merges`.")
+    vocab, merges = result
+    if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        fail(f"{what}: vocab should be a dict from token strings to int ids.", hint="vocab[token] = id, e.g. vocab['Ġthe'] = 300.")
+    if not isinstance(merges, (list, tuple)) or not all(
+            isinstance(m, (list, tuple)) and len(m) == 2 and all(isinstance(s, str) for s in m) for m in merges):
+        fail(f"{what}: merges should be a list of pairs (a, b) of strings.", hint="merges.append((a, b)) at each merge.")
+    return vocab, [tuple(m) for m in merges]
+
+
+def first_difference(got: list, expected: list) -> int:
+    return next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
+
+
+def describe_merges(got: list, expected: list, what: str) -> str:
+    k = first_difference(got, expected)
+    if k == len(expected):
+        return f"{what} made {len(got)} merges; {len(expected)} were expected (the first {k} are right)."
+    if k == len(got):
+        return f"{what} made only {len(got)} merges; {len(expected)} were expected (those {k} are right)."
+    return (f"{what}: merge number {k + 1} is {got[k]}, but it should be {expected[k]} (the {k} before it are "
+            f"right).")
+
+
+def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
+    """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
+    k = first_difference(got, expected)
+    if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
+            and any("Ġ" in a + b for a, b in expected[:len(got)]):
+        return SPACE_HINT
+    if k < len(got) and "Ġ" in (got[k][0] + got[k][1])[1:]:
+        return ("The merged token has a space inside it, so its pair spans two pieces: count pairs only inside a "
+                "piece of pre_split(text), never from the end of one piece to the start of the next.")
+    if k < len(got) and got[k] in got[:k]:
+        return ("The same pair was merged twice: replace every occurrence of the pair, in every piece, scanning "
+                "from left to right, so that none is left to be counted again.")
+    return None
+
+
+@visible
+@graded("train_bpe", points=3,
+        hint="Count the pairs of neighbouring tokens inside each piece, weighted by how often the piece occurs; merge "
+             "the most frequent (ties: smallest left id, then smallest right id); replace every occurrence; repeat.")
+def test_train_bpe_worked_example(student):
+    # "ab cd cd": ' cd' occurs twice, so (Ġ, c) and (c, d) occur twice each, (a, b) once; the tie goes to c < Ġ.
+    vocab, merges = read_bpe(student.train_bpe(["ab cd cd"], 257), "train_bpe(['ab cd cd'], 257)")
+    weighting = ("Count each pair once for every time its piece occurs: ' cd' occurs twice, so its pairs (Ġ, c) and "
+                 "(c, d) count 2, and (a, b) only 1.")
+    expect(merges == [("c", "d")], f"train_bpe(['ab cd cd'], 257) made the merges {merges}, not [('c', 'd')]: the "
+                                   f"piece ' cd' occurs twice.",
+           hint="(Ġ, c) and (c, d) were equally frequent. " + TIE_HINT if merges == [("Ġ", "c")] else weighting)
+    what = f"train_bpe({WORKED_CORPUS}, 261)"
+    vocab, merges = read_bpe(student.train_bpe(WORKED_CORPUS, 261), what)
+    if merges != WORKED_MERGES:
+        k = first_difference(merges, WORKED_MERGES)
+        hint = merge_hint(merges, WORKED_MERGES, WORKED_CORPUS)
+        if hint is None and k < min(len(merges), len(WORKED_MERGES)) and merges[k] in WORKED_TIES[k]:
+            hint = f"{merges[k]} and {WORKED_MERGES[k]} were equally frequent at that point. " + TIE_HINT
+        fail(describe_merges(merges, WORKED_MERGES, what) + " (This is the worked example of section 8.3.)", hint)
+    expected = {a + b: 256 + i for i, (a, b) in enumerate(WORKED_MERGES)}
+    got = {token: vocab.get(token) for token in expected}
+    expect(got == expected, f"{what}: the merged tokens have the ids {got}, not {expected}.",
+           hint="Each new token a + b gets the next id, len(vocab), after the 256 byte symbols (ids 0 to 255).")
+    expect(len(vocab) == 261, f"{what} returned a vocabulary of {len(vocab)} tokens, not 261.",
+           hint="Stop when len(vocab) reaches vocab_size: 256 byte symbols and 5 merged tokens.")
+
+
+@visible
+@graded("train_bpe", points=1,
+        hint="The vocabulary starts with the special tokens (ids 0, 1, ... in the order given), then all 256 byte "
+             "symbols in character order (sorted(BYTE_SYMBOL.values())), then the merged tokens; vocab_size counts all "
+             "of them.")
+def test_train_bpe_reserves_the_first_ids_for_special_tokens(student):
+    specials = ("<pad>", "<s>", "</s>")
+    what = f"train_bpe({WORKED_CORPUS}, 264, special_tokens={specials})"
+    vocab, merges = read_bpe(student.train_bpe(WORKED_CORPUS, 264, special_tokens=specials), what)
+    got = {t: vocab.get(t) for t in specials}
+    expect(got == {"<pad>": 0, "<s>": 1, "</s>": 2}, f"{what}: the special tokens have the ids {got}, not 0, 1, 2.",
+           hint="Put the special tokens in the vocabulary first, so that <pad> is id 0 whatever the corpus.")
+    alphabet = byte_alphabet()
+    missing = [s for s in alphabet if s not in vocab]
+    expect(not missing, f"{what}: {len(missing)} of the 256 byte symbols are missing from the vocabulary, e.g. "
+                        f"{missing[:5]}.",
+           hint="Put all 256 byte symbols in the vocabulary, even those the corpus never uses: then any text at all "
+                "can be encoded.")
+    wrong = [(s, vocab[s], 3 + i) for i, s in enumerate(alphabet) if vocab[s] != 3 + i]
+    expect(not wrong, f"{what}: the byte symbols should have the ids 3 to 258 in character order, but e.g. "
+                      f"{wrong[0][0]!r} has id {wrong[0][1]}, not {wrong[0][2]}." if wrong else "",
+           hint="Add sorted(BYTE_SYMBOL.values()) after the special tokens: '!' first, 'Ġ' (the space) after 'ÿ'.")
+    expect(merges == WORKED_MERGES, describe_merges(merges, WORKED_MERGES, what),
+           hint="Special tokens shift every id by the same amount, so the merges stay those of the worked example.")
+    expect(len(vocab) == 264 and vocab.get("ban") == 263,
+           f"{what}: {len(vocab)} tokens, and 'ban' has the id {vocab.get('ban')} (expected 264 tokens, 'ban' = 263).")
+
+
+SMALL_CORPUS = ["The cat sat on the mat.", "The dog sat on the log.", "A cat and a dog met  at the café.",
+                "the end"]
+
+
+@visible
+@graded("train_bpe", points=2,
+        hint="Follow the contract of section 8.3 exactly; it is what tokenizers' BpeTrainer does with the settings "
+             "given there.")
+def test_train_bpe_equals_the_tokenizers_trainer(student):
+    for vocab_size, specials in ((300, ()), (290, ("<unk>", "<mask>"))):
+        what = f"train_bpe(SMALL_CORPUS, {vocab_size}, special_tokens={specials})"
+        vocab, merges = read_bpe(student.train_bpe(SMALL_CORPUS, vocab_size, special_tokens=specials), what)
+        expected_vocab, expected = library_bpe(SMALL_CORPUS, vocab_size, specials)
+        if merges != expected:
+            fail(describe_merges(merges, expected, what) + " (Compared with tokenizers' BpeTrainer.)",
+                 merge_hint(merges, expected, SMALL_CORPUS))
+        expect(vocab == expected_vocab, f"{what}: the merges are right, but the vocabulary differs from "
+                                        f"BpeTrainer's in {sum(vocab.get(t) != i for t, i in expected_vocab.items())} "
+                                        f"tokens.",
+               hint="Special tokens first, then the 256 byte symbols in character order, then each merged token with "
+                    "the next id.")
+
+
+# -- bpe_encode ------------------------------------------------------------------------------------
+
+def library_encode(text: str, merges: list, vocab: dict) -> list[int]:
+    """tokenizers' BPE model with this vocabulary and these merges, and the notebook's pre-split."""
+    from tokenizers import Tokenizer, models
+
+    tokenizer = Tokenizer(models.BPE(vocab=dict(vocab), merges=[tuple(m) for m in merges]))
+    tokenizer.pre_tokenizer = library_pre_tokenizer()
+    return tokenizer.encode(text).ids
+
+
+def decode_ids(ids: list[int], vocab: dict) -> str | None:
+    """The text that token ids stand for (GPT-2's byte table read backwards), or None if an id is unknown."""
+    from tokenizers import decoders
+
+    token_of = {i: t for t, i in vocab.items()}
+    if not all(isinstance(i, int) and i in token_of for i in ids):
+        return None
+    return decoders.ByteLevel().decode([token_of[i] for i in ids])
+
+
+def encode_hint(text: str, got, expected: list[int], vocab: dict) -> str | None:
+    """A hint from what the wrong ids say: text lost, spaces dropped, a token across two pieces, or merges in the
+    wrong order."""
+    decoded = decode_ids(got, vocab) if isinstance(got, list) else None
+    if decoded is None:
+        return "Return a list of ints, each the id in `vocab` of one token."
+    if decoded != text:
+        if decoded == text.replace(" ", ""):
+            return SPACE_HINT
+        return ("The ids do not decode back to the text: turn each piece into the symbols of its UTF-8 bytes "
+                "(to_symbols), so that every character, even one the corpus never had, is kept.")
+    token_of = {i: t for t, i in vocab.items()}
+    if any("Ġ" in token_of[i][1:] for i in got):
+        return ("A token spans two pieces: pre-split the text first, and merge only inside each piece.")
+    return ("Apply the merges in the order of `merges`: in each piece, merge the neighbouring pair that comes "
+            "earliest in `merges` (every occurrence of it), and repeat until no pair of the piece is in `merges`.")
+
+
+def worked_vocab(specials=()) -> dict:
+    tokens = [*specials, *byte_alphabet(), *(a + b for a, b in WORKED_MERGES)]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+@visible
+@graded("bpe_encode", points=2,
+        hint="Pre-split the text, turn each piece into byte symbols, merge in the order of `merges`, look the tokens up "
+             "in `vocab`.")
+def test_bpe_encode_worked_example(student):
+    vocab = worked_vocab()
+    # " banana!" -> Ġ b a n a n a ! -> (a, n) twice -> Ġ b an an a ! -> (b, an) -> Ġ ban an a !
+    for text, tokens in (("to be, banana!", ["to", "Ġbe", ",", "Ġ", "ban", "an", "a", "!"]),
+                         ("bean", ["be", "an"]), (" to  be", ["Ġ", "to", "Ġ", "Ġbe"]), ("", [])):
+        expected = [vocab[t] for t in tokens]
+        got = student.bpe_encode(text, WORKED_MERGES, vocab)
+        expect(got == expected, f"bpe_encode({text!r}) with the worked example's 5 merges gave {got}; expected "
+                                f"{expected}, the tokens {tokens}.", hint=encode_hint(text, got, expected, vocab))
+    # The order of the merges decides: in "abc", (b, c) comes first in `merges`, so "bc" is built and "ab" never is,
+    # although "ab" is leftmost and is the longest token at the start.
+    merges = [("b", "c"), ("a", "b")]
+    vocab = {t: i for i, t in enumerate([*byte_alphabet(), "bc", "ab"])}
+    got = student.bpe_encode("abc", merges, vocab)
+    expected = [vocab["a"], vocab["bc"]]
+    expect(got == expected, f"bpe_encode('abc', merges={merges}) gave {got}; expected {expected}, the tokens "
+                            f"['a', 'bc'].", hint=encode_hint("abc", got, expected, vocab))
+
+
+ENCODE_TEXTS = ["The cat sat on the mat.", "A dog met the cat at the café.", "  two spaces, then  more ",
+                "new words: zebra, 😀, Ωmega", "line one\nline two", " ", "", "the the the"]
+
+
+@visible
+@graded("bpe_encode", points=2,
+        hint="Every text can be encoded: each byte has a symbol in the vocabulary. Merge in the order of `merges`, "
+             "inside each piece of pre_split(text).")
+def test_bpe_encode_equals_tokenizers_and_decodes_back(student):
+    vocab, merges = library_bpe(SMALL_CORPUS, 300, ("<pad>",))
+    for text in ENCODE_TEXTS:
+        expected = library_encode(text, merges, vocab)
+        got = student.bpe_encode(text, merges, vocab)
+        expect(got == expected, f"bpe_encode({text!r}) gave {got}; tokenizers' BPE gives {expected}.",
+               hint=encode_hint(text, got, expected, vocab))
+        expect(decode_ids(got, vocab) == text, f"bpe_encode({text!r}) does not decode back to the text.")

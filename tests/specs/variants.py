@@ -6,11 +6,14 @@ quiz cells: a case's body is the cell, run after the solution's, and its paramet
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import torch
 import torch.nn.functional as F
 import transformers
 
-from grader.reference.variants import _split as random_split, next_token_loss
+from grader.reference.variants import BYTE_SYMBOL, _split as random_split, next_token_loss, pre_split, to_symbols
 from tests.specs import Spec
 
 SPEC = Spec(
@@ -26,6 +29,8 @@ SPEC = Spec(
         "build_model": set(),
         "parameters": set(),
         "training_step": {"next_token_loss"},
+        "train_bpe": set(),
+        "bpe_encode": set(),
     },
     solution_names={"architectures": "ARCHITECTURE_FOR_TASK", "parameters": "PARAMETER_OR_HYPERPARAMETER"},
     student_modules=("llmcourse.in_kernel",),
@@ -868,6 +873,436 @@ def decoder_by_model_class(model, batch, optimizer):
     return loss.detach().item()
 
 
+# -- train_bpe --------------------------------------------------------------------------------------------
+
+def merge_every(symbols, a, b):
+    """Every occurrence of (a, b), left to right, as one token."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def count_pairs(words):
+    pairs = Counter()
+    for symbols, n in words:
+        for pair in zip(symbols, symbols[1:]):
+            pairs[pair] += n
+    return pairs
+
+
+def start_vocab(special_tokens):
+    vocab = {}
+    for token in [*special_tokens, *sorted(BYTE_SYMBOL.values())]:
+        vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def piece_counts(texts):
+    return Counter(tuple(to_symbols(piece)) for text in texts for piece in pre_split(text))
+
+
+@SPEC.mutant("train_bpe", name="ties to the pair seen first", hint="not the pair seen first",
+             uses=(merge_every, count_pairs, start_vocab, piece_counts))
+def ties_to_the_pair_seen_first(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = max(pairs, key=pairs.get)  # the first of the most frequent, in the order the pairs were counted
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="ties in alphabetical order", hint="Not alphabetical order",
+             uses=(merge_every, count_pairs, start_vocab, piece_counts))
+def ties_in_alphabetical_order(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="ties to the largest ids", hint="not the largest id",
+             uses=(merge_every, count_pairs, start_vocab, piece_counts))
+def ties_to_the_largest_ids(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = max(pairs, key=lambda p: (pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="pairs counted across pieces", hint="only inside a piece",
+             uses=(merge_every, count_pairs, start_vocab))
+def pairs_counted_across_pieces(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(to_symbols(text), 1) for text in texts]  # each whole text is one sequence
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="only the first occurrence merged", hint="every occurrence",
+             uses=(count_pairs, start_vocab, piece_counts))
+def only_the_first_occurrence_merged(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        for symbols, _ in words:
+            for i in range(len(symbols) - 1):
+                if symbols[i] == a and symbols[i + 1] == b:
+                    symbols[i:i + 2] = [a + b]
+                    break
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="spaces dropped by str.split", hint="Keep the spaces",
+             uses=(merge_every, count_pairs, start_vocab))
+def spaces_dropped(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    counts = Counter(tuple(to_symbols(word)) for text in texts for word in text.split())
+    words = [(list(w), n) for w, n in counts.items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="special tokens after the bytes", hint="special tokens in the vocabulary first",
+             uses=(merge_every, count_pairs, piece_counts))
+def special_tokens_after_the_bytes(texts, vocab_size, special_tokens=()):
+    vocab = {}
+    for token in [*sorted(BYTE_SYMBOL.values()), *special_tokens]:
+        vocab.setdefault(token, len(vocab))
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="each distinct piece counted once", hint="every time its piece occurs",
+             uses=(merge_every, count_pairs, start_vocab, piece_counts))
+def each_distinct_piece_counted_once(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), 1) for w in piece_counts(texts)]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="only the bytes the corpus uses", hint="all 256 byte symbols",
+             uses=(merge_every, count_pairs, piece_counts))
+def only_the_bytes_the_corpus_uses(texts, vocab_size, special_tokens=()):
+    counts = piece_counts(texts)
+    vocab = {}
+    for token in [*special_tokens, *sorted({s for w in counts for s in w})]:
+        vocab.setdefault(token, len(vocab))
+    words = [(list(w), n) for w, n in counts.items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.mutant("train_bpe", name="vocab_size merges, special tokens not counted",
+             uses=(merge_every, count_pairs, start_vocab, piece_counts))
+def vocab_size_without_the_special_tokens(texts, vocab_size, special_tokens=()):
+    vocab = start_vocab(special_tokens)
+    words = [(list(w), n) for w, n in piece_counts(texts).items()]
+    merges = []
+    while 256 + len(merges) < vocab_size:
+        pairs = count_pairs(words)
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], vocab[p[0]], vocab[p[1]]))
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        words = [(merge_every(w, a, b), n) for w, n in words]
+    return vocab, merges
+
+
+@SPEC.alternative("train_bpe", name="incremental pair counts in a heap, as tokenizers does")
+def incremental_pair_counts_in_a_heap(texts, vocab_size, special_tokens=()):
+    import heapq
+
+    vocab = {}
+    for token in [*special_tokens, *sorted(BYTE_SYMBOL.values())]:
+        vocab.setdefault(token, len(vocab))
+    counts = {}
+    for text in texts:
+        for piece in re.findall(r" ?[^ ]+| ", text):  # the same pieces as pre_split
+            word = tuple(BYTE_SYMBOL[b] for b in piece.encode("utf-8"))
+            counts[word] = counts.get(word, 0) + 1
+    words = [list(w) for w in counts]
+    freq = list(counts.values())
+    pairs, where = {}, {}
+    for i, w in enumerate(words):
+        for pair in zip(w, w[1:]):
+            pairs[pair] = pairs.get(pair, 0) + freq[i]
+            where.setdefault(pair, set()).add(i)
+    heap = [(-n, vocab[a], vocab[b], a, b) for (a, b), n in pairs.items()]
+    heapq.heapify(heap)
+    merges = []
+    while len(vocab) < vocab_size and heap:
+        n, _, _, a, b = heapq.heappop(heap)
+        if -n != pairs.get((a, b), 0):  # a stale count: push the current one back
+            if pairs.get((a, b), 0) > 0:
+                heapq.heappush(heap, (-pairs[(a, b)], vocab[a], vocab[b], a, b))
+            continue
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        new = a + b
+        touched = set()
+        for i in sorted(where.pop((a, b), ())):
+            w, f = words[i], freq[i]
+            for pair in zip(w, w[1:]):
+                pairs[pair] -= f
+            j, merged = 0, []
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                    merged.append(new)
+                    j += 2
+                else:
+                    merged.append(w[j])
+                    j += 1
+            words[i] = merged
+            for pair in zip(merged, merged[1:]):
+                pairs[pair] = pairs.get(pair, 0) + f
+                where.setdefault(pair, set()).add(i)
+                touched.add(pair)
+        pairs.pop((a, b), None)
+        for pair in touched:
+            if pairs.get(pair, 0) > 0 and new in pair:
+                heapq.heappush(heap, (-pairs[pair], vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))
+    return vocab, merges
+
+
+@SPEC.alternative("train_bpe", name="words as strings joined by spaces, sorted candidates")
+def words_as_strings_with_sorted_candidates(texts, vocab_size, special_tokens=()):
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*special_tokens, *sorted(BYTE_SYMBOL.values())]))}
+    counts = Counter()
+    for text in texts:
+        for piece in pre_split(text):
+            counts[" ".join(to_symbols(piece))] += 1  # a byte symbol is never a space, so " " separates tokens
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = Counter()
+        for word, n in counts.items():
+            tokens = word.split(" ")
+            for pair in zip(tokens, tokens[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        top = max(pairs.values())
+        a, b = sorted((vocab[x], vocab[y], x, y) for (x, y), n in pairs.items() if n == top)[0][2:]
+        merges.append((a, b))
+        if a + b not in vocab:
+            vocab[a + b] = len(vocab)
+        merged = Counter()
+        for word, n in counts.items():
+            tokens, out, i = word.split(" "), [], 0
+            while i < len(tokens):
+                if tokens[i:i + 2] == [a, b]:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(tokens[i])
+                    i += 1
+            merged[" ".join(out)] += n
+        counts = merged
+    return vocab, merges
+
+
+# -- bpe_encode -------------------------------------------------------------------------------------------
+
+@SPEC.mutant("bpe_encode", name="the leftmost known pair first", hint="earliest in `merges`")
+def the_leftmost_known_pair_first(text, merges, vocab):
+    known = {tuple(p) for p in merges}
+    ids = []
+    for piece in pre_split(text):
+        symbols = to_symbols(piece)
+        while True:
+            i = next((i for i in range(len(symbols) - 1) if (symbols[i], symbols[i + 1]) in known), None)
+            if i is None:
+                break
+            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        ids += [vocab[s] for s in symbols]
+    return ids
+
+
+@SPEC.mutant("bpe_encode", name="each merge applied once per piece", hint="every occurrence")
+def each_merge_applied_once_per_piece(text, merges, vocab):
+    ids = []
+    for piece in pre_split(text):
+        symbols = to_symbols(piece)
+        for a, b in merges:
+            for i in range(len(symbols) - 1):
+                if symbols[i] == a and symbols[i + 1] == b:
+                    symbols[i:i + 2] = [a + b]
+                    break
+        ids += [vocab[s] for s in symbols]
+    return ids
+
+
+@SPEC.mutant("bpe_encode", name="spaces dropped by str.split", hint="Keep the spaces")
+def encode_drops_the_spaces(text, merges, vocab):
+    ids = []
+    for word in text.split():
+        symbols = to_symbols(word)
+        for a, b in merges:
+            i, out = 0, []
+            while i < len(symbols):
+                if symbols[i:i + 2] == [a, b]:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            symbols = out
+        ids += [vocab[s] for s in symbols]
+    return ids
+
+
+@SPEC.mutant("bpe_encode", name="characters instead of bytes", hint="UTF-8 bytes")
+def characters_instead_of_bytes(text, merges, vocab):
+    ids = []
+    for piece in pre_split(text):
+        symbols = [BYTE_SYMBOL[ord(c)] if ord(c) < 256 else c for c in piece]
+        for a, b in merges:
+            i, out = 0, []
+            while i < len(symbols):
+                if symbols[i:i + 2] == [a, b]:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            symbols = out
+        ids += [vocab.get(s, 0) for s in symbols]
+    return ids
+
+
+@SPEC.mutant("bpe_encode", name="the longest token from the left", hint="earliest in `merges`")
+def the_longest_token_from_the_left(text, merges, vocab):
+    ids = []
+    for piece in pre_split(text):
+        symbols = to_symbols(piece)
+        i = 0
+        while i < len(symbols):
+            j = len(symbols)
+            while j > i + 1 and "".join(symbols[i:j]) not in vocab:
+                j -= 1
+            ids.append(vocab["".join(symbols[i:j])])
+            i = j
+    return ids
+
+
+@SPEC.alternative("bpe_encode", name="every merge in order over the piece, with a cache")
+def every_merge_in_order_with_a_cache(text, merges, vocab):
+    cache = {}
+    ids = []
+    for piece in re.findall(r" ?[^ ]+| ", text):
+        if piece not in cache:
+            symbols = [BYTE_SYMBOL[b] for b in piece.encode("utf-8")]
+            for a, b in merges:
+                if len(symbols) < 2:
+                    break
+                out, i = [], 0
+                while i < len(symbols):
+                    if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+                        out.append(a + b)
+                        i += 2
+                    else:
+                        out.append(symbols[i])
+                        i += 1
+                symbols = out
+            cache[piece] = [vocab[s] for s in symbols]
+        ids.extend(cache[piece])
+    return ids
+
+
+@SPEC.alternative("bpe_encode", name="ranked merges one position at a time")
+def ranked_merges_one_position_at_a_time(text, merges, vocab):
+    rank = {(a, b): r for r, (a, b) in enumerate(merges)}
+    ids = []
+    for piece in pre_split(text):
+        symbols = to_symbols(piece)
+        while True:
+            found = [(rank[(x, y)], i) for i, (x, y) in enumerate(zip(symbols, symbols[1:])) if (x, y) in rank]
+            if not found:
+                break
+            _, i = min(found)  # the earliest merge, at its leftmost place
+            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        ids.extend(vocab[s] for s in symbols)
+    return ids
+
+
 # -- the notebook's solution and the reference agree on these inputs ------------------------------------
 
 def _seed(gen: torch.Generator) -> int:
@@ -1066,3 +1501,30 @@ def training_steps_agree(notebook_training_step, reference_training_step):
                         losses.append(outcome(fn, model, copy.deepcopy(batch), optimizer))
                     assert_same(losses[0], losses[1], f"{what}, step {step + 1}: the loss")
                     assert_same(models[0], models[1], f"{what}, after step {step + 1}")
+
+
+def _bpe_corpus(gen: torch.Generator) -> list[str]:
+    letters = "abcdé ✓"
+    texts = []
+    for _ in range(int(torch.randint(3, 12, (1,), generator=gen))):
+        picks = torch.randint(0, len(letters), (int(torch.randint(4, 30, (1,), generator=gen)),), generator=gen)
+        texts.append("".join(letters[i] for i in picks.tolist()))
+    return texts
+
+
+@SPEC.inputs_of("train_bpe")
+def train_bpe_inputs(gen):
+    yield (["to be or not to be", "banana"], 261), {}
+    for specials in ((), ("<pad>", "<s>")):
+        yield (_bpe_corpus(gen), 256 + len(specials) + int(torch.randint(0, 40, (1,), generator=gen))), \
+            {"special_tokens": specials}
+    yield ([], 300), {}
+
+
+@SPEC.inputs_of("bpe_encode")
+def bpe_encode_inputs(gen):
+    from grader.reference.variants import train_bpe
+
+    vocab, merges = train_bpe(_bpe_corpus(gen), 300, ("<pad>",))
+    for text in _bpe_corpus(gen) + ["", " ", "  x  ", "😀 new"]:
+        yield (text, merges, vocab), {}

@@ -216,9 +216,10 @@ def test_rms_norm_keeps_the_dtype(student):
                                    "the squares over the last dimension, eps under the root, no mean subtracted.")
 def test_rms_norm_matches_reference(student):
     gen = generator(73)
-    for shape, eps, dtype in [((4, 16), 1e-6, torch.float32), ((2, 5, 12), 1e-5, torch.float64),
-                              ((7,), 1e-3, torch.float32), ((3, 1, 2, 10), 0.0, torch.float64)]:
-        x = randn(gen, *shape, dtype=dtype, scale=3.0)
+    for shape, eps, dtype, scale in [((4, 16), 1e-6, torch.float32, 3.0), ((2, 5, 12), 1e-5, torch.float64, 3.0),
+                                     ((7,), 1e-3, torch.float32, 3.0), ((3, 1, 2, 10), 0.0, torch.float64, 3.0),
+                                     ((2, 6), 1e-2, torch.float64, 0.05)]:  # small vectors: eps matters
+        x = randn(gen, *shape, dtype=dtype, scale=scale)
         weight = randn(gen, shape[-1], dtype=dtype)
         what = f"rms_norm(x {tuple(shape)} {dtype}, weight, eps={eps})"
         expected = ref.rms_norm(x, weight, eps)
@@ -228,6 +229,9 @@ def test_rms_norm_matches_reference(student):
                                 "That is LayerNorm: RMSNorm subtracts no mean; it divides by the root mean square."),
                                (lambda: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * weight,
                                 "eps goes under the square root: sqrt(mean(x^2) + eps)."),
+                               (lambda: x / x.pow(2).mean(-1, keepdim=True).sqrt() * weight,
+                                "eps is missing: add it to the mean of the squares, under the root, "
+                                "sqrt(mean(x^2) + eps), so that small (or all-zero) vectors stay finite."),
                                (lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps),
                                 "Multiply by weight: it is the learned gain of each dimension.")])
 

@@ -44,7 +44,7 @@ def eps_outside_the_root(x, weight, eps=1e-6):
     return x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + eps) * weight
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="eps is missing")
 def no_eps(x, weight, eps=1e-6):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True)) * weight
 

@@ -153,7 +153,3 @@ def count_parameters(model: nn.Module) -> int:
     # parameters() yields a shared (tied) tensor once; buffers are not parameters at all.
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """x divided by the root mean square of its last dimension (plus eps under the root), times weight."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight

@@ -27,7 +27,6 @@ SPEC = Spec(
         "mini_gpt": {"transformer_block", "causal_mask"},
         "load_gpt2_weights": {"mini_gpt"},
         "count_parameters": set(),
-        "rms_norm": set(),
     },
     solution_names={"multi_head_attention": "MultiHeadAttention", "transformer_block": "TransformerBlock",
                     "mini_gpt": "MiniGPT"},
@@ -995,69 +994,3 @@ def count_parameters_inputs(gen):
     with torch.device("meta"):  # GPT-2 small's shape, without its memory
         yield (MiniGPT(vocab_size=50257, max_len=1024, d_model=768, n_heads=12, n_layers=12, d_ff=3072),), {}
 
-
-# -- rms_norm ---------------------------------------------------------------------------------------------
-
-@SPEC.mutant("rms_norm", hint="That is LayerNorm")
-def layer_norm_without_bias(x, weight, eps=1e-6):
-    centred = x - x.mean(-1, keepdim=True)
-    return centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-@SPEC.mutant("rms_norm", hint="under the square root")
-def eps_outside_the_root(x, weight, eps=1e-6):
-    return x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + eps) * weight
-
-
-@SPEC.mutant("rms_norm")
-def no_square_root(x, weight, eps=1e-6):
-    return x / (x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-@SPEC.mutant("rms_norm")
-def sum_instead_of_mean(x, weight, eps=1e-6):
-    return x / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps) * weight
-
-
-@SPEC.mutant("rms_norm")
-def over_the_first_dimension(x, weight, eps=1e-6):
-    return x / torch.sqrt(x.pow(2).mean(0, keepdim=True) + eps) * weight
-
-
-@SPEC.mutant("rms_norm", hint="Multiply by weight")
-def weight_left_out(x, weight, eps=1e-6):
-    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-
-
-@SPEC.mutant("rms_norm")
-def computed_in_float32(x, weight, eps=1e-6):
-    x32 = x.float()
-    return x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-
-
-@SPEC.alternative("rms_norm")
-def with_rsqrt(x, weight, eps=1e-6):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-@SPEC.alternative("rms_norm")
-def torchs_own_rms_norm(x, weight, eps=1e-6):
-    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
-
-
-@SPEC.alternative("rms_norm")
-def from_the_vector_norm(x, weight, eps=1e-6):
-    d = x.shape[-1]
-    return weight * x / torch.sqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True) ** 2 / d + eps)
-
-
-@SPEC.inputs_of("rms_norm")
-def rms_norm_inputs(gen):
-    for shape, dtype in [((4, 16), torch.float32), ((2, 5, 12), torch.float64), ((7,), torch.float32),
-                         ((3, 1, 2, 10), torch.float64)]:
-        x = torch.randn(shape, generator=gen, dtype=dtype) * 3
-        weight = torch.randn(shape[-1], generator=gen, dtype=dtype)
-        yield (x, weight), {}
-        yield (x, weight), {"eps": 1e-3}
-    yield (torch.zeros(2, 4), torch.ones(4)), {}
-    yield (torch.full((1, 4), 1e-3), torch.ones(4)), {"eps": 1e-2}

@@ -96,7 +96,7 @@ def _show_progress(cells_run: int, cells: int, checked: int, exercises: int) -> 
 def cmd_grade(args) -> int:
     from tqdm import tqdm
 
-    from .grading import find_submissions, grade_class, isolation_gaps
+    from .grading import find_submissions, grade_class, isolation_gaps, kernel_test_cells_note
 
     broker = getattr(args, "broker", None)
     gaps = isolation_gaps()
@@ -135,6 +135,9 @@ def cmd_grade(args) -> int:
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
         print(f"Class report: {report}")
+        note = kernel_test_cells_note(course, args.assignment)
+        if note:
+            print(f"Note: {note}")
     # Exit status 3: some submissions are not graded (the machinery failed); running again grades them.
     return 3 if any(r.not_graded for r in results) else 0
 

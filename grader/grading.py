@@ -61,7 +61,8 @@ class SubmissionResult:
 
 # -- reading results ---------------------------------------------------------------------------------
 def results_from_notebook(nb: nbformat.NotebookNode, assignment: str, master: nbformat.NotebookNode) -> SubmissionResult:
-    """Scores from an autograded notebook, laid out by the master (source) notebook's check cells."""
+    """Scores from an autograded notebook, laid out by the master (source) notebook's check cells. A test cell
+    without check(...) calls (a stock nbgrader one) is one entry of its own, named by its grade_id."""
     result = SubmissionResult(assignment=assignment)
     graded = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if is_grade(c)}
     for master_cell in master.cells:
@@ -71,6 +72,15 @@ def results_from_notebook(nb: nbformat.NotebookNode, assignment: str, master: nb
         points = float(master_cell.metadata["nbgrader"].get("points", 0))
         result.max_score += points
         cell = graded.get(grade_id)
+        if not check_calls(master_cell.source):
+            # A stock nbgrader test cell (asserts): it ran in the student's kernel, and nbgrader's rule scores it.
+            score = float(determine_grade(cell)[0] or 0) if cell is not None else 0.0
+            result.score += score
+            result.exercises.append({"id": f"{assignment}/{grade_id}", "score": score, "max_score": points,
+                                     "checks": [], "test_cell": True,
+                                     **({} if cell is not None else {"error": "its test cell is missing from the "
+                                                                              "notebook"})})
+            continue
         exercises = cell_results(cell) if cell is not None else []
         if cell is not None and exercises:
             score, _ = determine_grade(cell)
@@ -84,6 +94,32 @@ def results_from_notebook(nb: nbformat.NotebookNode, assignment: str, master: nb
     grading = nb.metadata.get("llmcourse", {}).get("grading", {})
     result.events = list(grading.get("events", []))
     return result
+
+
+def kernel_test_cells(course: Course, assignment: str) -> int:
+    """How many test cells of the assignment run (wholly or partly) inside the student's kernel, as stock nbgrader
+    runs them: a student's own code could patch what they use, unlike check(...) calls, graded from outside."""
+    from .cells import MixedCellError, test_cell_parts
+
+    count = 0
+    for path in course.source_notebooks(assignment):
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if is_check_cell(cell):
+                try:
+                    count += any(kind == "kernel" for kind, _ in test_cell_parts(cell.source))
+                except MixedCellError:
+                    count += 1
+    return count
+
+
+def kernel_test_cells_note(course: Course, assignment: str) -> str:
+    """One sentence for the grading output and the class report, or "" when every test cell is a check(...) cell."""
+    n = kernel_test_cells(course, assignment)
+    if not n:
+        return ""
+    return (f"{n} test cell{'s' if n != 1 else ''} of {assignment} run{'s' if n == 1 else ''} inside the student's "
+            f"kernel, as stock nbgrader runs them (sandboxed and time-limited, but code the student wrote could "
+            f"patch what they use); only check(...) calls are graded from outside the kernel.")
 
 
 def master_notebook(course: Course, assignment: str, name: str) -> nbformat.NotebookNode:

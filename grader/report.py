@@ -104,12 +104,16 @@ def build_report(course: Course, assignment: str) -> Path:
     flag_rows += [(r["student"], "not graded", f"the grading machinery failed ({r['not_graded']}); grade again to "
                                               f"grade it") for r in not_graded]
     mean = sum(scores) / len(scores) if scores else 0
+    from .grading import kernel_test_cells_note
+
+    note = kernel_test_cells_note(course, assignment)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(assignment)} report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f3f3f3}}</style></head><body>
 <h1>{html.escape(assignment)}: class report</h1>
 <p>{len(results)} submissions graded{f", {len(not_graded)} not graded (see below)" if not_graded else ""}, mean score {mean:.1f} of {max_score:g}; grading took {total_seconds:.0f} s of kernel time
 (median {sorted(seconds)[len(seconds) // 2] if seconds else 0:.1f} s per submission).</p>
+{f"<p><b>Note:</b> {html.escape(note)}</p>" if note else ""}
 <img alt="score histogram" src="data:image/png;base64,{histogram}">
 <h2>Exercises</h2><img alt="pass rates" src="data:image/png;base64,{pass_rates}">
 <h2>Checks</h2>{table(["exercise", "check", "passed", "submissions"], check_rows)}

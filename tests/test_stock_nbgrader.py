@@ -117,6 +117,10 @@ def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys,
                            tmp_path / "handed_in")
         capsys.readouterr()
         assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(ours), "--json"]) == 0
+        totals = {r["student"]: (r["score"], r["max_score"]) for r in json.loads(capsys.readouterr().out)}
+        assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(ours)]) == 0
+        assert "Note: 3 test cells of 00_plain run inside the student's kernel" in capsys.readouterr().out
+        assert "3 test cells of 00_plain run inside" in (course / "reports" / ASSIGNMENT / "report.html").read_text()
         graded = cell_scores(f"sqlite:///{course / 'gradebook.db'}", ANSWERS)
     finally:
         forget_fixture_checks(course)
@@ -127,3 +131,6 @@ def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys,
     assert expected[("alice", "why")] == (None, True, 2) and expected[("bob", "why")] == (0, False, 2)  # blank: 0
     assert expected[("alice", "task_plot")] == (None, True, 1)
     assert graded == expected
+    # What `grader grade` reports (its table, grades.csv, the class report) adds up the same automatic scores.
+    assert totals == {s: (sum(expected[s, g][0] or 0 for g in ("test_small", "test_hidden", "test_partial")), 9.0)
+                      for s in ANSWERS}, totals

@@ -909,13 +909,15 @@ def _flip_case(family: str, scrambled: bool, permutation_name: str) -> tuple[lis
 _KIND_COLOUR_CYCLE = {"animal": "red", "food": "blue", "thing": "green", "place": "yellow",
                       "red": "food", "blue": "thing", "green": "place", "yellow": "animal"}
 
-# family, scrambled, n_shots, permutation, n_queries, seed
+# family, scrambled, n_shots, permutation, n_queries, seed. In every case (and in the visible checks' cases) the
+# first three greedy steps of every answer (all it needs) win by at least 0.13 logits, so batched and one-at-a-time
+# generation read the same answers (seed 5 of the colour_mix case had a step won by 0.007).
 _FLIP_CASES = [("kind+colour", False, 1, "kind as colour", 8, 7),
                ("kind+colour", False, 2, "kind to colour to kind", 12, 6),
                ("kind+colour", False, 4, "kind as colour", 6, 2),
                ("letter", True, 2, "cycle", 6, 9),
                ("nonsense", True, 8, "shift by 2", 5, 3),
-               ("colour_mix+zog", False, 2, "cycle", 10, 5),
+               ("colour_mix+zog", False, 2, "cycle", 10, 6),
                ("is_animal", False, 3, "cycle", 6, 1),
                ("nonsense_mix", False, 0, "identity", 6, 0)]
 

@@ -8,7 +8,9 @@ code against `grader.reference.prompting` and transformers.
 
 Seeded random logits, ties, extreme values and -inf entries for the filters; statistical checks (binomial
 standard errors) for sampling; the checker's own course-lm and `model.generate` for decoding; forward passes
-counted by a hook from the course package. Where a wrong answer matches a known mistake, the hint names it.
+counted by a hook from the course package. For flipped labels, rows on which course-lm's answers depend on the
+examples' labels (the 'kind' labels renamed as the 'colour' family's, which it knows). Where a wrong answer
+matches a known mistake, the hint names it.
 Only inputs cross to the student's kernel; every expected value is computed here.
 """
 from __future__ import annotations
@@ -19,8 +21,8 @@ import math
 import torch
 
 from grader.reference import prompting as ref
-from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded,
-                                naming_mistakes, visible)
+from llmcourse.checking import (CheckFailed, StudentRaised, expect, expect_close, expect_tensor, fail, generator,
+                                graded, mistake_hint, naming_mistakes, visible)
 from llmcourse.checking.shared.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm,
                                                  draw_counts, encode, expect_distribution, expect_filter,
                                                  expect_token_ids, fewshot_rows, hf_greedy, student_course_lm, warped)
@@ -30,8 +32,8 @@ STUDENT_DOC = """Visible checks for 03_prompting: what `check("03_prompting/<exe
 
 They compare your code with transformers' own pieces (the logits processors TemperatureLogitsWarper,
 TopKLogitsWarper and TopPLogitsWarper, and `model.generate`), count your model's forward passes with
-`llmcourse.in_kernel.ForwardCounter`, or test a property every correct answer has. More checks run
-when your notebook is graded.
+`llmcourse.in_kernel.ForwardCounter`, or test a property every correct answer has (flipped_label_accuracy
+is compared with your own few_shot_accuracy on renamed rows). More checks run when your notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.prompting, so that both talk about
 your code the same way.
@@ -305,7 +307,7 @@ def _top_p_cases() -> list[tuple[torch.Tensor, float]]:
     return cases
 
 
-@graded("top_p_filter", points=7, hint="Sort, softmax, cumulative sum: keep the most likely tokens until the sum reaches p "
+@graded("top_p_filter", points=5, hint="Sort, softmax, cumulative sum: keep the most likely tokens until the sum reaches p "
                                        "(that token included, and always the top one), -inf elsewhere, in the original "
                                        "token order.")
 def test_top_p_filter_random_ties_and_extremes(student):
@@ -609,7 +611,7 @@ CACHE_HINT = ("Pass 1: the whole prompt. Then only the newest token, shape (B, 1
               "pass before; exactly max_new_tokens passes.")
 
 
-@graded("generate_with_cache", points=8, hint=CACHE_HINT)
+@graded("generate_with_cache", points=6, hint=CACHE_HINT)
 def test_generate_with_cache_tokens_and_passes(student):
     model = student_course_lm(student)
     for texts, n in (([_PROMPTS[1]], 16), (_PROMPTS[:1] * 2, 9), ([_PROMPTS[2]], 1)):
@@ -739,7 +741,7 @@ _FEW_SHOT_CASES = [("colour_mix", False, 0, 8, 0), ("colour_mix", True, 2, 12, 3
                    ("nonsense", True, 4, 10, 11), ("letter", False, 8, 6, 2)]
 
 
-@graded("few_shot_accuracy", points=7, hint="Draw with rng = random.Random(seed) and rows = rng.sample(task, n_shots + 1) "
+@graded("few_shot_accuracy", points=5, hint="Draw with rng = random.Random(seed) and rows = rng.sample(task, n_shots + 1) "
                                             "per query (examples first, query last); format_prompt('', examples, query); "
                                             "6 greedy tokens; cut at </s> and the first newline; strip; exact match.")
 def test_few_shot_accuracy_matches_the_reference(student):
@@ -754,6 +756,248 @@ def test_few_shot_accuracy_matches_the_reference(student):
         expect(isinstance(got, (float, int)) and not isinstance(got, bool),
                f"{what} returned {type(got).__name__}; it should return a float.")
         expect(math.isclose(got, expected, abs_tol=1e-9), f"{what} = {got:.4f}, expected {expected:.4f}.")
+
+
+# -- flipped_label_accuracy ------------------------------------------------------------------------
+
+def labels_of(rows: list[dict]) -> list[str]:
+    return sorted({r["output"] for r in rows})
+
+
+def renamed(rows: list[dict], permutation: dict) -> list[dict]:
+    """A copy of the rows with every output renamed by the permutation."""
+    return [dict(r, output=permutation[r["output"]]) for r in rows]
+
+
+def shifted(labels: list[str], by: int = 1) -> dict:
+    """Each label to the one `by` places further in the list (a cycle: no label keeps its own for by=1)."""
+    return {a: labels[(i + by) % len(labels)] for i, a in enumerate(labels)}
+
+
+def poisoned(family: str) -> list[dict]:
+    """A family whose every third output is 'zog', a label course-lm never writes: accuracy depends on the draw."""
+    return [dict(r, output="zog") if i % 3 == 0 else r for i, r in enumerate(fewshot_rows(family))]
+
+
+def kind_with_colour_rows() -> list[dict]:
+    """The 'kind' rows and one row of the 'colour' family per colour. Renaming animal/food/thing/place as
+    red/blue/green/yellow makes the examples look like the colour family, which course-lm knows: with these
+    flipped labels its answers change, so the labels of the examples and of the query both matter."""
+    colour = fewshot_rows("colour")
+    return fewshot_rows("kind") + [next(r for r in colour if r["output"] == c) for c in ("red", "blue", "green", "yellow")]
+
+
+KIND_AS_COLOUR = {"animal": "red", "food": "blue", "thing": "green", "place": "yellow",
+                  "red": "animal", "blue": "food", "green": "thing", "yellow": "place"}
+
+_FLIPPED_HINT = ("The examples show their flipped labels, permutation[row['output']], and a query is right when the "
+                 "answer equals ITS flipped label, permutation[query['output']]: not its original label, not the "
+                 "inverse permutation, and the examples flipped too, not only the queries. That is few_shot_accuracy "
+                 "on a renamed copy of the family, with the same n_shots, n_queries and seed.")
+
+
+def _expect_accuracy(got, what: str) -> None:
+    expect(isinstance(got, (float, int)) and not isinstance(got, bool),
+           f"{what} returned {type(got).__name__}; it should return a float.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, hint="With the identity permutation nothing is flipped: the result is "
+                                                 "few_shot_accuracy's with the same n_shots, n_queries AND seed (pass "
+                                                 "them all on) on the same rows.")
+def test_flipped_label_accuracy_identity_is_few_shot_accuracy(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    for family, n_shots, n_queries, seed in [("colour_mix", 1, 8, 3), ("nonsense", 2, 6, 5)]:
+        rows = poisoned(family)
+        identity = {label: label for label in labels_of(rows)}
+        what = (f"flipped_label_accuracy(course-lm, {family!r} rows with every third output 'zog', n_shots={n_shots}, "
+                f"the identity permutation, n_queries={n_queries}, seed={seed})")
+        got = student.flipped_label_accuracy(model, tok, rows, n_shots, identity, n_queries=n_queries, seed=seed)
+        _expect_accuracy(got, what)
+        want = student.few_shot_accuracy(model, tok, rows, n_shots, n_queries=n_queries, seed=seed)
+        expect(math.isclose(got, want, abs_tol=1e-9),
+               f"{what} = {got:.4f}, but your few_shot_accuracy on the same rows, n_shots, n_queries and seed gives "
+               f"{want:.4f}: nothing is flipped, so they should agree.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=2, hint=_FLIPPED_HINT)
+def test_flipped_label_accuracy_is_few_shot_accuracy_on_renamed_rows(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    nonsense = fewshot_rows("nonsense")
+    cycle = shifted(labels_of(nonsense))
+    scrambled = renamed(nonsense, shifted(labels_of(nonsense), -1))  # the cycle's inverse: renaming restores them
+    cases = [("the 'nonsense' rows with their labels scrambled, and the permutation that restores them",
+              scrambled, 2, cycle, 8, 1),
+             ("the 'kind' rows and one 'colour' row per colour, with animal/food/thing/place swapped for "
+              "red/blue/green/yellow", kind_with_colour_rows(), 2, KIND_AS_COLOUR, 8, 4)]
+    for rows_and_permutation, rows, n_shots, permutation, n_queries, seed in cases:
+        what = (f"flipped_label_accuracy(course-lm, ..., n_shots={n_shots}, n_queries={n_queries}, seed={seed}) on "
+                f"{rows_and_permutation}")
+        got = student.flipped_label_accuracy(model, tok, rows, n_shots, permutation, n_queries=n_queries, seed=seed)
+        _expect_accuracy(got, what)
+        want = student.few_shot_accuracy(model, tok, renamed(rows, permutation), n_shots, n_queries=n_queries,
+                                         seed=seed)
+        expect(math.isclose(got, want, abs_tol=1e-9),
+               f"{what} = {got:.4f}, but your few_shot_accuracy on a copy of those rows with every output renamed by "
+               f"the permutation gives {want:.4f}.")
+
+
+_BAD_PERMUTATIONS = [
+    ({"yes": "no"}, "a label ('no') is missing"),
+    ({"yes": "no", "no": "yes", "maybe": "yes"}, "a key ('maybe') is not a label of the family"),
+    ({"yes": "yes", "no": "yes"}, "two labels are sent to 'yes'"),
+    ({"yes": "no", "no": "maybe"}, "a value ('maybe') is not a label of the family"),
+    (["no", "yes"], "it is a list, not a dict"),
+]
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, requires_main=True,
+        hint="Check the permutation first: a dict whose keys are exactly the family's labels and whose values are "
+             "the same labels, each once; otherwise raise ValueError('...') saying what is wrong.")
+def test_flipped_label_accuracy_rejects_a_bad_permutation(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    rows = fewshot_rows("is_animal")
+    for permutation, why in _BAD_PERMUTATIONS:
+        what = f"flipped_label_accuracy on the 'is_animal' rows (labels 'yes' and 'no') with permutation={permutation!r}"
+        try:
+            student.flipped_label_accuracy(model, tok, rows, 1, permutation, n_queries=2, seed=0)
+        except StudentRaised as raised:
+            allowed = ("ValueError", "TypeError") if isinstance(permutation, list) else ("ValueError",)
+            expect(raised.type_name in allowed, f"{what} raised {raised.type_name}, not ValueError ({why}).")
+            continue
+        fail(f"{what} returned a value, but {why}: it should raise ValueError.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, requires_main=True,
+        hint="Build renamed copies of the rows ({'input': ..., 'output': permutation[...]}) instead of writing the "
+             "flipped label into the rows you were given: the caller's family must not change.")
+def test_flipped_label_accuracy_leaves_the_family_unchanged(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    rows = fewshot_rows("letter")
+    remote = student.put(rows)
+    student.flipped_label_accuracy(model, tok, remote, 1, shifted(labels_of(rows)), n_queries=2, seed=0)
+    expect(remote.fetch() == rows, "flipped_label_accuracy changed the rows of the family it was given.")
+
+
+def _flip_case(family: str, scrambled: bool, permutation_name: str) -> tuple[list[dict], dict]:
+    """A hidden case's rows and permutation. `scrambled`: the family's labels were first renamed by the
+    permutation's inverse, so that the flipped labels are the ones course-lm learned."""
+    if family == "kind+colour":
+        rows = kind_with_colour_rows()
+    elif family.endswith("+zog"):
+        rows = poisoned(family[:-len("+zog")])
+    else:
+        rows = fewshot_rows(family)
+    labels = labels_of(rows)
+    permutation = {"identity": {label: label for label in labels}, "cycle": shifted(labels),
+                   "shift by 2": shifted(labels, 2), "kind as colour": KIND_AS_COLOUR,
+                   "kind to colour to kind": _KIND_COLOUR_CYCLE}[permutation_name]
+    if scrambled:
+        rows = renamed(rows, {v: k for k, v in permutation.items()})
+    return rows, permutation
+
+
+# Not an involution, unlike KIND_AS_COLOUR: the kind labels become colours as the colour family has them, but the
+# colours become other kinds than theirs.
+_KIND_COLOUR_CYCLE = {"animal": "red", "food": "blue", "thing": "green", "place": "yellow",
+                      "red": "food", "blue": "thing", "green": "place", "yellow": "animal"}
+
+# family, scrambled, n_shots, permutation, n_queries, seed. In every case (and in the visible checks' cases) the
+# first three greedy steps of every answer (all it needs) win by at least 0.13 logits, so batched and one-at-a-time
+# generation read the same answers (seed 5 of the colour_mix case had a step won by 0.007).
+_FLIP_CASES = [("kind+colour", False, 1, "kind as colour", 8, 7),
+               ("kind+colour", False, 2, "kind to colour to kind", 12, 6),
+               ("kind+colour", False, 4, "kind as colour", 6, 2),
+               ("letter", True, 2, "cycle", 6, 9),
+               ("nonsense", True, 8, "shift by 2", 5, 3),
+               ("colour_mix+zog", False, 2, "cycle", 10, 6),
+               ("is_animal", False, 3, "cycle", 6, 1),
+               ("nonsense_mix", False, 0, "identity", 6, 0)]
+
+
+@functools.lru_cache(maxsize=None)
+def _checker_shares(case: tuple, shown: str, n_shots: int, seed: int) -> dict[str, float]:
+    """On the draws of `case` (with these n_shots and seed), the examples' labels shown as `shown` says
+    ("flipped", "original" or "inverse"): the share of the checker's course-lm answers that equal each query's
+    original, flipped and inversely flipped label."""
+    model, tok = course_lm()
+    family, scrambled, _, permutation_name, n_queries, _ = case
+    rows, permutation = _flip_case(family, scrambled, permutation_name)
+    inverse = {v: k for k, v in permutation.items()}
+    show = {"flipped": permutation, "original": {k: k for k in permutation}, "inverse": inverse}[shown]
+    hits = {"original": 0, "flipped": 0, "inverse": 0}
+    for examples, query in ref.few_shot_episodes(rows, n_shots, n_queries, seed):
+        prompt = ref.format_prompt("", [(x, show[y]) for x, y in examples], query["input"])
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        answer = ref.answer_of(tok, ref.generate_with_cache(model, ids, ref.ANSWER_TOKENS)[0, ids.shape[1]:].tolist())
+        y = query["output"]
+        hits["original"] += answer == y
+        hits["flipped"] += answer == permutation[y]
+        hits["inverse"] += answer == inverse[y]
+    return {k: v / n_queries for k, v in hits.items()}
+
+
+def _flip_mistakes(case: tuple) -> list[tuple[float, str]]:
+    """(the score, its hint) of each known mistake on this case; a mistake whose score another one shares is left
+    out, since the score alone cannot tell which of them it is."""
+    _, _, n_shots, _, _, seed = case
+    mistakes = [
+        (lambda: _checker_shares(case, "flipped", n_shots, seed)["original"],
+         "The answers are scored against the queries' ORIGINAL labels: score them against the flipped label, "
+         "permutation[query['output']], so that 1.0 means 'followed the examples'."),
+        (lambda: _checker_shares(case, "original", n_shots, seed)["flipped"],
+         "Only the queries' labels are flipped: the examples must show the flipped labels too."),
+        (lambda: _checker_shares(case, "inverse", n_shots, seed)["inverse"],
+         "The permutation is applied backwards (its inverse): a label becomes permutation[label], not the key "
+         "whose value it is."),
+    ]
+    if seed != 0:
+        mistakes.append((lambda: _checker_shares(case, "flipped", n_shots, 0)["flipped"],
+                         "These are the draws of seed 0: pass the seed on (to random.Random(seed), or to "
+                         "few_shot_accuracy)."))
+    if n_shots > 0:
+        mistakes.append((lambda: _checker_shares(case, "flipped", n_shots - 1, seed)["flipped"],
+                         "The prompts have one example too few: n_shots examples, then the query (sample "
+                         "n_shots + 1 rows)."))
+    scores = [score() for score, _ in mistakes]
+    return [(s, hint) for s, (_, hint) in zip(scores, mistakes) if scores.count(s) == 1]
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_flipped(case: tuple) -> float:
+    model, tok = course_lm()
+    family, scrambled, n_shots, permutation_name, n_queries, seed = case
+    rows, permutation = _flip_case(family, scrambled, permutation_name)
+    return ref.flipped_label_accuracy(model, tok, rows, n_shots, permutation, n_queries, seed)
+
+
+@graded("flipped_label_accuracy", points=3, hint=_FLIPPED_HINT)
+def test_flipped_label_accuracy_matches_the_reference(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    wrong = []  # (hint of the known mistake or None, message): a case that names its mistake is reported first
+    for case in _FLIP_CASES:
+        family, scrambled, n_shots, permutation_name, n_queries, seed = case
+        rows, permutation = _flip_case(family, scrambled, permutation_name)
+        got = student.flipped_label_accuracy(model, tok, rows, n_shots, permutation, n_queries=n_queries, seed=seed)
+        expected = _reference_flipped(case)
+        what = (f"flipped_label_accuracy(course-lm, {family!r} rows{' (labels scrambled)' if scrambled else ''}, "
+                f"n_shots={n_shots}, permutation={permutation}, n_queries={n_queries}, seed={seed})")
+        _expect_accuracy(got, what)
+        if not math.isclose(got, expected, abs_tol=1e-9):
+            wrong.append((mistake_hint(got, expected, _flip_mistakes(case), atol=1e-9),
+                          f"{what} = {got:.4f}, expected {expected:.4f}."))
+    if wrong:
+        hint, message = next((w for w in wrong if w[0]), wrong[0])
+        fail(message + (f" ({len(wrong)} of the {len(_FLIP_CASES)} cases are wrong.)" if len(wrong) > 1 else ""),
+             hint)
 
 
 # -- extract_answer --------------------------------------------------------------------------------
@@ -910,7 +1154,7 @@ for _key in ref.RISK_OF_ATTACK:
                              "of its safety rules?")
 
 
-@graded("questions", points=6, hint="Reread sections 1 and 6: what each technique is for.")
+@graded("questions", points=4, hint="Reread sections 1 and 6: what each technique is for.")
 def test_technique_for_problem(student):
     _graded_answers(student, "TECHNIQUE_FOR_PROBLEM", ref.TECHNIQUE_FOR_PROBLEM, TECHNIQUES)
 

@@ -119,6 +119,28 @@ def few_shot_accuracy(model, tokenizer, task, n_shots, n_queries=50, seed=0):
     return correct / n_queries
 
 
+def check_permutation(family, permutation):
+    """The family's labels (the distinct outputs of its rows), after checking that `permutation` rearranges them."""
+    labels = {row["output"] for row in family}
+    if not isinstance(permutation, dict):
+        raise ValueError(f"permutation must be a dict {{label: new label}}, not a {type(permutation).__name__}")
+    if set(permutation) != labels:
+        raise ValueError(f"permutation must have exactly the family's labels {sorted(labels)} as keys, "
+                         f"not {list(permutation)}")
+    if set(permutation.values()) != labels:  # as many values as labels: each label exactly once
+        raise ValueError(f"permutation must map the labels onto the same labels, each once, not onto "
+                         f"{list(permutation.values())}")
+    return labels
+
+
+def flipped_label_accuracy(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    """few_shot_accuracy on the family with every output renamed by `permutation`: the demonstrations show the
+    flipped labels, and a query counts as right when the answer is its flipped label."""
+    check_permutation(family, permutation)
+    flipped = [{"input": row["input"], "output": permutation[row["output"]]} for row in family]
+    return few_shot_accuracy(model, tokenizer, flipped, n_shots, n_queries, seed)
+
+
 def extract_answer(text):
     found = re.findall(r"answer is\s*(-?\d+)", text, flags=re.IGNORECASE)
     return found[-1] if found else None

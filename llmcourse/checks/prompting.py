@@ -2,8 +2,8 @@
 
 They compare your code with transformers' own pieces (the logits processors TemperatureLogitsWarper,
 TopKLogitsWarper and TopPLogitsWarper, and `model.generate`), count your model's forward passes with
-`llmcourse.in_kernel.ForwardCounter`, or test a property every correct answer has. More checks run
-when your notebook is graded.
+`llmcourse.in_kernel.ForwardCounter`, or test a property every correct answer has (flipped_label_accuracy
+is compared with your own few_shot_accuracy on renamed rows). More checks run when your notebook is graded.
 
 What they share with the graders' checks lives in llmcourse.checking.shared.prompting, so that both talk about
 your code the same way.
@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from llmcourse.checking import expect, expect_close, expect_tensor, generator, graded, visible
+from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, generator, graded, visible
 from llmcourse.checking.shared.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm,
                                                  draw_counts, encode, expect_distribution, expect_filter,
                                                  expect_token_ids, fewshot_rows, hf_greedy, student_course_lm, warped)
@@ -315,6 +315,134 @@ def test_few_shot_accuracy_on_a_fixed_seed(student):
         expect(math.isclose(got, expected, abs_tol=1e-9),
                f"few_shot_accuracy(course-lm, {family!r} rows, n_shots={n_shots}, n_queries={n_queries}, seed={seed}) "
                f"= {got:.4f}, expected {expected:.4f}.")
+
+
+# -- flipped_label_accuracy ------------------------------------------------------------------------
+
+def labels_of(rows: list[dict]) -> list[str]:
+    return sorted({r["output"] for r in rows})
+
+
+def renamed(rows: list[dict], permutation: dict) -> list[dict]:
+    """A copy of the rows with every output renamed by the permutation."""
+    return [dict(r, output=permutation[r["output"]]) for r in rows]
+
+
+def shifted(labels: list[str], by: int = 1) -> dict:
+    """Each label to the one `by` places further in the list (a cycle: no label keeps its own for by=1)."""
+    return {a: labels[(i + by) % len(labels)] for i, a in enumerate(labels)}
+
+
+def poisoned(family: str) -> list[dict]:
+    """A family whose every third output is 'zog', a label course-lm never writes: accuracy depends on the draw."""
+    return [dict(r, output="zog") if i % 3 == 0 else r for i, r in enumerate(fewshot_rows(family))]
+
+
+def kind_with_colour_rows() -> list[dict]:
+    """The 'kind' rows and one row of the 'colour' family per colour. Renaming animal/food/thing/place as
+    red/blue/green/yellow makes the examples look like the colour family, which course-lm knows: with these
+    flipped labels its answers change, so the labels of the examples and of the query both matter."""
+    colour = fewshot_rows("colour")
+    return fewshot_rows("kind") + [next(r for r in colour if r["output"] == c) for c in ("red", "blue", "green", "yellow")]
+
+
+KIND_AS_COLOUR = {"animal": "red", "food": "blue", "thing": "green", "place": "yellow",
+                  "red": "animal", "blue": "food", "green": "thing", "yellow": "place"}
+
+_FLIPPED_HINT = ("The examples show their flipped labels, permutation[row['output']], and a query is right when the "
+                 "answer equals ITS flipped label, permutation[query['output']]: not its original label, not the "
+                 "inverse permutation, and the examples flipped too, not only the queries. That is few_shot_accuracy "
+                 "on a renamed copy of the family, with the same n_shots, n_queries and seed.")
+
+
+def _expect_accuracy(got, what: str) -> None:
+    expect(isinstance(got, (float, int)) and not isinstance(got, bool),
+           f"{what} returned {type(got).__name__}; it should return a float.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, hint="With the identity permutation nothing is flipped: the result is "
+                                                 "few_shot_accuracy's with the same n_shots, n_queries AND seed (pass "
+                                                 "them all on) on the same rows.")
+def test_flipped_label_accuracy_identity_is_few_shot_accuracy(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    for family, n_shots, n_queries, seed in [("colour_mix", 1, 8, 3), ("nonsense", 2, 6, 5)]:
+        rows = poisoned(family)
+        identity = {label: label for label in labels_of(rows)}
+        what = (f"flipped_label_accuracy(course-lm, {family!r} rows with every third output 'zog', n_shots={n_shots}, "
+                f"the identity permutation, n_queries={n_queries}, seed={seed})")
+        got = student.flipped_label_accuracy(model, tok, rows, n_shots, identity, n_queries=n_queries, seed=seed)
+        _expect_accuracy(got, what)
+        want = student.few_shot_accuracy(model, tok, rows, n_shots, n_queries=n_queries, seed=seed)
+        expect(math.isclose(got, want, abs_tol=1e-9),
+               f"{what} = {got:.4f}, but your few_shot_accuracy on the same rows, n_shots, n_queries and seed gives "
+               f"{want:.4f}: nothing is flipped, so they should agree.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=2, hint=_FLIPPED_HINT)
+def test_flipped_label_accuracy_is_few_shot_accuracy_on_renamed_rows(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    nonsense = fewshot_rows("nonsense")
+    cycle = shifted(labels_of(nonsense))
+    scrambled = renamed(nonsense, shifted(labels_of(nonsense), -1))  # the cycle's inverse: renaming restores them
+    cases = [("the 'nonsense' rows with their labels scrambled, and the permutation that restores them",
+              scrambled, 2, cycle, 8, 1),
+             ("the 'kind' rows and one 'colour' row per colour, with animal/food/thing/place swapped for "
+              "red/blue/green/yellow", kind_with_colour_rows(), 2, KIND_AS_COLOUR, 8, 4)]
+    for rows_and_permutation, rows, n_shots, permutation, n_queries, seed in cases:
+        what = (f"flipped_label_accuracy(course-lm, ..., n_shots={n_shots}, n_queries={n_queries}, seed={seed}) on "
+                f"{rows_and_permutation}")
+        got = student.flipped_label_accuracy(model, tok, rows, n_shots, permutation, n_queries=n_queries, seed=seed)
+        _expect_accuracy(got, what)
+        want = student.few_shot_accuracy(model, tok, renamed(rows, permutation), n_shots, n_queries=n_queries,
+                                         seed=seed)
+        expect(math.isclose(got, want, abs_tol=1e-9),
+               f"{what} = {got:.4f}, but your few_shot_accuracy on a copy of those rows with every output renamed by "
+               f"the permutation gives {want:.4f}.")
+
+
+_BAD_PERMUTATIONS = [
+    ({"yes": "no"}, "a label ('no') is missing"),
+    ({"yes": "no", "no": "yes", "maybe": "yes"}, "a key ('maybe') is not a label of the family"),
+    ({"yes": "yes", "no": "yes"}, "two labels are sent to 'yes'"),
+    ({"yes": "no", "no": "maybe"}, "a value ('maybe') is not a label of the family"),
+    (["no", "yes"], "it is a list, not a dict"),
+]
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, requires_main=True,
+        hint="Check the permutation first: a dict whose keys are exactly the family's labels and whose values are "
+             "the same labels, each once; otherwise raise ValueError('...') saying what is wrong.")
+def test_flipped_label_accuracy_rejects_a_bad_permutation(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    rows = fewshot_rows("is_animal")
+    for permutation, why in _BAD_PERMUTATIONS:
+        what = f"flipped_label_accuracy on the 'is_animal' rows (labels 'yes' and 'no') with permutation={permutation!r}"
+        try:
+            student.flipped_label_accuracy(model, tok, rows, 1, permutation, n_queries=2, seed=0)
+        except StudentRaised as raised:
+            allowed = ("ValueError", "TypeError") if isinstance(permutation, list) else ("ValueError",)
+            expect(raised.type_name in allowed, f"{what} raised {raised.type_name}, not ValueError ({why}).")
+            continue
+        fail(f"{what} returned a value, but {why}: it should raise ValueError.")
+
+
+@visible
+@graded("flipped_label_accuracy", points=1, requires_main=True,
+        hint="Build renamed copies of the rows ({'input': ..., 'output': permutation[...]}) instead of writing the "
+             "flipped label into the rows you were given: the caller's family must not change.")
+def test_flipped_label_accuracy_leaves_the_family_unchanged(student):
+    model = student_course_lm(student)
+    tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
+    rows = fewshot_rows("letter")
+    remote = student.put(rows)
+    student.flipped_label_accuracy(model, tok, remote, 1, shifted(labels_of(rows)), n_queries=2, seed=0)
+    expect(remote.fetch() == rows, "flipped_label_accuracy changed the rows of the family it was given.")
 
 
 # -- extract_answer --------------------------------------------------------------------------------

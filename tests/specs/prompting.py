@@ -15,8 +15,8 @@ import torch
 import transformers
 from transformers import GenerationConfig
 
-from grader.reference.prompting import (apply_temperature, format_prompt, generate_with_cache, top_k_filter,
-                                        top_p_filter)
+from grader.reference.prompting import (apply_temperature, few_shot_accuracy, format_prompt, generate_with_cache,
+                                        top_k_filter, top_p_filter)
 from tests.specs import Spec
 
 SPEC = Spec(
@@ -31,6 +31,7 @@ SPEC = Spec(
         "generate_with_cache": set(),
         "to_generation_config": set(),
         "few_shot_accuracy": {"format_prompt"},
+        "flipped_label_accuracy": {"few_shot_accuracy"},
         "extract_answer": set(),
         "majority_vote": set(),
         "questions": set(),
@@ -578,6 +579,126 @@ def global_random_seed_longer_generations(model, tokenizer, task, n_shots, n_que
         return float(sum(hits) / len(hits))
 
 
+# -- flipped_label_accuracy -------------------------------------------------------------------------------
+
+def _checked_labels(family, permutation):
+    labels = {row["output"] for row in family}
+    if not isinstance(permutation, dict) or set(permutation) != labels or set(permutation.values()) != labels:
+        raise ValueError("permutation must map the family's labels onto themselves, each once")
+    return labels
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="original label", uses=(_checked_labels,))
+def scored_against_the_original_labels(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    with torch.no_grad():
+        rng = random.Random(seed)
+        correct = 0
+        for _ in range(n_queries):
+            *shots, query = rng.sample(list(family), n_shots + 1)
+            prompt = format_prompt("", [(r["input"], permutation[r["output"]]) for r in shots], query["input"])
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            new = generate_with_cache(model, ids, 6)[0, ids.shape[1]:].tolist()
+            if tokenizer.eos_token_id in new:
+                new = new[:new.index(tokenizer.eos_token_id)]
+            correct += tokenizer.decode(new).split("\n")[0].strip() == query["output"]
+        return correct / n_queries
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="only the queries", uses=(_checked_labels,))
+def only_the_queries_flipped(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    with torch.no_grad():
+        rng = random.Random(seed)
+        correct = 0
+        for _ in range(n_queries):
+            *shots, query = rng.sample(list(family), n_shots + 1)
+            prompt = format_prompt("", [(r["input"], r["output"]) for r in shots], query["input"])
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            new = generate_with_cache(model, ids, 6)[0, ids.shape[1]:].tolist()
+            if tokenizer.eos_token_id in new:
+                new = new[:new.index(tokenizer.eos_token_id)]
+            correct += tokenizer.decode(new).split("\n")[0].strip() == permutation[query["output"]]
+        return correct / n_queries
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="inverse permutation", uses=(_checked_labels,))
+def inverse_permutation(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    backwards = {new: old for old, new in permutation.items()}
+    flipped = [{"input": r["input"], "output": backwards[r["output"]]} for r in family]
+    return few_shot_accuracy(model, tokenizer, flipped, n_shots, n_queries=n_queries, seed=seed)
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="seed", uses=(_checked_labels,))
+def seed_not_passed_on(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    flipped = [{"input": r["input"], "output": permutation[r["output"]]} for r in family]
+    return few_shot_accuracy(model, tokenizer, flipped, n_shots, n_queries=n_queries)
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="one example too few", uses=(_checked_labels,))
+def one_example_too_few(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    flipped = [{"input": r["input"], "output": permutation[r["output"]]} for r in family]
+    return few_shot_accuracy(model, tokenizer, flipped, max(n_shots - 1, 0), n_queries=n_queries, seed=seed)
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="must not change", uses=(_checked_labels,))
+def relabelled_in_place(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    _checked_labels(family, permutation)
+    for row in family:
+        row["output"] = permutation[row["output"]]
+    return few_shot_accuracy(model, tokenizer, family, n_shots, n_queries=n_queries, seed=seed)
+
+
+@SPEC.mutant("flipped_label_accuracy", hint="ValueError")
+def permutation_not_checked(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    flipped = [{"input": r["input"], "output": permutation[r["output"]]} for r in family]
+    return few_shot_accuracy(model, tokenizer, flipped, n_shots, n_queries=n_queries, seed=seed)
+
+
+@SPEC.alternative("flipped_label_accuracy")
+def own_loop_with_generate(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    labels = Counter(row["output"] for row in family)
+    if not isinstance(permutation, dict):
+        raise TypeError("permutation must be a dict")
+    if sorted(permutation) != sorted(labels) or sorted(permutation.values()) != sorted(labels):
+        raise ValueError(f"not a permutation of {sorted(labels)}: {permutation}")
+    with torch.no_grad():
+        rng = random.Random(seed)
+        hits = 0
+        for _ in range(n_queries):
+            rows = rng.sample(family, n_shots + 1)
+            shots, query = rows[:-1], rows[-1]
+            prompt = format_prompt("", [[r["input"], permutation[r["output"]]] for r in shots], query["input"])
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8,
+                                 pad_token_id=tokenizer.pad_token_id)
+            text = tokenizer.decode(out[0, ids.shape[1]:]).split(tokenizer.eos_token)[0]
+            hits += text.split("\n")[0].strip() == permutation[query["output"]]
+        return float(hits / n_queries)
+
+
+@SPEC.alternative("flipped_label_accuracy")
+def deep_copy_then_few_shot_accuracy(model, tokenizer, family, n_shots, permutation, n_queries=40, seed=0):
+    labels = set(row["output"] for row in family)
+    problems = []
+    if not isinstance(permutation, dict):
+        problems.append("it is not a dict")
+    else:
+        problems += [f"{label!r} has no flipped label" for label in labels if label not in permutation]
+        problems += [f"{key!r} is not a label" for key in permutation if key not in labels]
+        if len(set(permutation.values())) != len(permutation) or not set(permutation.values()) <= labels:
+            problems.append("its values are not the labels, each once")
+    if problems:
+        raise ValueError("bad permutation: " + "; ".join(problems))
+    flipped = [dict(row) for row in family]  # copies: the caller keeps its rows
+    for row in flipped:
+        row["output"] = permutation[row["output"]]
+    return few_shot_accuracy(model, tokenizer, flipped, n_shots, n_queries, seed)
+
+
 # -- extract_answer ---------------------------------------------------------------------------------------
 
 @SPEC.mutant("extract_answer")
@@ -912,6 +1033,25 @@ def few_shot_accuracy_inputs(gen):
     yield (model, tok, fewshot_rows("letter"), 8, 6, 2), {}  # n_queries and seed by position
     yield (model, tok, [dict(r, task="nonsense") for r in fewshot_rows("nonsense")], 4), {"n_queries": 5}  # extra key
     yield (model, tok, colour_mix[:3], 3), {"n_queries": 2}  # more shots than rows: rng.sample raises
+
+
+@SPEC.inputs_of("flipped_label_accuracy")
+def flipped_label_accuracy_inputs(gen):
+    from llmcourse.checking.shared.prompting import course_lm, fewshot_rows
+    from llmcourse.checks.prompting import KIND_AS_COLOUR, kind_with_colour_rows, poisoned, renamed, shifted
+
+    model, tok = course_lm()
+    nonsense = fewshot_rows("nonsense")
+    labels = sorted({r["output"] for r in nonsense})
+    yield (model, tok, kind_with_colour_rows(), 2, KIND_AS_COLOUR), {"n_queries": 8, "seed": 4}
+    yield (model, tok, renamed(nonsense, shifted(labels, -1)), 1, shifted(labels)), {"n_queries": 8, "seed": 1}
+    yield (model, tok, nonsense, 4, shifted(labels)), {"n_queries": 6}  # course-lm keeps its own labels: 0.0
+    zog = poisoned("colour_mix")
+    yield (model, tok, zog, 0, {label: label for label in {r["output"] for r in zog}}, 6, 2), {}  # by position
+    is_animal = fewshot_rows("is_animal")
+    for bad in ({"yes": "no"}, {"yes": "yes", "no": "yes"}, {"yes": "no", "no": "maybe"},
+                {"yes": "no", "no": "yes", "maybe": "no"}):
+        yield (model, tok, is_animal, 1, bad), {"n_queries": 2}  # both raise ValueError
 
 
 @SPEC.inputs_of("extract_answer")

@@ -102,7 +102,8 @@ def kernel_test_cells(course: Course, assignment: str) -> int:
     from .cells import MixedCellError, test_cell_parts
 
     count = 0
-    for path in course.source_notebooks(assignment):
+    folder = course.root / "source" / assignment
+    for path in sorted(folder.glob("*.ipynb")) if folder.is_dir() else []:  # a report may outlive its source
         for cell in nbformat.read(str(path), as_version=4).cells:
             if is_check_cell(cell):
                 try:

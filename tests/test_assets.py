@@ -380,9 +380,11 @@ def test_models_card_holds_the_measured_numbers_and_every_bar_is_met():
 
 
 NOT_MET_YET = {
-    "rag": "course-lm-apps copies an answer from a passage a tool hands it (ReAct's lookup), but has not learned to "
-           "pick, among three numbered passages, the one that names the entity asked about (invented names are 3 to 6 "
-           "tokens; its citations are at chance level): retrieval-augmented exact match stays near the closed-book one",
+    "rag": "course-lm-apps does not copy the answer from the passage it is given: with the gold passage first it "
+           "cites [2] or [3] in 199 of 200 held-out prompts, and only 13% of its answers appear in any passage (5% "
+           "with a single passage). The answer starts without a space, so it is tokenised unlike the same word in "
+           "the passage, and it is ~5% of the training loss. Short runs with a leading space, a one-passage "
+           "curriculum and a weighted answer loss reached 30% on one passage, 15% on three",
 }
 
 

@@ -317,7 +317,10 @@ def test_mask_tokens_splits_80_10_10(student):
         ok, se = within(count, m, p)
         expect(ok, f"Of {m} picked positions, {count} {what} ({count / m:.4f}); expected {p:.4f} within "
                    f"{K:g} standard errors ({K * se:.4f}).",
-               hint="80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
+               hint="Every picked position became the mask token: only 80% should. Of the other 20%, half get a "
+                    "random id and half keep their token (one uniform u per position; u < 0.8: mask; 0.8 <= u < 0.9: "
+                    "random; else keep)." if masked == m else
+                    "80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
                     "number u per position; u < 0.8: mask; 0.8 <= u < 0.9: random; else keep.")
     random_ids = inputs[picked & (inputs != 4) & (inputs != ids)]
     expect(len(set(random_ids.tolist())) >= 25,
@@ -626,7 +629,13 @@ def test_causal_lm_labels_matches_reference(student):
                  hint="Leave the labels aligned with input_ids: transformers' causal LMs shift them inside the loss.")
         expect_tensor(out, f"causal_lm_labels ({what})", shape=(4, 12))
         expect(out.dtype == torch.long, f"causal_lm_labels ({what}) has dtype {out.dtype}; labels are torch.long.")
-        expect_close(out, expected, f"causal_lm_labels ({what})")
+        expect_close(out, expected, f"causal_lm_labels ({what})",
+                     mistakes=[(ids, "The padding is not replaced: these labels are input_ids as they are. Set -100 "
+                                     "where attention_mask is 0, so that the loss ignores the padding."),
+                               (lambda: ids.masked_fill(mask.bool(), -100),
+                                "The -100s are at the real tokens and the padding keeps its ids: the mask is the "
+                                "wrong way round. Set -100 where attention_mask is 0 (the padding), not where it is "
+                                "1.")])
         expect(torch.equal(remote.fetch(), ids), "causal_lm_labels changed input_ids in place.",
                hint="Use masked_fill (not masked_fill_) or work on input_ids.clone().")
 
@@ -768,13 +777,19 @@ def test_build_model_follows_its_arguments(student):
         for vocab, d, layers, heads in ((70, 32, 3, 2), (45, 24, 1, 6)):
             what = f"build_model({kind!r}, {vocab}, d_model={d}, n_layers={layers}, n_heads={heads})"
             model = student.build_model(kind, vocab, d_model=d, n_layers=layers, n_heads=heads)
-            expect(model.type_name.endswith("." + MODEL_CLASSES[kind]), f"{what} is not a {MODEL_CLASSES[kind]}.")
+            expect(model.type_name.endswith("." + MODEL_CLASSES[kind]), f"{what} is not a {MODEL_CLASSES[kind]}.",
+                   "BertModel is BERT's encoder alone, without the masked-language-model head: it gives hidden "
+                   "states, not logits over the vocabulary. Build BertForMaskedLM(BertConfig(...)) instead."
+                   if model.type_name.endswith(".BertModel") else None)
             config = model.config.to_dict()
             width, depth, n_heads = SIZE_FIELDS[kind]
             expect(config.get("vocab_size") == vocab, f"{what}: vocab_size is {config.get('vocab_size')}, not {vocab}.")
             expect((config.get(width), config.get(depth), config.get(n_heads)) == (d, layers, heads),
                    f"{what}: the config has {width}={config.get(width)}, {depth}={config.get(depth)}, "
-                   f"{n_heads}={config.get(n_heads)}.")
+                   f"{n_heads}={config.get(n_heads)}.",
+                   f"The number of heads is fixed: {n_heads}={config.get(n_heads)} whatever n_heads is given. Pass "
+                   f"n_heads on to the config ({n_heads}=n_heads)."
+                   if (config.get(width), config.get(depth)) == (d, layers) and config.get(n_heads) != heads else None)
             if kind == "encoder-decoder":
                 expect(config.get("num_decoder_layers") == layers and config.get("d_kv", 0) * heads == d,
                        f"{what}: num_decoder_layers={config.get('num_decoder_layers')}, d_kv={config.get('d_kv')}.",
@@ -916,6 +931,10 @@ def describe_merges(got: list, expected: list, what: str) -> str:
 def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
     """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
     k = first_difference(got, expected)
+    if k == len(expected) < len(got):
+        return ("The merges are right, but there are too many: the vocab_size tokens are the 256 byte tokens, the "
+                "special tokens and one token per merge, so make vocab_size - 256 - len(special_tokens) merges (the "
+                "special tokens count too).")
     if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
             and any("Ġ" in a + b for a, b in expected[:len(got)]):
         return SPACE_HINT

@@ -430,6 +430,10 @@ def describe_merges(got: list, expected: list, what: str) -> str:
 def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
     """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
     k = first_difference(got, expected)
+    if k == len(expected) < len(got):
+        return ("The merges are right, but there are too many: the vocab_size tokens are the 256 byte tokens, the "
+                "special tokens and one token per merge, so make vocab_size - 256 - len(special_tokens) merges (the "
+                "special tokens count too).")
     if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
             and any("Ġ" in a + b for a, b in expected[:len(got)]):
         return SPACE_HINT

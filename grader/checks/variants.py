@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import torch
 import torch.nn.functional as F
 
 from grader.reference import variants as ref
-from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, generator, graded, visible
+from llmcourse.checking import (CheckFailed, StudentRaised, expect, expect_close, expect_tensor, fail, generator,
+                                graded, visible)
 from llmcourse.checking.shared.variants import (KINDS, MODEL_CLASSES, MODEL_KEYS, PARAMETER_KEYS, TASK_KEYS,
                                                 check_mask_structure, check_training, expect_quiz, gpt2_loss_case,
                                                 mlm_example, read_span_pair, span_counts, student_tiny_model,
@@ -313,11 +315,17 @@ def test_mask_tokens_splits_80_10_10(student):
     # with probability 1/V and the original id with probability 1/V, so the observable shares are:
     shares = {"became the mask token": (masked, 0.8 + 0.1 / V), "kept their token": (kept, 0.1 + 0.1 / V),
               "became another token": (replaced, 0.1 * (1 - 2 / V))}
+    # A random share drawn with probability 0.1 from the 20% left after masking: 2% random ids, 18% kept.
+    tenth_of_the_rest = within(replaced, m, 0.02 * (1 - 2 / V))[0] and not within(replaced, m, 0.1 * (1 - 2 / V))[0]
     for what, (count, p) in shares.items():
         ok, se = within(count, m, p)
         expect(ok, f"Of {m} picked positions, {count} {what} ({count / m:.4f}); expected {p:.4f} within "
                    f"{K:g} standard errors ({K * se:.4f}).",
-               hint="Every picked position became the mask token: only 80% should. Of the other 20%, half get a "
+               hint="Only about 2% of the picked positions became a random id, and 18% kept their token: the random "
+                    "10% was drawn with probability 0.1 from the 20% left after masking (0.2 * 0.1 = 2%). Draw one "
+                    "uniform u per position instead: u < 0.8: mask; 0.8 <= u < 0.9: random id; else keep."
+                    if tenth_of_the_rest else
+                    "Every picked position became the mask token: only 80% should. Of the other 20%, half get a "
                     "random id and half keep their token (one uniform u per position; u < 0.8: mask; 0.8 <= u < 0.9: "
                     "random; else keep)." if masked == m else
                     "80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
@@ -838,7 +846,49 @@ def test_training_step_on_a_small_t5(student):
              "optimizer.step(); return loss.item().")
 def test_training_step_on_all_three_kinds(student):
     for i, kind in enumerate(KINDS):
-        check_training(student, kind, seed=130 + 10 * i, steps=2, what=f"two training_steps of a tiny {kind} model")
+        seed = 130 + 10 * i
+        try:
+            check_training(student, kind, seed=seed, steps=2, what=f"two training_steps of a tiny {kind} model")
+        except CheckFailed as failure:
+            named = _training_mistake(kind, seed, failure.message)
+            if named is None:
+                raise
+            raise CheckFailed(failure.message, named) from None
+
+
+def _unshifted_loss(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+
+
+def _labels_as_decoder_inputs_loss(model, batch):
+    labels = batch["labels"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=labels.clamp(min=0)).logits
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+_TRAINING_MISTAKES = {
+    "decoder-only": (_unshifted_loss,
+                     "The decoder-only loss is not shifted: the logits at position t predict token t + 1, so compare "
+                     "logits[:, :-1] with labels[:, 1:] (or pass labels= to GPT-2, which shifts them itself)."),
+    "encoder-decoder": (_labels_as_decoder_inputs_loss,
+                        "T5 was fed its labels as decoder inputs, so each position sees the token it must predict. "
+                        "Pass labels= and let T5 shift them right to make the decoder's inputs: model(**batch).loss."),
+}
+
+
+def _training_mistake(kind: str, seed: int, message: str) -> str | None:
+    """The hint of a known mistake whose first-step loss is what the student's training_step returned, or None."""
+    found = re.search(r"step 1 returned the loss (\S+), but", message)
+    if found is None or kind not in _TRAINING_MISTAKES:
+        return None
+    loss_fn, hint = _TRAINING_MISTAKES[kind]
+    from llmcourse.checking.shared.variants import reference_steps
+
+    wrong = reference_steps(kind, tiny_weights(kind, seed), tiny_batch(kind, seed + 1), 1, 0.5, loss_fn)[0][0]
+    got = float(found.group(1))
+    return hint if abs(got - wrong) <= 1e-4 * max(1.0, abs(wrong)) else None
 
 
 @graded("training_step", points=1, requires_main=True,

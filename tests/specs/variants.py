@@ -164,7 +164,8 @@ def every_picked_position_masked(input_ids, mask_token_id, vocab_size, special_t
     return input_ids.masked_fill(picked, mask_token_id), labels
 
 
-@SPEC.mutant("mask_tokens", name="random share drawn with 0.1 from the rest (2%)")
+@SPEC.mutant("mask_tokens", hint="Only about 2% of the picked positions became a random id",
+             name="random share drawn with 0.1 from the rest (2%)")
 def random_share_drawn_with_a_tenth_of_the_rest(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
                                                 mlm_probability=0.15, generator=None):
     shape = input_ids.shape
@@ -809,7 +810,7 @@ def returns_the_loss_tensor(model, batch, optimizer):
     return loss.detach()
 
 
-@SPEC.mutant("training_step")
+@SPEC.mutant("training_step", hint="in this order")
 def step_before_backward(model, batch, optimizer):
     if model.config.model_type in ("bert", "t5"):
         loss = model(**batch).loss
@@ -822,7 +823,7 @@ def step_before_backward(model, batch, optimizer):
     return loss.item()
 
 
-@SPEC.mutant("training_step", name="decoder-only loss not shifted")
+@SPEC.mutant("training_step", hint="The decoder-only loss is not shifted", name="decoder-only loss not shifted")
 def decoder_only_loss_not_shifted(model, batch, optimizer):
     if model.config.model_type in ("bert", "t5"):
         loss = model(**batch).loss
@@ -835,7 +836,8 @@ def decoder_only_loss_not_shifted(model, batch, optimizer):
     return loss.item()
 
 
-@SPEC.mutant("training_step", name="T5 fed its labels as decoder inputs")
+@SPEC.mutant("training_step", hint="T5 was fed its labels as decoder inputs",
+             name="T5 fed its labels as decoder inputs")
 def t5_fed_its_labels_as_decoder_inputs(model, batch, optimizer):
     if model.config.model_type == "bert":
         loss = model(**batch).loss

@@ -325,7 +325,8 @@ def every_span_equally_long(token_ids, sentinel_ids, noise_density=0.15, mean_sp
     return corrupted_pair(ids, sentinel_ids, gaps, lengths)
 
 
-@SPEC.mutant("span_corrupt", name="each token corrupted with probability noise_density")
+@SPEC.mutant("span_corrupt", hint="The number of corrupted tokens changes from seed to seed",
+             name="each token corrupted with probability noise_density")
 def each_token_corrupted_independently(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0,
                                        generator=None):
     ids = list(token_ids)

@@ -309,8 +309,9 @@ def test_attention_fully_masked_queries_give_zeros(student):
         expect_tensor(out, "out", shape=(2, 5, 6))
         if torch.isnan(weights).any() or torch.isnan(out).any():
             fail(f"Queries 1 and 3 may attend to no key; your attention gave NaN for them ({dtype}).",
-                 hint="Give them zero weights and a zero output: a softmax that returns zeros for an all -inf "
-                      "row does this without any special case.")
+                 hint="NaN is what torch.softmax (and F.softmax) give for a row that is all -inf. Give such queries "
+                      "zero weights and a zero output: your own softmax, which returns zeros for an all -inf row, "
+                      "does this without any special case.")
         expect(bool((weights[:, [1, 3]] == 0).all()) and bool((out[:, [1, 3]] == 0).all()),
                f"Queries 1 and 3 may attend to no key, so their weights and outputs should be exactly 0 ({dtype}).")
         expect(bool((weights.masked_select(~mask.expand(2, 5, 3)) == 0).all()),
@@ -388,7 +389,15 @@ def test_padding_mask_random_lengths(student):
     max_len = 9
     lengths = torch.cat([torch.tensor([0, max_len]), torch.randint(0, max_len + 1, (6,), generator=gen)])
     positions = torch.arange(max_len)
-    expect_close(student.padding_mask(lengths, max_len), ref.padding_mask(lengths, max_len),
+    got = student.padding_mask(lengths, max_len)
+    expected = ref.padding_mask(lengths, max_len)
+    if (isinstance(got, torch.Tensor) and not got.dtype.is_floating_point and got.dtype != torch.bool
+            and got.shape == expected.shape and torch.equal(got.bool(), expected)):
+        fail(f"padding_mask(lengths={lengths.tolist()}, max_len={max_len}) holds the right 0s and 1s, but as "
+             f"{got.dtype} integers, not booleans.",
+             "The mask holds 0/1 integers: return a bool tensor. Comparing the positions with the lengths (<) "
+             "already gives True/False; drop the conversion to int (.long(), .int()).")
+    expect_close(got, expected,
                  f"padding_mask(lengths={lengths.tolist()}, max_len={max_len})", hint="True where position < length.",
                  mistakes=[(lambda: positions <= lengths[:, None],
                             "One padding position too many is True: position j is real when j < length, not "
@@ -949,6 +958,10 @@ def test_minigpt_matches_reference(student):
     for config, shape in (((30, 12, 16, 4, 2, 32), (2, 12)), ((17, 20, 24, 3, 1, 48), (3, 5)),
                           ((50, 8, 8, 2, 3, 8), (1, 8))):
         module, reference = _student_minigpt(student, config, seed=221 + config[0])
+        if "lm_head.bias" in state_dict_of(module, f"MiniGPT{config}"):
+            fail(f"MiniGPT{config}'s lm_head has a bias (lm_head.bias), which GPT-2's output layer does not have.",
+                 "lm_head has a bias: make it nn.Linear(d_model, vocab_size, bias=False). A bias of its own, which "
+                 "no GPT-2 weight fills, shifts every logit.")
         ids = torch.randint(0, config[0], shape, generator=gen)
         _check_minigpt(module, reference, ids, f"MiniGPT{config} logits for input_ids of shape {shape}",
                        hint="Embed tokens + positions, run the blocks with a causal mask, then ln_f and lm_head.")

@@ -356,14 +356,21 @@ def test_dequantize_by_hand(student):
 def test_dequantize_matches_reference(student):
     for w, bits, dim in quant_random_cases(54):
         q, scale = ref.quantize_absmax(w, bits, dim)
-        expect_close(student.dequantize(q, scale), ref.dequantize(q, scale),
-                     f"dequantize(int8 codes of shape {tuple(q.shape)}, {scale.dtype} scale of shape "
-                     f"{tuple(scale.shape)})", check_dtype=True, hint=QUANT_DEQUANTIZE_HINT)
+        got = student.dequantize(q, scale)
+        what = f"dequantize(int8 codes of shape {tuple(q.shape)}, {scale.dtype} scale of shape {tuple(scale.shape)})"
+        if isinstance(got, torch.Tensor) and got.dtype == torch.float32 != scale.dtype:
+            fail(f"{what} has dtype torch.float32, but it should keep scale's dtype {scale.dtype}.",
+                 _ALWAYS_FLOAT32.format(dtype=str(scale.dtype).removeprefix("torch.")))
+        expect_close(got, ref.dequantize(q, scale), what, check_dtype=True, hint=QUANT_DEQUANTIZE_HINT)
         q, scale, zp = ref.quantize_zeropoint(w, bits, dim)
         for zp_dtype in (torch.int32, torch.int64, torch.uint8):
             expect_close(student.dequantize(q, scale, zp.to(zp_dtype)), ref.dequantize(q, scale, zp),
                          f"dequantize(uint8 codes of shape {tuple(q.shape)}, {scale.dtype} scale, {zp_dtype} zero "
                          f"points of shape {tuple(zp.shape)})", check_dtype=True, hint=QUANT_DEQUANTIZE_HINT)
+
+
+_ALWAYS_FLOAT32 = ("The result is always float32: cast the codes to scale's dtype (here {dtype}) with "
+                   "q.to(scale.dtype), not to a fixed float32 with .float().")
 
 
 # -- QuantizedLinear -----------------------------------------------------------------------------------
@@ -696,6 +703,14 @@ def test_magnitude_prune_matches_torch_prune(student):
             what = f"magnitude_prune(a tiny Llama, {sparsity})"
         expect(compress_same_object(result, model), f"{what} should return the model it was given.", PRUNE_HINT)
         got = state_dict_of(model, "the pruned model")
+        pruned = [name for name, value in expected.items() if bool((value == 0).any()) and name in got
+                  and got[name].shape == value.shape]
+        k, zeros = sum(int((expected[n] == 0).sum()) for n in pruned), sum(int((got[n] == 0).sum()) for n in pruned)
+        if abs(zeros - k) > len(pruned):  # more than rounding per tensor: not the k smallest
+            fail(f"{what}: {zeros} of the weights are zero, but exactly k = round(sparsity * total) = {k} should be.",
+                 hint="The number of zeros is not k: a threshold guessed from the weights (such as a multiple of "
+                      "their mean |w|) does not prune exactly k of them. Find the k smallest |w| over all the weights "
+                      "together (torch.topk(..., largest=False)) and zero exactly those.")
         for name, value in expected.items():
             mine = got.get(name)
             if mine is None or mine.shape != value.shape or not torch.equal(mine, value):

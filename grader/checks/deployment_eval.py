@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from grader.reference import deployment as ref
-from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, graded, mistake_hint, visible
+from llmcourse.checking import (StudentRaised, expect, expect_close, expect_tensor, fail, graded, mistake_hint,
+                                naming_mistakes, visible)
 from llmcourse.checking.shared.deployment_eval import (bleu_expect, choice_values, distill_inputs, distill_values,
                                                        eval_close, eval_expect_value, eval_model,
                                                        eval_student_tokenizer, eval_token_logprobs, eval_tokenizer,
@@ -279,7 +280,34 @@ def test_bleu_matches_sacrebleu(student):
         cands, refs = _corpus(100 + seed, sentences, references)
         expected = _sacrebleu(cands, refs, max_n)
         shown = f"bleu on a random corpus of {sentences} sentences with {references} reference(s) each, max_n={max_n}"
-        bleu_expect(student, (cands, refs), {} if max_n == 4 else {"max_n": max_n}, expected, shown)
+        kwargs = {} if max_n == 4 else {"max_n": max_n}
+        value = student.bleu(cands, refs, **kwargs)
+        with naming_mistakes(value, expected, _bleu_mistakes(cands, refs, max_n), rtol=1e-6, atol=1e-6):
+            bleu_expect(_Answered(value), (cands, refs), kwargs, expected, shown)
+
+
+class _Answered:
+    """A stand-in for the student whose bleu gives the answer the student's already gave (bleu runs once)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def bleu(self, *args, **kwargs):
+        return self.value
+
+
+def _bleu_mistakes(cands: list[str], refs: list[list[str]], max_n: int) -> list:
+    from sacrebleu.metrics import BLEU
+
+    score = BLEU(tokenize="none", smooth_method="none", max_ngram_order=max_n, force=True).corpus_score(
+        cands, [list(x) for x in zip(*refs)])
+    return [(lambda: score.score / score.bp if score.bp > 0 else None,
+             "There is no brevity penalty: a corpus shorter than its references must score less. Multiply by "
+             "BP = exp(1 - r / c) when the candidates' total length c is below r, the summed closest reference "
+             "lengths (BP = 1 otherwise)."),
+            (lambda: _sacrebleu(cands, refs, 3) if max_n > 3 else None,
+             "The n-grams stop at 3: the precisions run over every n from 1 to max_n (4 by default), and the "
+             "geometric mean over max_n of them.")]
 
 
 @graded("bleu", points=1,
@@ -761,7 +789,13 @@ def _optimal_mistakes(C: float, law: dict) -> list[tuple[tuple[float, float], st
     return [((d, n), "That is (tokens, params): return (params, tokens)."),
             (ref.compute_optimal(6 * C, law), "The budget is C = 6 N D: divide C by 6 (forgot the 6?)."),
             (ref.compute_optimal(C, swapped), "The exponents are swapped: N grows like (C/6)^(beta / (alpha + beta))."),
-            ((inverted, C / 6 / inverted), "G is inverted: G = (alpha A / (beta B))^(1 / (alpha + beta)).")]
+            ((inverted, C / 6 / inverted), "G is inverted: G = (alpha A / (beta B))^(1 / (alpha + beta))."),
+            ((g * (C / 6) ** (a / (a + b)), C / 6 / (g * (C / 6) ** (a / (a + b)))),
+             "The exponents are swapped: N grows like (C/6)^(beta / (alpha + beta)), with beta (the data exponent) "
+             "on top, not alpha."),
+            (((C / 6) ** (b / (a + b)), C / 6 / (C / 6) ** (b / (a + b))),
+             "The factor G is missing: N = G (C/6)^(beta / (alpha + beta)) with G = (alpha A / (beta B))^(1 / "
+             "(alpha + beta)); without it N is right only when alpha A = beta B.")]
 
 
 @graded("compute_optimal", points=2,

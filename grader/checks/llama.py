@@ -223,7 +223,11 @@ def test_rms_norm_matches_reference(student):
         weight = randn(gen, shape[-1], dtype=dtype)
         what = f"rms_norm(x {tuple(shape)} {dtype}, weight, eps={eps})"
         expected = ref.rms_norm(x, weight, eps)
-        expect_close(student.rms_norm(x, weight, eps=eps), expected, what, check_dtype=True,
+        got = student.rms_norm(x, weight, eps=eps)
+        if isinstance(got, torch.Tensor) and got.dtype == torch.float32 != dtype:
+            fail(f"{what} has dtype torch.float32, but it should keep the input's dtype {dtype}.",
+                 "Compute in x's own dtype: a .float() turns float64 into float32 and loses precision.")
+        expect_close(got, expected, what, check_dtype=True,
                      mistakes=[(lambda: (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True)
                                                                           + eps).sqrt() * weight,
                                 "That is LayerNorm: RMSNorm subtracts no mean; it divides by the root mean square."),
@@ -233,7 +237,13 @@ def test_rms_norm_matches_reference(student):
                                 "eps is missing: add it to the mean of the squares, under the root, "
                                 "sqrt(mean(x^2) + eps), so that small (or all-zero) vectors stay finite."),
                                (lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps),
-                                "Multiply by weight: it is the learned gain of each dimension.")])
+                                "Multiply by weight: it is the learned gain of each dimension."),
+                               (lambda: x / (x.pow(2).mean(-1, keepdim=True) + eps) * weight,
+                                "The square root is missing: divide by sqrt(mean(x^2) + eps), the ROOT mean square, "
+                                "not by the mean square itself."),
+                               (lambda: x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps) * weight,
+                                "The squares are summed: take their MEAN over the last dimension (the sum divided by "
+                                "the number of dimensions), so that each output has a root mean square of 1.")])
 
 
 @visible

@@ -83,14 +83,18 @@ def test_lora_parameter_count_small(student):
 def test_count_trainable_shared_weights_and_buffers(student):
     config = tiny_llama_config(tie_word_embeddings=True)
     model = student.construct("transformers.LlamaForCausalLM", student.construct("transformers.LlamaConfig", **config))
-    expected = ref.count_trainable_parameters(local_llama(config, llama_weights(config, 0)))
+    local = local_llama(config, llama_weights(config, 0))
+    expected = ref.count_trainable_parameters(local)
     n = student.count_trainable_parameters(model)
     if isinstance(n, torch.Tensor):
         fail("count_trainable_parameters returned a tensor.", hint="Return a plain int: sum(...) of p.numel() "
                                                                    "values, without wrapping it in a tensor.")
+    tensors = sum(1 for p in local.parameters() if p.requires_grad)
     expect(n == expected, f"A tiny Llama whose output layer shares the embedding's tensor has {expected} trainable "
                           f"parameters, but count_trainable_parameters says {n!r}.",
-           hint="Count model.parameters(): it lists a shared tensor once (a state_dict lists it under both names).")
+           hint=f"{tensors} is the number of trainable parameter TENSORS: count their entries instead, adding up "
+                f"p.numel() of each." if n == tensors else
+                "Count model.parameters(): it lists a shared tensor once (a state_dict lists it under both names).")
     norm = student.construct("torch.nn.BatchNorm1d", 5)
     n = student.count_trainable_parameters(norm)
     expect(n == 10, f"BatchNorm1d(5) has 10 parameters (weight, bias) and 3 buffers, but count_trainable_parameters "
@@ -110,6 +114,14 @@ def test_lora_parameter_count_many_shapes(student):
         if n == d_in * d_out * r:
             fail(f"lora_parameter_count({d_in}, {d_out}, {r}) = {n}: that is d_in * d_out * r.",
                  hint="A and B are two separate matrices: add their sizes, r * d_in + d_out * r.")
+        if n == 2 * r * d_in and d_in != d_out:
+            fail(f"lora_parameter_count({d_in}, {d_out}, {r}) = {n}: that is 2 * r * d_in, as if B had A's shape.",
+                 hint="B is (d_out, r), not (r, d_in) like A: it has d_out * r entries, so the total is "
+                      "r * d_in + d_out * r.")
+        if n == expected + d_out:
+            fail(f"lora_parameter_count({d_in}, {d_out}, {r}) = {n}: that is {d_out} (d_out) more than A and B hold.",
+                 hint="A bias was counted: LoRA's A and B are bias-free (nn.Linear(..., bias=False)), so count only "
+                      "r * d_in + d_out * r.")
         expect(n == expected, f"lora_parameter_count({d_in}, {d_out}, {r}) should be {expected}, not {n!r}.")
 
 
@@ -537,6 +549,10 @@ def test_inject_lora_matches_whole_name_parts(student):
                 hint = "name.endswith(target) also matches 'out_proj'; require name == t or name.endswith('.' + t)."
             elif targets == ["proj"] and "proj_head" in wrapped:
                 hint = "A substring test ('proj' in name) also matches 'proj_head'; match whole name parts at the end."
+            elif set(wrapped) < set(expected) and all("." not in name for name in wrapped):
+                hint = ("Only the model's direct children were wrapped: a target nested deeper (such as inner.proj) "
+                        "must be wrapped too. Walk every submodule with model.named_modules() and replace each target "
+                        "on its parent module.")
             fail(f"With target_modules={targets}, the wrapped layers should be {expected}, but they are {wrapped}.",
                  hint)
 
@@ -655,6 +671,15 @@ def test_merge_lora_keeps_biases_and_nested_layers(student):
     if merged is None:
         fail("merge_lora should return the model.", hint="End with `return model`.")
     types = types_of(student, merged)
+    left = [name for name in lora if types.get(name) == "LoRALinear"]
+    if left == list(lora):
+        fail("After merge_lora every LoRALinear is still in the model.",
+             hint="layer.merged() returns a new nn.Linear and leaves the model as it was: put that new layer in the "
+                  "LoRALinear's place, setattr(parent, child_name, layer.merged()).")
+    if left and "proj" not in left:
+        fail(f"After merge_lora the top-level `proj` is merged, but {left} are still LoRALinear layers.",
+             hint="Only the model's direct children were merged: a LoRALinear nested deeper must be replaced too. "
+                  "Walk every submodule with model.named_modules() and replace each LoRALinear on its parent.")
     for name in lora:
         expect(types.get(name) == "Linear", f"After merge_lora, `{name}` is a {types.get(name)}, not an nn.Linear.")
     sd = state_dict_of(merged, "the merged ModuleDict")
@@ -727,6 +752,52 @@ def _random_pairs(seed: int, count: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def _case_kept(text: str) -> str:
+    """`text` with each whitespace token spelled in hex code points: lower-casing then changes nothing, so the
+    reference scores it as a rouge that never lower-cased ('The' and 'the' stay two tokens)."""
+    return " ".join(".".join(f"{ord(c):x}" for c in token) for token in text.split())
+
+
+def _scores(result) -> tuple | None:
+    try:
+        return tuple(float(result[k]) for k in ("precision", "recall", "f1"))
+    except Exception:
+        return None
+
+
+def _scores_mistake(result, expected: tuple, mistakes) -> str | None:
+    """The hint of the first known mistake whose (precision, recall, f1) the student's `result` is, or None: a
+    mistake that gives the right scores for these texts is no mistake here."""
+    got = _scores(result)
+    if got is None:
+        return None
+
+    def same(a, b):
+        return all(abs(x - y) <= 1e-9 for x, y in zip(a, b))
+    for answer, hint in mistakes:
+        wrong = answer() if callable(answer) else answer
+        if wrong is not None and not same(wrong, expected) and same(got, wrong):
+            return hint
+    return None
+
+
+_NOT_LOWER_CASED = ("The tokens are not lower-cased: 'The' and 'the' count as different words. Lower-case both texts "
+                    "before splitting them (text.lower().split()).")
+_PRECISION_RECALL_SWAPPED = ("precision and recall are swapped: precision divides the overlap by the CANDIDATE's "
+                             "count, recall by the REFERENCE's.")
+_F1_PLAIN_MEAN = ("precision and recall are right but f1 is not: f1 is the harmonic mean 2 * p * r / (p + r), "
+                  "not the plain mean (p + r) / 2.")
+
+
+def _rouge_mistakes(expected: tuple, case_kept: tuple | None = None, unigrams: tuple | None = None) -> list:
+    p, r, f1 = expected
+    return [(case_kept, _NOT_LOWER_CASED),
+            (unigrams, "n is ignored: these are the unigram (n=1) scores. Count the n-grams, tuples of n "
+                       "consecutive tokens, for the n asked."),
+            ((r, p, f1), _PRECISION_RECALL_SWAPPED),
+            ((p, r, (p + r) / 2), _F1_PLAIN_MEAN)]
+
+
 _ROUGE_N_CASES = [  # candidate, reference, n, (precision, recall, f1), what it tests
     ("", "the cat", 1, (0.0, 0.0, 0.0), "an empty candidate"),
     ("the cat", "", 1, (0.0, 0.0, 0.0), "an empty reference"),
@@ -747,8 +818,10 @@ _ROUGE_N_CASES = [  # candidate, reference, n, (precision, recall, f1), what it 
 def test_rouge_n_edge_cases(student):
     for cand, refr, n, expected, what in _ROUGE_N_CASES:
         result = student.rouge_n(cand, refr, n=n)
-        hint = None
-        if what.startswith("repeated") or what.startswith("a token repeated"):
+        hint = _scores_mistake(result, expected, _rouge_mistakes(expected))
+        if hint is None and what.startswith("texts that differ only in case"):
+            hint = _NOT_LOWER_CASED
+        elif hint is None and (what.startswith("repeated") or what.startswith("a token repeated")):
             hint = "Clip: an n-gram matches at most min(count in candidate, count in reference) times."
         expect_scores(result, expected, f"rouge_n({cand!r}, {refr!r}, n={n}) ({what})", hint)
 
@@ -758,9 +831,11 @@ def test_rouge_n_edge_cases(student):
 def test_rouge_n_random_texts(student):
     for i, (cand, refr) in enumerate(_random_pairs(400, 30)):
         n = 1 + i % 3
-        expected = ref.rouge_n(cand, refr, n)
-        expect_scores(student.rouge_n(cand, refr, n=n), tuple(expected.values()),
-                      f"rouge_n({cand!r}, {refr!r}, n={n})")
+        expected = tuple(ref.rouge_n(cand, refr, n).values())
+        result = student.rouge_n(cand, refr, n=n)
+        mistakes = _rouge_mistakes(expected, tuple(ref.rouge_n(_case_kept(cand), _case_kept(refr), n).values()),
+                                   tuple(ref.rouge_n(cand, refr, 1).values()) if n > 1 else None)
+        expect_scores(result, expected, f"rouge_n({cand!r}, {refr!r}, n={n})", _scores_mistake(result, expected, mistakes))
 
 
 _ROUGE_L_CASES = [
@@ -782,14 +857,21 @@ _ROUGE_L_CASES = [
              "L[i][j-1]). Lower-case and split on whitespace first; an empty side scores 0.")
 def test_rouge_l_edge_cases(student):
     for cand, refr, expected, what, hint in _ROUGE_L_CASES:
-        expect_scores(student.rouge_l(cand, refr), expected, f"rouge_l({cand!r}, {refr!r}) ({what})", hint)
+        result = student.rouge_l(cand, refr)
+        named = _scores_mistake(result, expected, _rouge_mistakes(expected))
+        if named is None and what.startswith("texts that differ only in case"):
+            named = _NOT_LOWER_CASED
+        expect_scores(result, expected, f"rouge_l({cand!r}, {refr!r}) ({what})", named or hint)
 
 
 @graded("rouge_l", points=2, hint="precision = LCS / candidate length, recall = LCS / reference length, "
                                   "f1 their harmonic mean.")
 def test_rouge_l_random_texts(student):
     for cand, refr in _random_pairs(401, 30):
-        expect_scores(student.rouge_l(cand, refr), tuple(ref.rouge_l(cand, refr).values()), f"rouge_l({cand!r}, {refr!r})")
+        expected = tuple(ref.rouge_l(cand, refr).values())
+        result = student.rouge_l(cand, refr)
+        mistakes = _rouge_mistakes(expected, tuple(ref.rouge_l(_case_kept(cand), _case_kept(refr)).values()))
+        expect_scores(result, expected, f"rouge_l({cand!r}, {refr!r})", _scores_mistake(result, expected, mistakes))
 
 
 # -- finetune --------------------------------------------------------------------------------------

@@ -173,6 +173,9 @@ def test_gather_logprobs_random(student):
                                 "These are raw logits: normalise them with log_softmax first."),
                                (lambda: torch.softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1),
                                 "These are probabilities: take log_softmax, not softmax."),
+                               (lambda: torch.log_softmax(logits, -2).gather(-1, labels.unsqueeze(-1)).squeeze(-1),
+                                "log_softmax is taken over the wrong dim (dim=-2, the positions): each position's "
+                                "log-probabilities must be normalised over the vocabulary, the last dim (dim=-1)."),
                                (lambda: ref.gather_logprobs(logits[..., :-1, :], labels[..., 1:]),
                                 "gather_logprobs should not shift anything: score each label with the logits at the "
                                 "same position (sequence_logprob does the shift).")])
@@ -407,7 +410,9 @@ def test_gae_random_with_padding(student):
                           "+ gamma * lam * A_{t+1}, with V_{t+1} = 0 and A_{t+1} = 0 after the row's last step.",
                      mistakes=[m for m in _gae_mistakes(rewards, values, gamma, lam, mask)], check_dtype=True)
         expect_close(result[1], expected_ret, f"returns {what}",
-                     hint="returns = advantages + values on the steps, 0 elsewhere.")
+                     hint="returns = advantages + values on the steps, 0 elsewhere.",
+                     mistakes=[(expected_adv, "These returns are the advantages alone: add the values back, "
+                                              "returns = advantages + values on the steps (0 elsewhere).")])
 
 
 @graded("gae", points=4, hint="Without a mask every position is a step; V after the last position is 0. Check the "
@@ -420,7 +425,9 @@ def test_gae_defaults_and_no_mask(student):
     expect_close(advantages, expected_adv, "advantages of gae(rewards, values) with the defaults",
                  hint="Defaults: gamma=1.0, lam=0.95, every position a step.",
                  mistakes=_gae_mistakes(rewards, values, 1.0, 0.95, torch.ones(4, 7, dtype=torch.bool)))
-    expect_close(returns, expected_ret, "returns of gae(rewards, values)", hint="returns = advantages + values.")
+    expect_close(returns, expected_ret, "returns of gae(rewards, values)", hint="returns = advantages + values.",
+                 mistakes=[(expected_adv, "These returns are the advantages alone: add the values back, "
+                                          "returns = advantages + values.")])
     one_step = tuple_of(student.gae(rewards[:, :1], values[:, :1], gamma=0.5, lam=0.5), 2, "gae on one step",
                         hint="Return (advantages, returns).")
     expect_close(one_step[0], rewards[:, :1] - values[:, :1], "advantages of a single step (r - V: nothing follows)",
@@ -519,10 +526,11 @@ def test_dpo_loss_random(student):
                                 "pi_ref)."),
                                (lambda: -F.logsigmoid((pc - rc) - (pr - rr)).mean(),
                                 "beta is missing: multiply the log-ratios by beta."),
-                               (lambda: ref.dpo_loss(pr, pc, rr, rc, beta)[0], "chosen and rejected are swapped."),
-                               (lambda: ref.dpo_loss(rc, rr, pc, pr, beta)[0],
-                                "policy and reference are swapped: the reward is beta * (log pi_policy - log "
-                                "pi_reference)."),
+                               # Swapping chosen and rejected, or policy and reference, gives the same loss.
+                               (lambda: ref.dpo_loss(pr, pc, rr, rc, beta)[0],
+                                "The margin has the wrong sign: either chosen and rejected are swapped, or policy and "
+                                "reference are. The reward is beta * (log pi_policy - log pi_reference), and the loss "
+                                "is -logsigmoid(chosen_reward - rejected_reward)."),
                                (lambda: -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).sum(),
                                 "Take the mean over the pairs, not the sum.")])
         expect_close(result[1], expected[1], f"chosen_rewards {what}",
@@ -549,10 +557,15 @@ def test_dpo_policy_prefers_the_chosen_responses(student):
            hint="Call trainer.train(), and keep the model you gave the trainer.")
     accuracy, _ = implicit_reward_accuracy(course_lm_with(weights), load_model("course-lm").eval(),
                                            encoded_pairs(held_out_pairs(24)))
+    # Well under half the pairs: the policy learned the opposite preference, the mark of swapped columns.
+    opposite = ("Your policy learned the opposite preference: in most pairs it raised the log-probability of the "
+                "rejected response more than that of the chosen one. Check that the trainer's `chosen` column holds "
+                "the preferred responses and `rejected` the others: they look swapped.")
     expect(accuracy >= 0.75, f"On 24 held-out pairs, your policy raised the log-probability of the chosen response "
                              f"more than that of the rejected one in only {accuracy:.0%} of the pairs (at least 75% "
                              f"expected).",
-           hint="Check that `chosen` holds the preferred responses, and train for longer or with a larger learning rate.")
+           hint=opposite if accuracy <= 0.25 else
+           "Check that `chosen` holds the preferred responses, and train for longer or with a larger learning rate.")
 
 
 N_JUDGE_PROMPTS = 80
@@ -635,19 +648,27 @@ def test_dpo_policy_greedy_answers_are_preferred_and_fluent(student):
     tok, reference, probe, prompts, base = judge()
     result = _judge_samples(course_lm_with(weights), reference, tok, probe, prompts)
     n = len(prompts)
-    # Statistical bar: course-lm ends kindly in about 70% of these prompts. Demand a rate that a policy no better
-    # than course-lm reaches with probability below 1e-4 (4 standard errors of a proportion of n answers), capped
-    # at 90% so that a well-trained policy passes with room to spare.
-    p0 = base["kind"]
-    bar = min(0.9, p0 + 4 * (p0 * (1 - p0) / n) ** 0.5)
-    expect(result["kind"] >= bar,
-           f"The grader's reward model prefers only {result['kind']:.0%} of your policy's greedy answers to {n} held-out "
-           f"prompts (course-lm itself: {p0:.0%}; at least {bar:.0%} expected).",
-           hint="Check that the trainer sees `chosen` as the preferred response, and train a little longer or with a "
-                "larger learning rate (or a larger beta if the policy drifted).")
+    # Fluency first: a policy that drifted into broken text also loses its kind endings, and the drift is then
+    # what to fix (a smaller learning rate), not the preference.
     floor = base["ref_logprob_per_token"] - 1.5
     expect(result["ref_logprob_per_token"] >= floor,
            f"Your policy's answers have become unlikely text for the reference model ({result['ref_logprob_per_token']:.2f} "
            f"nats per token; course-lm's own answers: {base['ref_logprob_per_token']:.2f}; at least {floor:.2f} expected): "
            f"the policy drifted too far (reward hacking).",
            hint="Use a smaller learning rate, fewer steps, or a larger beta, which keeps the policy close to the reference.")
+    # Statistical bar: course-lm ends kindly in about 70% of these prompts. Demand a rate that a policy no better
+    # than course-lm reaches with probability below 1e-4 (4 standard errors of a proportion of n answers), capped
+    # at 90% so that a well-trained policy passes with room to spare.
+    p0 = base["kind"]
+    spread = 4 * (p0 * (1 - p0) / n) ** 0.5
+    bar = min(0.9, p0 + spread)
+    # Far fewer kind endings than course-lm's own: the policy was trained towards the rejected responses.
+    worse = result["kind"] < p0 - spread
+    expect(result["kind"] >= bar,
+           f"The grader's reward model prefers only {result['kind']:.0%} of your policy's greedy answers to {n} held-out "
+           f"prompts (course-lm itself: {p0:.0%}; at least {bar:.0%} expected).",
+           hint="Your policy ends kindly far less often than course-lm did before training: it learned the opposite "
+                "preference. Check that the trainer's `chosen` column holds the preferred responses and `rejected` the "
+                "others: they look swapped." if worse else
+                "Check that the trainer sees `chosen` as the preferred response, and train a little longer or with a "
+                "larger learning rate (or a larger beta if the policy drifted).")

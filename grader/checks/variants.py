@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import torch
 import torch.nn.functional as F
 
 from grader.reference import variants as ref
-from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, generator, graded, visible
+from llmcourse.checking import (CheckFailed, StudentRaised, expect, expect_close, expect_tensor, fail, generator,
+                                graded, visible)
 from llmcourse.checking.shared.variants import (KINDS, MODEL_CLASSES, MODEL_KEYS, PARAMETER_KEYS, TASK_KEYS,
                                                 check_mask_structure, check_training, expect_quiz, gpt2_loss_case,
                                                 mlm_example, read_span_pair, span_counts, student_tiny_model,
@@ -313,11 +315,20 @@ def test_mask_tokens_splits_80_10_10(student):
     # with probability 1/V and the original id with probability 1/V, so the observable shares are:
     shares = {"became the mask token": (masked, 0.8 + 0.1 / V), "kept their token": (kept, 0.1 + 0.1 / V),
               "became another token": (replaced, 0.1 * (1 - 2 / V))}
+    # A random share drawn with probability 0.1 from the 20% left after masking: 2% random ids, 18% kept.
+    tenth_of_the_rest = within(replaced, m, 0.02 * (1 - 2 / V))[0] and not within(replaced, m, 0.1 * (1 - 2 / V))[0]
     for what, (count, p) in shares.items():
         ok, se = within(count, m, p)
         expect(ok, f"Of {m} picked positions, {count} {what} ({count / m:.4f}); expected {p:.4f} within "
                    f"{K:g} standard errors ({K * se:.4f}).",
-               hint="80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
+               hint="Only about 2% of the picked positions became a random id, and 18% kept their token: the random "
+                    "10% was drawn with probability 0.1 from the 20% left after masking (0.2 * 0.1 = 2%). Draw one "
+                    "uniform u per position instead: u < 0.8: mask; 0.8 <= u < 0.9: random id; else keep."
+                    if tenth_of_the_rest else
+                    "Every picked position became the mask token: only 80% should. Of the other 20%, half get a "
+                    "random id and half keep their token (one uniform u per position; u < 0.8: mask; 0.8 <= u < 0.9: "
+                    "random; else keep)." if masked == m else
+                    "80% of the picked positions become the mask token, 10% a random id, 10% stay: draw one uniform "
                     "number u per position; u < 0.8: mask; 0.8 <= u < 0.9: random; else keep.")
     random_ids = inputs[picked & (inputs != 4) & (inputs != ids)]
     expect(len(set(random_ids.tolist())) >= 25,
@@ -373,14 +384,20 @@ SENTINELS = list(range(5, 37))  # the course tokenizer's <extra_id_0> ... <extra
              "its span, then one closing sentinel; return two lists of ints.")
 def test_span_corrupt_structure(student):
     tokens = list(range(100, 140))
-    for seed in (0, 1, 2):
-        result = student.span_corrupt(tokens, SENTINELS, generator=Seeded(seed))
-        spans = read_span_pair(tokens, result, SENTINELS, f"span_corrupt(40 tokens, seed {seed})")
+    drawn = [read_span_pair(tokens, student.span_corrupt(tokens, SENTINELS, generator=Seeded(seed)), SENTINELS,
+                            f"span_corrupt(40 tokens, seed {seed})") for seed in (0, 1, 2)]
+    # A count that changes with the seed: each token corrupted on its own, not a fixed number of them.
+    varying = len({sum(map(len, spans)) for spans in drawn}) > 1
+    for spans in drawn:
         n_noise, n_spans = span_counts(40, 0.15, 3.0, len(SENTINELS))
         expect(sum(map(len, spans)) == n_noise and len(spans) == n_spans,
                f"For 40 tokens, noise_density 0.15 and mean_span_length 3 there should be {n_noise} corrupted tokens "
                f"in {n_spans} spans, but there are {sum(map(len, spans))} in {len(spans)}.",
-               hint="n_noise = round(n * noise_density) (at least 1, at most n - 1); "
+               hint="The number of corrupted tokens changes from seed to seed, as when each token is corrupted on its "
+                    "own with probability noise_density. The counts are fixed: exactly n_noise = round(n * "
+                    "noise_density) tokens in n_spans = round(n_noise / mean_span_length) spans; only the spans' "
+                    "lengths and places are random." if varying else
+                    "n_noise = round(n * noise_density) (at least 1, at most n - 1); "
                     "n_spans = round(n_noise / mean_span_length) (at least 1).")
 
 
@@ -626,7 +643,13 @@ def test_causal_lm_labels_matches_reference(student):
                  hint="Leave the labels aligned with input_ids: transformers' causal LMs shift them inside the loss.")
         expect_tensor(out, f"causal_lm_labels ({what})", shape=(4, 12))
         expect(out.dtype == torch.long, f"causal_lm_labels ({what}) has dtype {out.dtype}; labels are torch.long.")
-        expect_close(out, expected, f"causal_lm_labels ({what})")
+        expect_close(out, expected, f"causal_lm_labels ({what})",
+                     mistakes=[(ids, "The padding is not replaced: these labels are input_ids as they are. Set -100 "
+                                     "where attention_mask is 0, so that the loss ignores the padding."),
+                               (lambda: ids.masked_fill(mask.bool(), -100),
+                                "The -100s are at the real tokens and the padding keeps its ids: the mask is the "
+                                "wrong way round. Set -100 where attention_mask is 0 (the padding), not where it is "
+                                "1.")])
         expect(torch.equal(remote.fetch(), ids), "causal_lm_labels changed input_ids in place.",
                hint="Use masked_fill (not masked_fill_) or work on input_ids.clone().")
 
@@ -768,13 +791,19 @@ def test_build_model_follows_its_arguments(student):
         for vocab, d, layers, heads in ((70, 32, 3, 2), (45, 24, 1, 6)):
             what = f"build_model({kind!r}, {vocab}, d_model={d}, n_layers={layers}, n_heads={heads})"
             model = student.build_model(kind, vocab, d_model=d, n_layers=layers, n_heads=heads)
-            expect(model.type_name.endswith("." + MODEL_CLASSES[kind]), f"{what} is not a {MODEL_CLASSES[kind]}.")
+            expect(model.type_name.endswith("." + MODEL_CLASSES[kind]), f"{what} is not a {MODEL_CLASSES[kind]}.",
+                   "BertModel is BERT's encoder alone, without the masked-language-model head: it gives hidden "
+                   "states, not logits over the vocabulary. Build BertForMaskedLM(BertConfig(...)) instead."
+                   if model.type_name.endswith(".BertModel") else None)
             config = model.config.to_dict()
             width, depth, n_heads = SIZE_FIELDS[kind]
             expect(config.get("vocab_size") == vocab, f"{what}: vocab_size is {config.get('vocab_size')}, not {vocab}.")
             expect((config.get(width), config.get(depth), config.get(n_heads)) == (d, layers, heads),
                    f"{what}: the config has {width}={config.get(width)}, {depth}={config.get(depth)}, "
-                   f"{n_heads}={config.get(n_heads)}.")
+                   f"{n_heads}={config.get(n_heads)}.",
+                   f"The number of heads is fixed: {n_heads}={config.get(n_heads)} whatever n_heads is given. Pass "
+                   f"n_heads on to the config ({n_heads}=n_heads)."
+                   if (config.get(width), config.get(depth)) == (d, layers) and config.get(n_heads) != heads else None)
             if kind == "encoder-decoder":
                 expect(config.get("num_decoder_layers") == layers and config.get("d_kv", 0) * heads == d,
                        f"{what}: num_decoder_layers={config.get('num_decoder_layers')}, d_kv={config.get('d_kv')}.",
@@ -823,7 +852,49 @@ def test_training_step_on_a_small_t5(student):
              "optimizer.step(); return loss.item().")
 def test_training_step_on_all_three_kinds(student):
     for i, kind in enumerate(KINDS):
-        check_training(student, kind, seed=130 + 10 * i, steps=2, what=f"two training_steps of a tiny {kind} model")
+        seed = 130 + 10 * i
+        try:
+            check_training(student, kind, seed=seed, steps=2, what=f"two training_steps of a tiny {kind} model")
+        except CheckFailed as failure:
+            named = _training_mistake(kind, seed, failure.message)
+            if named is None:
+                raise
+            raise CheckFailed(failure.message, named) from None
+
+
+def _unshifted_loss(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+
+
+def _labels_as_decoder_inputs_loss(model, batch):
+    labels = batch["labels"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=labels.clamp(min=0)).logits
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+_TRAINING_MISTAKES = {
+    "decoder-only": (_unshifted_loss,
+                     "The decoder-only loss is not shifted: the logits at position t predict token t + 1, so compare "
+                     "logits[:, :-1] with labels[:, 1:] (or pass labels= to GPT-2, which shifts them itself)."),
+    "encoder-decoder": (_labels_as_decoder_inputs_loss,
+                        "T5 was fed its labels as decoder inputs, so each position sees the token it must predict. "
+                        "Pass labels= and let T5 shift them right to make the decoder's inputs: model(**batch).loss."),
+}
+
+
+def _training_mistake(kind: str, seed: int, message: str) -> str | None:
+    """The hint of a known mistake whose first-step loss is what the student's training_step returned, or None."""
+    found = re.search(r"step 1 returned the loss (\S+), but", message)
+    if found is None or kind not in _TRAINING_MISTAKES:
+        return None
+    loss_fn, hint = _TRAINING_MISTAKES[kind]
+    from llmcourse.checking.shared.variants import reference_steps
+
+    wrong = reference_steps(kind, tiny_weights(kind, seed), tiny_batch(kind, seed + 1), 1, 0.5, loss_fn)[0][0]
+    got = float(found.group(1))
+    return hint if abs(got - wrong) <= 1e-4 * max(1.0, abs(wrong)) else None
 
 
 @graded("training_step", points=1, requires_main=True,
@@ -916,6 +987,10 @@ def describe_merges(got: list, expected: list, what: str) -> str:
 def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
     """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
     k = first_difference(got, expected)
+    if k == len(expected) < len(got):
+        return ("The merges are right, but there are too many: the vocab_size tokens are the 256 byte tokens, the "
+                "special tokens and one token per merge, so make vocab_size - 256 - len(special_tokens) merges (the "
+                "special tokens count too).")
     if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
             and any("Ġ" in a + b for a, b in expected[:len(got)]):
         return SPACE_HINT

@@ -252,7 +252,12 @@ def test_dpo_policy_prefers_the_chosen_responses(student):
            hint="Call trainer.train(), and keep the model you gave the trainer.")
     accuracy, _ = implicit_reward_accuracy(course_lm_with(weights), load_model("course-lm").eval(),
                                            encoded_pairs(held_out_pairs(24)))
+    # Well under half the pairs: the policy learned the opposite preference, the mark of swapped columns.
+    opposite = ("Your policy learned the opposite preference: in most pairs it raised the log-probability of the "
+                "rejected response more than that of the chosen one. Check that the trainer's `chosen` column holds "
+                "the preferred responses and `rejected` the others: they look swapped.")
     expect(accuracy >= 0.75, f"On 24 held-out pairs, your policy raised the log-probability of the chosen response "
                              f"more than that of the rejected one in only {accuracy:.0%} of the pairs (at least 75% "
                              f"expected).",
-           hint="Check that `chosen` holds the preferred responses, and train for longer or with a larger learning rate.")
+           hint=opposite if accuracy <= 0.25 else
+           "Check that `chosen` holds the preferred responses, and train for longer or with a larger learning rate.")

@@ -154,14 +154,20 @@ SENTINELS = list(range(5, 37))  # the course tokenizer's <extra_id_0> ... <extra
              "its span, then one closing sentinel; return two lists of ints.")
 def test_span_corrupt_structure(student):
     tokens = list(range(100, 140))
-    for seed in (0, 1, 2):
-        result = student.span_corrupt(tokens, SENTINELS, generator=Seeded(seed))
-        spans = read_span_pair(tokens, result, SENTINELS, f"span_corrupt(40 tokens, seed {seed})")
+    drawn = [read_span_pair(tokens, student.span_corrupt(tokens, SENTINELS, generator=Seeded(seed)), SENTINELS,
+                            f"span_corrupt(40 tokens, seed {seed})") for seed in (0, 1, 2)]
+    # A count that changes with the seed: each token corrupted on its own, not a fixed number of them.
+    varying = len({sum(map(len, spans)) for spans in drawn}) > 1
+    for spans in drawn:
         n_noise, n_spans = span_counts(40, 0.15, 3.0, len(SENTINELS))
         expect(sum(map(len, spans)) == n_noise and len(spans) == n_spans,
                f"For 40 tokens, noise_density 0.15 and mean_span_length 3 there should be {n_noise} corrupted tokens "
                f"in {n_spans} spans, but there are {sum(map(len, spans))} in {len(spans)}.",
-               hint="n_noise = round(n * noise_density) (at least 1, at most n - 1); "
+               hint="The number of corrupted tokens changes from seed to seed, as when each token is corrupted on its "
+                    "own with probability noise_density. The counts are fixed: exactly n_noise = round(n * "
+                    "noise_density) tokens in n_spans = round(n_noise / mean_span_length) spans; only the spans' "
+                    "lengths and places are random." if varying else
+                    "n_noise = round(n * noise_density) (at least 1, at most n - 1); "
                     "n_spans = round(n_noise / mean_span_length) (at least 1).")
 
 
@@ -430,6 +436,10 @@ def describe_merges(got: list, expected: list, what: str) -> str:
 def merge_hint(got: list, expected: list, texts: list[str]) -> str | None:
     """A hint for the mistakes that show in the merges themselves, without knowing the counts."""
     k = first_difference(got, expected)
+    if k == len(expected) < len(got):
+        return ("The merges are right, but there are too many: the vocab_size tokens are the 256 byte tokens, the "
+                "special tokens and one token per merge, so make vocab_size - 256 - len(special_tokens) merges (the "
+                "special tokens count too).")
     if k < len(got) and any(" " in t for t in texts) and not any("Ġ" in a + b for a, b in got) \
             and any("Ġ" in a + b for a, b in expected[:len(got)]):
         return SPACE_HINT

@@ -50,7 +50,7 @@ def drops_the_last_window(text, tokenizer, max_tokens, overlap):
     return [tokenizer.decode(ids[s:s + max_tokens]) for s in range(0, len(ids) - max_tokens + 1, step)]
 
 
-@SPEC.mutant("chunk_text")
+@SPEC.mutant("chunk_text", hint="The windows do not overlap")
 def ignores_the_overlap(text, tokenizer, max_tokens, overlap):
     if max_tokens < 1 or not 0 <= overlap < max_tokens:
         raise ValueError("need max_tokens >= 1 and 0 <= overlap < max_tokens")
@@ -364,13 +364,13 @@ def numbered_from_0(question, passages):
     return format_instruction(RAG_INSTRUCTION, f"{numbered}\nQuestion: {' '.join(question.split())}")
 
 
-@SPEC.mutant("build_rag_prompt", name="### removed instead of the newlines")
+@SPEC.mutant("build_rag_prompt", hint="Removing '###' is not enough", name="### removed instead of the newlines")
 def removed_instead_of_the_newlines(question, passages):
     numbered = "\n".join(f"[{i}] {p.replace('###', '')}" for i, p in enumerate(passages, 1))
     return format_instruction(RAG_INSTRUCTION, f"{numbered}\nQuestion: {question.replace('###', '')}")
 
 
-@SPEC.mutant("build_rag_prompt")
+@SPEC.mutant("build_rag_prompt", hint="the question keeps its newlines")
 def the_question_left_as_it_is(question, passages):
     numbered = "\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(passages, 1))
     return format_instruction(RAG_INSTRUCTION, f"{numbered}\nQuestion: {question}")
@@ -415,7 +415,7 @@ def finish_kept_capitalised(text):
     return None
 
 
-@SPEC.mutant("parse_action", name="the last action, not the first")
+@SPEC.mutant("parse_action", hint="returned the LAST action", name="the last action, not the first")
 def the_last_action_not_the_first(text):
     found = None
     for line in text.split("\n"):
@@ -428,7 +428,7 @@ def the_last_action_not_the_first(text):
     return found
 
 
-@SPEC.mutant("parse_action")
+@SPEC.mutant("parse_action", hint="in the middle of a Thought line is not an action")
 def an_action_anywhere_in_the_text(text):
     m = re.search(r"(?:Action:\s*(\w+)|(Finish))\[(.*?)\]", text)
     if m is None:
@@ -437,7 +437,7 @@ def an_action_anywhere_in_the_text(text):
     return ("finish", m.group(3).strip()) if tool.lower() == "finish" else (tool, m.group(3).strip())
 
 
-@SPEC.mutant("parse_action", name="bare Finish lines ignored")
+@SPEC.mutant("parse_action", hint="A bare 'Finish[answer]' line", name="bare Finish lines ignored")
 def bare_finish_lines_ignored(text):
     for line in text.split("\n"):
         if line.startswith("Observation:"):
@@ -554,7 +554,7 @@ def the_invented_observation_kept(model_fn, question, tools, max_steps=6):
     return None, trace
 
 
-@SPEC.mutant("react")
+@SPEC.mutant("react", hint="The prompt never grows")
 def the_prompt_never_grows(model_fn, question, tools, max_steps=6):
     prompt, trace = react_prompt(question), []
     for _ in range(max_steps):
@@ -572,7 +572,7 @@ def the_prompt_never_grows(model_fn, question, tools, max_steps=6):
     return None, trace
 
 
-@SPEC.mutant("react")
+@SPEC.mutant("react", hint="and an unknown tool, as an observation")
 def an_unknown_tool_raises(model_fn, question, tools, max_steps=6):
     prompt, trace = react_prompt(question), []
     for _ in range(max_steps):
@@ -645,7 +645,7 @@ def partition_and_early_returns(model_fn, question, tools, max_steps=6):
 
 # -- safe_eval --------------------------------------------------------------------------------------------
 
-@SPEC.mutant("safe_eval")
+@SPEC.mutant("safe_eval", hint="eval, even without builtins")
 def eval_without_builtins(expression):
     try:
         return eval(expression, {"__builtins__": {}})
@@ -653,7 +653,8 @@ def eval_without_builtins(expression):
         raise ValueError(str(e)) from None
 
 
-@SPEC.mutant("safe_eval", name="math's constants allowed", original="_solution_safe_eval")
+@SPEC.mutant("safe_eval", hint="math's constants included",
+             name="math's constants allowed", original="_solution_safe_eval")
 def maths_constants_allowed(expression):
     for name in ("pi", "e", "tau"):
         expression = re.sub(rf"\b{name}\b", repr(getattr(math, name)), expression)
@@ -697,7 +698,7 @@ def result_bound_only_the_power_is_computed_first(expression):
     return value(tree.body)
 
 
-@SPEC.mutant("safe_eval")
+@SPEC.mutant("safe_eval", hint="Bound the exponent before computing the power")
 def no_bounds_at_all(expression):
     try:
         tree = ast.parse(expression.strip(), mode="eval")
@@ -731,7 +732,7 @@ def division_by_zero_not_caught(expression):
         raise
 
 
-@SPEC.mutant("safe_eval")
+@SPEC.mutant("safe_eval", hint="refuse an expression longer than a bound")
 def no_length_bound(expression):
     """The notebook's safe_eval without its length check."""
     if not isinstance(expression, str):
@@ -847,7 +848,7 @@ def an_explicit_stack_floats_everywhere(expression):
 
 # -- run_program ------------------------------------------------------------------------------------------
 
-@SPEC.mutant("run_program")
+@SPEC.mutant("run_program", hint="let Python's eval or exec run the program")
 def eval_of_each_line(program):
     variables = {}
     for line in program.split("\n"):
@@ -860,7 +861,7 @@ def eval_of_each_line(program):
     return variables
 
 
-@SPEC.mutant("run_program")
+@SPEC.mutant("run_program", hint="let Python's eval or exec run the program")
 def exec_of_the_whole_program(program):
     variables = {}
     exec(program, {"__builtins__": {}}, variables)
@@ -908,7 +909,7 @@ def names_replaced_inside_other_names(program):
     return variables
 
 
-@SPEC.mutant("run_program", original="_solution_run_program")
+@SPEC.mutant("run_program", hint="do not give `answer` a default", original="_solution_run_program")
 def answer_not_required(program):
     try:
         return _solution_run_program(program)
@@ -918,12 +919,13 @@ def answer_not_required(program):
         raise
 
 
-@SPEC.mutant("run_program", original="_solution_run_program")
+@SPEC.mutant("run_program", hint="returned only `answer`", original="_solution_run_program")
 def only_the_answer_returned(program):
     return {"answer": _solution_run_program(program)["answer"]}
 
 
-@SPEC.mutant("run_program", original="_solution_run_program")
+@SPEC.mutant("run_program", hint="Comment lines, blank lines and a comment at the end of a line",
+             original="_solution_run_program")
 def comment_lines_rejected(program):
     if any(line.strip().startswith("#") for line in program.split("\n")):
         raise ValueError("a line is not `name = expression`")

@@ -37,7 +37,7 @@ SPEC = Spec(
 
 # -- softmax ----------------------------------------------------------------------------------------------
 
-@SPEC.mutant("softmax", name="no max subtraction (overflows)")
+@SPEC.mutant("softmax", hint="Subtract the maximum of the slice first", name="no max subtraction (overflows)")
 def no_max_subtraction(x, dim=-1):
     e = torch.exp(x)
     return e / e.sum(dim=dim, keepdim=True)
@@ -52,13 +52,13 @@ def always_the_last_dim(x, dim=-1):
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
-@SPEC.mutant("softmax", name="NaN for fully masked rows")
+@SPEC.mutant("softmax", hint="Where the maximum is -inf, subtract 0 instead", name="NaN for fully masked rows")
 def nan_for_fully_masked_rows(x, dim=-1):
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / e.sum(dim=dim, keepdim=True)
 
 
-@SPEC.mutant("softmax")
+@SPEC.mutant("softmax", hint="no .float() or dtype=torch.float32 inside softmax")
 def computes_in_float32(x, dim=-1):
     x = x.float()
     top = x.amax(dim=dim, keepdim=True)
@@ -68,7 +68,7 @@ def computes_in_float32(x, dim=-1):
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
-@SPEC.mutant("softmax")
+@SPEC.mutant("softmax", hint="not in place (x -= m")
 def subtracts_the_max_in_place(x, dim=-1):
     top = x.amax(dim=dim, keepdim=True)
     x.sub_(torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
@@ -101,7 +101,7 @@ def no_scaling(q, k, v, mask=None):
     return weights @ v, weights
 
 
-@SPEC.mutant("scaled_dot_product_attention")
+@SPEC.mutant("scaled_dot_product_attention", hint="The scores are divided by d")
 def scaled_by_d(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / q.shape[-1]
     if mask is not None:
@@ -128,7 +128,8 @@ def mask_inverted(q, k, v, mask=None):
     return weights @ v, weights
 
 
-@SPEC.mutant("scaled_dot_product_attention", name="-1e9 without zeroing fully masked rows")
+@SPEC.mutant("scaled_dot_product_attention", hint="not a large negative number",
+             name="-1e9 without zeroing fully masked rows")
 def large_negative_fill_without_zeroing_fully_masked_rows(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -137,7 +138,8 @@ def large_negative_fill_without_zeroing_fully_masked_rows(q, k, v, mask=None):
     return weights @ v, weights
 
 
-@SPEC.mutant("scaled_dot_product_attention", name="torch.softmax gives NaN rows")
+@SPEC.mutant("scaled_dot_product_attention", hint="NaN is what torch.softmax (and F.softmax) give",
+             name="torch.softmax gives NaN rows")
 def torch_softmax_gives_nan_rows(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -184,12 +186,12 @@ def diagonal_excluded(n):
     return torch.ones(n, n, dtype=torch.bool).tril(-1)
 
 
-@SPEC.mutant("causal_mask")
+@SPEC.mutant("causal_mask", hint="This is the upper triangle")
 def upper_triangle(n):
     return torch.ones(n, n, dtype=torch.bool).triu()
 
 
-@SPEC.mutant("causal_mask", name="float 0/1 mask")
+@SPEC.mutant("causal_mask", hint="Create it with dtype=torch.bool", name="float 0/1 mask")
 def float_mask(n):
     return torch.ones(n, n).tril()
 
@@ -227,12 +229,12 @@ def true_at_padding(lengths, max_len):
     return torch.arange(max_len) >= lengths[:, None]
 
 
-@SPEC.mutant("padding_mask")
+@SPEC.mutant("padding_mask", hint="not lengths.max()")
 def width_from_the_longest_sequence(lengths, max_len):
     return torch.arange(int(lengths.max())) < lengths[:, None]
 
 
-@SPEC.mutant("padding_mask", name="0/1 integers")
+@SPEC.mutant("padding_mask", hint="The mask holds 0/1 integers", name="0/1 integers")
 def integers(lengths, max_len):
     return (torch.arange(max_len) < lengths[:, None]).long()
 
@@ -269,7 +271,7 @@ def base_1000(n_positions, d_model):
     return pe
 
 
-@SPEC.mutant("sinusoidal_positional_encoding", name="exponent i/d instead of 2i/d")
+@SPEC.mutant("sinusoidal_positional_encoding", hint="it should be 2i / d_model", name="exponent i/d instead of 2i/d")
 def exponent_i_over_d(n_positions, d_model):
     angle = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(d_model // 2) / d_model)
     pe = torch.zeros(n_positions, d_model)
@@ -277,13 +279,13 @@ def exponent_i_over_d(n_positions, d_model):
     return pe
 
 
-@SPEC.mutant("sinusoidal_positional_encoding")
+@SPEC.mutant("sinusoidal_positional_encoding", hint="The sines and cosines are in two halves")
 def sines_then_cosines_in_halves(n_positions, d_model):
     angle = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 
 
-@SPEC.mutant("sinusoidal_positional_encoding", name="positions from 1")
+@SPEC.mutant("sinusoidal_positional_encoding", hint="Positions start at 0, not 1", name="positions from 1")
 def encoded_positions_from_1(n_positions, d_model):
     angle = torch.arange(1, n_positions + 1)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
     pe = torch.zeros(n_positions, d_model)
@@ -360,7 +362,7 @@ class ScaledBySqrtDModel(MultiHeadAttention):
         return self.out_proj((weights @ v).transpose(1, 2).reshape(b, lq, d))
 
 
-@SPEC.mutant("multi_head_attention", name="context ignored")
+@SPEC.mutant("multi_head_attention", hint="keys and values come from the context", name="context ignored")
 class ContextIgnored(MultiHeadAttention):
     def forward(self, x, context=None, mask=None):
         b, lq, d = x.shape
@@ -371,7 +373,7 @@ class ContextIgnored(MultiHeadAttention):
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, d))
 
 
-@SPEC.mutant("multi_head_attention", name="last_weights averaged over heads")
+@SPEC.mutant("multi_head_attention", hint="not an average", name="last_weights averaged over heads")
 class LastWeightsAveragedOverHeads(MultiHeadAttention):
     def forward(self, x, context=None, mask=None):
         out = super().forward(x, context=context, mask=mask)
@@ -445,7 +447,7 @@ class ReluInsteadOfGelu(TransformerBlock):
         self.mlp[1] = nn.ReLU()
 
 
-@SPEC.mutant("transformer_block", name="tanh approximation of GELU")
+@SPEC.mutant("transformer_block", hint="tanh approximation of GELU", name="tanh approximation of GELU")
 class TanhApproximationOfGelu(TransformerBlock):
     def __init__(self, d_model, n_heads, d_ff):
         super().__init__(d_model, n_heads, d_ff)
@@ -459,7 +461,7 @@ class MaskNotPassedOn(TransformerBlock):
         return x + self.mlp(self.ln2(x))
 
 
-@SPEC.mutant("transformer_block", name="norms swapped")
+@SPEC.mutant("transformer_block", hint="ln1 and ln2 are swapped", name="norms swapped")
 class NormsSwapped(TransformerBlock):
     def forward(self, x, mask=None):
         x = x + self.attn(self.ln2(x), mask=mask)
@@ -526,7 +528,7 @@ class NoFinalLayerNorm(MiniGPT):
         return self.lm_head(x)
 
 
-@SPEC.mutant("mini_gpt", name="positions from 1")
+@SPEC.mutant("mini_gpt", hint="counting from 0 (torch.arange(L))", name="positions from 1")
 class EmbeddedPositionsFrom1(MiniGPT):
     def forward(self, input_ids):
         n = input_ids.shape[1]
@@ -536,7 +538,7 @@ class EmbeddedPositionsFrom1(MiniGPT):
         return self.lm_head(self.ln_f(x))
 
 
-@SPEC.mutant("mini_gpt", name="lm_head with a bias")
+@SPEC.mutant("mini_gpt", hint="lm_head has a bias", name="lm_head with a bias")
 class LmHeadWithABias(MiniGPT):
     def __init__(self, vocab_size, max_len, d_model, n_heads, n_layers, d_ff):
         super().__init__(vocab_size, max_len, d_model, n_heads, n_layers, d_ff)
@@ -602,7 +604,8 @@ def qkv_split_in_the_wrong_order(model, hf_model):
     return model
 
 
-@SPEC.mutant("load_gpt2_weights", name="lm_head not copied", original="_load_right")
+@SPEC.mutant("load_gpt2_weights", hint="`lm_head.weight` still holds its initial value",
+             name="lm_head not copied", original="_load_right")
 def lm_head_not_copied(model, hf_model):
     with torch.no_grad():
         keep = model.lm_head.weight.clone()
@@ -630,7 +633,8 @@ def layer_norm_biases_not_copied(model, hf_model):
     return model
 
 
-@SPEC.mutant("load_gpt2_weights", name="transposes GPT-2's weight in place", original="_load_right")
+@SPEC.mutant("load_gpt2_weights", hint="never call t_()",
+             name="transposes GPT-2's weight in place", original="_load_right")
 def transposes_the_weight_in_place(model, hf_model):
     with torch.no_grad():
         _load_right(model, hf_model)
@@ -639,7 +643,7 @@ def transposes_the_weight_in_place(model, hf_model):
     return model
 
 
-@SPEC.mutant("load_gpt2_weights", original="_load_right")
+@SPEC.mutant("load_gpt2_weights", hint="not a new one", original="_load_right")
 def returns_a_new_model(model, hf_model):
     import copy
     return _load_right(copy.deepcopy(model), hf_model)
@@ -692,22 +696,23 @@ def parameter_by_parameter_with_data(model, hf_model):
 
 # -- count_parameters -------------------------------------------------------------------------------------
 
-@SPEC.mutant("count_parameters")
+@SPEC.mutant("count_parameters", hint="Frozen parameters (requires_grad=False) are not trainable")
 def counts_frozen_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@SPEC.mutant("count_parameters", name="counts the state dict (buffers too)")
+@SPEC.mutant("count_parameters", hint="running statistics are buffers, not parameters",
+             name="counts the state dict (buffers too)")
 def counts_the_state_dict(model):
     return sum(t.numel() for t in model.state_dict().values())
 
 
-@SPEC.mutant("count_parameters", name="counts tensors, not elements")
+@SPEC.mutant("count_parameters", hint="not the number of tensors", name="counts tensors, not elements")
 def counts_tensors_not_elements(model):
     return sum(1 for p in model.parameters() if p.requires_grad)
 
 
-@SPEC.mutant("count_parameters")
+@SPEC.mutant("count_parameters", hint="is one parameter: model.parameters() lists it once")
 def counts_a_shared_weight_twice(model):
     return sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False) if p.requires_grad)
 

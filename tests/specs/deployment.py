@@ -230,7 +230,7 @@ def no_clipping(candidate, references, max_n=4):
     return bleu_from(matches, totals, cand_len, ref_len)
 
 
-@SPEC.mutant("bleu", uses=(ngram_counts, bleu_statistics))
+@SPEC.mutant("bleu", hint="There is no brevity penalty", uses=(ngram_counts, bleu_statistics))
 def no_brevity_penalty(candidate, references, max_n=4):
     if isinstance(candidate, str):
         candidate, references = [candidate], [references]
@@ -312,7 +312,8 @@ def clipping_summed_over_the_references(candidate, references, max_n=4):
     return bleu_from(matches, totals, cand_len, ref_len)
 
 
-@SPEC.mutant("bleu", name="n-grams only up to 3", uses=(ngram_counts, bleu_statistics, bleu_from))
+@SPEC.mutant("bleu", hint="The n-grams stop at 3",
+             name="n-grams only up to 3", uses=(ngram_counts, bleu_statistics, bleu_from))
 def ngrams_only_up_to_3(candidate, references, max_n=4):
     if isinstance(candidate, str):
         candidate, references = [candidate], [references]
@@ -928,7 +929,7 @@ def zero_point_ignored(q, scale, zero_point=None):
     return q.to(scale.dtype) * scale
 
 
-@SPEC.mutant("dequantize")
+@SPEC.mutant("dequantize", hint="The result is always float32")
 def always_float32(q, scale, zero_point=None):
     values = q.float()
     if zero_point is not None:
@@ -1397,7 +1398,7 @@ def biases_pruned_too(model, sparsity, module_types=(nn.Linear,)):
     return model
 
 
-@SPEC.mutant("magnitude_prune", name="threshold guessed from the mean |w|")
+@SPEC.mutant("magnitude_prune", hint="a threshold guessed from the weights", name="threshold guessed from the mean |w|")
 def threshold_guessed_from_the_mean(model, sparsity, module_types=(nn.Linear,)):
     if not 0 <= sparsity <= 1:
         raise ValueError("sparsity is a fraction")
@@ -1588,7 +1589,7 @@ def forgetting_the_6(C, law):
     return params, tokens
 
 
-@SPEC.mutant("compute_optimal")
+@SPEC.mutant("compute_optimal", hint="The exponents are swapped")
 def exponents_swapped(C, law):
     a, b = law["alpha"], law["beta"]
     g = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
@@ -1615,7 +1616,7 @@ def returns_tokens_then_params(C, law):
     return tokens, params
 
 
-@SPEC.mutant("compute_optimal")
+@SPEC.mutant("compute_optimal", hint="The factor G is missing")
 def no_G_factor(C, law):
     a, b = law["alpha"], law["beta"]
     g = 1.0

@@ -49,17 +49,17 @@ def no_eps(x, weight, eps=1e-6):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True)) * weight
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="The square root is missing")
 def no_square_root(x, weight, eps=1e-6):
     return x / (x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="The squares are summed")
 def sum_instead_of_mean(x, weight, eps=1e-6):
     return x / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps) * weight
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="never over the batch or the positions")
 def over_the_first_dimension(x, weight, eps=1e-6):
     return x / torch.sqrt(x.pow(2).mean(0, keepdim=True) + eps) * weight
 
@@ -69,13 +69,13 @@ def weight_left_out(x, weight, eps=1e-6):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="a .float() turns float64 into float32")
 def computed_in_float32(x, weight, eps=1e-6):
     x32 = x.float()
     return x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
 
 
-@SPEC.mutant("rms_norm")
+@SPEC.mutant("rms_norm", hint="not in place (x /= rms")
 def divides_in_place(x, weight, eps=1e-6):
     x /= torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return x * weight
@@ -150,7 +150,7 @@ def angles_repeat_interleaved(x, positions, base=10000.0):
     return x * angle.cos() + rotated * angle.sin()
 
 
-@SPEC.mutant("apply_rope")
+@SPEC.mutant("apply_rope", hint="Compute the angles and the result in x's own dtype")
 def angles_in_float32(x, positions, base=10000.0):
     d = x.shape[-1]
     angle = positions.float()[:, None] / base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
@@ -214,7 +214,7 @@ class NoUpBranch(SwiGLU):
         return self.down_proj(F.silu(self.gate_proj(x)))
 
 
-@SPEC.mutant("swiglu", name="layers with biases")
+@SPEC.mutant("swiglu", hint="Llama's MLP has no biases", name="layers with biases")
 class LayersWithBiases(SwiGLU):
     def __init__(self, d_model, d_ff):
         super().__init__(d_model, d_ff)
@@ -337,14 +337,15 @@ class NoFinalNorm(MiniLlama):
         return self.lm_head(x)
 
 
-@SPEC.mutant("mini_llama", name="lm_head not tied")
+@SPEC.mutant("mini_llama", hint="Tie the output layer to the token embedding", name="lm_head not tied")
 class LmHeadNotTied(MiniLlama):
     def __init__(self, vocab_size, d_model, n_heads, n_layers, d_ff, eps=1e-5, rope_base=10000.0):
         super().__init__(vocab_size, d_model, n_heads, n_layers, d_ff, eps, rope_base)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
 
 
-@SPEC.mutant("mini_llama", name="eps and rope_base not passed on")
+@SPEC.mutant("mini_llama", hint="Pass eps and rope_base from MiniLlama's constructor",
+             name="eps and rope_base not passed on")
 class EpsAndRopeBaseNotPassedOn(MiniLlama):
     def __init__(self, vocab_size, d_model, n_heads, n_layers, d_ff, eps=1e-5, rope_base=10000.0):
         super().__init__(vocab_size, d_model, n_heads, n_layers, d_ff)
@@ -435,7 +436,8 @@ def final_norm_not_copied(model, hf_model):
     return model
 
 
-@SPEC.mutant("load_course_lm_weights", name="o_proj not copied", original="_load_right")
+@SPEC.mutant("load_course_lm_weights", hint="still holds its initial value: nothing was copied into it",
+             name="o_proj not copied", original="_load_right")
 def o_proj_not_copied(model, hf_model):
     with torch.no_grad():
         keep = [block.attn.o_proj.weight.clone() for block in model.blocks]
@@ -445,13 +447,14 @@ def o_proj_not_copied(model, hf_model):
     return model
 
 
-@SPEC.mutant("load_course_lm_weights", original="_load_right")
+@SPEC.mutant("load_course_lm_weights", hint="return that same model, not a new one", original="_load_right")
 def returns_a_new_model(model, hf_model):
     import copy
     return _load_right(copy.deepcopy(model), hf_model)
 
 
-@SPEC.mutant("load_course_lm_weights", name="copies into the Llama as well", original="_load_right")
+@SPEC.mutant("load_course_lm_weights", hint="never the other way round",
+             name="copies into the Llama as well", original="_load_right")
 def copies_into_the_llama_as_well(model, hf_model):
     with torch.no_grad():
         _load_right(model, hf_model)

@@ -37,17 +37,19 @@ SPEC = Spec(
 
 # -- count_trainable_parameters ---------------------------------------------------------------------------
 
-@SPEC.mutant("count_trainable_parameters")
+@SPEC.mutant("count_trainable_parameters", hint="Frozen parameters (requires_grad=False) are not trainable")
 def counts_frozen_parameters_too(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@SPEC.mutant("count_trainable_parameters", name="counts tensors, not elements")
+@SPEC.mutant("count_trainable_parameters", hint="number of trainable parameter TENSORS",
+             name="counts tensors, not elements")
 def counts_tensors_not_elements(model):
     return sum(1 for p in model.parameters() if p.requires_grad)
 
 
-@SPEC.mutant("count_trainable_parameters", name="counts the state dict (shared tensors twice, buffers)")
+@SPEC.mutant("count_trainable_parameters", hint="a state_dict lists it under both names",
+             name="counts the state dict (shared tensors twice, buffers)")
 def counts_the_state_dict(model):
     return sum(v.numel() for v in model.state_dict().values())
 
@@ -75,12 +77,12 @@ def the_full_matrix_times_r(d_in, d_out, r):
     return r * d_in * d_out
 
 
-@SPEC.mutant("lora_parameter_count")
+@SPEC.mutant("lora_parameter_count", hint="B is (d_out, r), not (r, d_in) like A")
 def two_copies_of_A(d_in, d_out, r):
     return 2 * r * d_in
 
 
-@SPEC.mutant("lora_parameter_count")
+@SPEC.mutant("lora_parameter_count", hint="A bias was counted")
 def a_bias_counted_in_B(d_in, d_out, r):
     return r * (d_in + d_out) + d_out
 
@@ -98,7 +100,7 @@ def counted_on_real_layers(d_in, d_out, r):
 
 # -- lora_linear ------------------------------------------------------------------------------------------
 
-@SPEC.mutant("lora_linear")
+@SPEC.mutant("lora_linear", hint="Initialise lora_B's weight to zero")
 class B_initialised_randomly(LoRALinear):
     def __init__(self, base, r, alpha, dropout=0.0):
         nn.Module.__init__(self)
@@ -111,7 +113,7 @@ class B_initialised_randomly(LoRALinear):
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
 
 
-@SPEC.mutant("lora_linear")
+@SPEC.mutant("lora_linear", hint="Only B starts at zero")
 class A_and_B_both_zero(LoRALinear):
     def __init__(self, base, r, alpha, dropout=0.0):
         nn.Module.__init__(self)
@@ -146,7 +148,7 @@ class no_scaling_in_forward(LoRALinear):
         return self.base(x) + self.lora_B(self.lora_A(x))
 
 
-@SPEC.mutant("lora_linear")
+@SPEC.mutant("lora_linear", hint="requires_grad_(False)")
 class base_not_frozen(LoRALinear):
     def __init__(self, base, r, alpha, dropout=0.0):
         nn.Module.__init__(self)
@@ -173,7 +175,7 @@ class bias_left_trainable(LoRALinear):
         nn.init.zeros_(self.lora_B.weight)
 
 
-@SPEC.mutant("lora_linear")
+@SPEC.mutant("lora_linear", hint="not on the base's input or the output")
 class dropout_on_the_output(LoRALinear):
     def forward(self, x):
         return self.dropout(self.base(x) + self.scaling * self.lora_B(self.lora_A(x)))
@@ -198,7 +200,7 @@ class merged_in_place_into_the_base(LoRALinear):
         return self.base
 
 
-@SPEC.mutant("lora_linear")
+@SPEC.mutant("lora_linear", hint="with the base's dtype and device")
 class LoRA_factors_always_float32(LoRALinear):
     def __init__(self, base, r, alpha, dropout=0.0):
         nn.Module.__init__(self)
@@ -304,7 +306,7 @@ def biases_left_trainable(model, target_modules, r, alpha, dropout=0.0):
     return model
 
 
-@SPEC.mutant("inject_lora")
+@SPEC.mutant("inject_lora", hint="Freeze the whole model first with model.requires_grad_(False)")
 def the_rest_of_the_model_not_frozen(model, target_modules, r, alpha, dropout=0.0):
     chosen = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
               and any(n == t or n.endswith("." + t) for t in target_modules)]
@@ -315,7 +317,7 @@ def the_rest_of_the_model_not_frozen(model, target_modules, r, alpha, dropout=0.
     return model
 
 
-@SPEC.mutant("inject_lora")
+@SPEC.mutant("inject_lora", hint="Freeze first, wrap after")
 def frozen_after_wrapping(model, target_modules, r, alpha, dropout=0.0):
     chosen = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
               and any(n == t or n.endswith("." + t) for t in target_modules)]
@@ -327,7 +329,7 @@ def frozen_after_wrapping(model, target_modules, r, alpha, dropout=0.0):
     return model
 
 
-@SPEC.mutant("inject_lora", name="only the top-level children")
+@SPEC.mutant("inject_lora", hint="Only the model's direct children were wrapped", name="only the top-level children")
 def inject_into_the_top_level_children_only(model, target_modules, r, alpha, dropout=0.0):
     model.requires_grad_(False)
     for name, module in list(model.named_children()):
@@ -380,7 +382,7 @@ def merge_without_the_scaling(model):
     return model
 
 
-@SPEC.mutant("merge_lora")
+@SPEC.mutant("merge_lora", hint="leaves the model as it was")
 def the_LoRA_layers_are_not_replaced(model):
     for module in model.modules():
         if isinstance(module, LoRALinear):
@@ -388,7 +390,7 @@ def the_LoRA_layers_are_not_replaced(model):
     return model
 
 
-@SPEC.mutant("merge_lora")
+@SPEC.mutant("merge_lora", hint="keeps the base layer's bias")
 def the_bias_is_dropped(model):
     for name in [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]:
         parent_name, _, child = name.rpartition(".")
@@ -401,7 +403,7 @@ def the_bias_is_dropped(model):
     return model
 
 
-@SPEC.mutant("merge_lora", name="only the top-level children")
+@SPEC.mutant("merge_lora", hint="Only the model's direct children were merged", name="only the top-level children")
 def merge_the_top_level_children_only(model):
     for name, module in list(model.named_children()):
         if isinstance(module, LoRALinear):
@@ -448,7 +450,7 @@ def counts_not_clipped(candidate, reference, n=1):
     return {"precision": p, "recall": rec, "f1": f}
 
 
-@SPEC.mutant("rouge_n", name="not lower-cased")
+@SPEC.mutant("rouge_n", hint="The tokens are not lower-cased", name="not lower-cased")
 def rouge_n_not_lower_cased(candidate, reference, n=1):
     def grams(t):
         t = t.split()
@@ -460,7 +462,7 @@ def rouge_n_not_lower_cased(candidate, reference, n=1):
     return {"precision": p, "recall": rec, "f1": 2 * p * rec / (p + rec) if p + rec else 0.0}
 
 
-@SPEC.mutant("rouge_n", name="n ignored (always unigrams)")
+@SPEC.mutant("rouge_n", hint="n is ignored", name="n ignored (always unigrams)")
 def n_ignored(candidate, reference, n=1):
     c, r = Counter(candidate.lower().split()), Counter(reference.lower().split())
     o = sum((c & r).values())
@@ -469,7 +471,7 @@ def n_ignored(candidate, reference, n=1):
     return {"precision": p, "recall": rec, "f1": 2 * p * rec / (p + rec) if p + rec else 0.0}
 
 
-@SPEC.mutant("rouge_n")
+@SPEC.mutant("rouge_n", hint="Test before you divide")
 def divides_by_zero_on_empty_texts(candidate, reference, n=1):
     def grams(t):
         t = t.lower().split()
@@ -480,7 +482,7 @@ def divides_by_zero_on_empty_texts(candidate, reference, n=1):
     return {"precision": p, "recall": rec, "f1": 2 * p * rec / (p + rec) if p + rec else 0.0}
 
 
-@SPEC.mutant("rouge_n")
+@SPEC.mutant("rouge_n", hint="precision and recall are swapped")
 def precision_and_recall_swapped(candidate, reference, n=1):
     def grams(t):
         t = t.lower().split()
@@ -549,7 +551,7 @@ def longest_common_substring(candidate, reference):
     return {"precision": p, "recall": rec, "f1": 2 * p * rec / (p + rec) if p + rec else 0.0}
 
 
-@SPEC.mutant("rouge_l", name="not lower-cased")
+@SPEC.mutant("rouge_l", hint="The tokens are not lower-cased", name="not lower-cased")
 def rouge_l_not_lower_cased(candidate, reference):
     c, r = candidate.split(), reference.split()
     prev = [0] * (len(r) + 1)
@@ -563,7 +565,7 @@ def rouge_l_not_lower_cased(candidate, reference):
     return {"precision": p, "recall": rec, "f1": 2 * p * rec / (p + rec) if p + rec else 0.0}
 
 
-@SPEC.mutant("rouge_l", original="_rouge_l")
+@SPEC.mutant("rouge_l", hint="not the plain mean (p + r) / 2", original="_rouge_l")
 def f1_as_the_mean_of_precision_and_recall(candidate, reference):
     s = _rouge_l(candidate, reference)
     return {"precision": s["precision"], "recall": s["recall"], "f1": (s["precision"] + s["recall"]) / 2}
@@ -602,7 +604,8 @@ def memoised_recursion(candidate, reference):
 
 # -- finetune ---------------------------------------------------------------------------------------------
 
-@SPEC.mutant("finetune", name="no zero_grad (gradients pile up)")
+@SPEC.mutant("finetune", hint="Without zero_grad the gradients of earlier steps add up",
+             name="no zero_grad (gradients pile up)")
 def no_zero_grad(model, dataset, steps, lr, batch_size=8, seed=0):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -619,7 +622,7 @@ def no_zero_grad(model, dataset, steps, lr, batch_size=8, seed=0):
     return losses
 
 
-@SPEC.mutant("finetune")
+@SPEC.mutant("finetune", hint="before the loop (it keeps running averages of the gradients")
 def a_new_optimizer_every_step(model, dataset, steps, lr, batch_size=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     order, losses = [], []
@@ -637,13 +640,13 @@ def a_new_optimizer_every_step(model, dataset, steps, lr, batch_size=8, seed=0):
     return losses
 
 
-@SPEC.mutant("finetune", original="_finetune")
+@SPEC.mutant("finetune", hint="never unfreeze anything", original="_finetune")
 def unfreezes_every_parameter(model, dataset, steps, lr, batch_size=8, seed=0):
     model.requires_grad_(True)
     return _finetune(model, dataset, steps, lr, batch_size, seed)
 
 
-@SPEC.mutant("finetune")
+@SPEC.mutant("finetune", hint="not the global random state")
 def the_global_random_state_instead_of_the_seed(model, dataset, steps, lr, batch_size=8, seed=0):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     order, losses = [], []
@@ -674,13 +677,14 @@ def pad_batch_labelling_the_padding(examples, pad_id=0):
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-@SPEC.mutant("finetune", uses=(("pad_batch", pad_batch_labelling_the_padding),), original="_finetune")
+@SPEC.mutant("finetune", hint="padding gets label -100, so the loss ignores it",
+             uses=(("pad_batch", pad_batch_labelling_the_padding),), original="_finetune")
 def padding_labelled_with_the_pad_id(model, dataset, steps, lr, batch_size=8, seed=0):
     """The notebook's own finetune; the mistake is in the pad_batch it calls."""
     return _finetune(model, dataset, steps, lr, batch_size, seed)
 
 
-@SPEC.mutant("finetune")
+@SPEC.mutant("finetune", hint="(a permutation, not random draws)")
 def batches_drawn_with_replacement(model, dataset, steps, lr, batch_size=8, seed=0):
     import random
 

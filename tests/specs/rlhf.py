@@ -30,22 +30,22 @@ SPEC = Spec(
 
 # -- preference_loss --------------------------------------------------------------------------------------
 
-@SPEC.mutant("preference_loss", name="logsigmoid of r - c")
+@SPEC.mutant("preference_loss", hint="chosen and rejected are swapped", name="logsigmoid of r - c")
 def logsigmoid_of_r_minus_c(c, r):
     return -F.logsigmoid(r - c).mean()
 
 
-@SPEC.mutant("preference_loss")
+@SPEC.mutant("preference_loss", hint="The losses are summed")
 def summed(c, r):
     return -F.logsigmoid(c - r).sum()
 
 
-@SPEC.mutant("preference_loss", name="log of sigmoid (overflows)")
+@SPEC.mutant("preference_loss", hint="rather than torch.log(torch.sigmoid(x))", name="log of sigmoid (overflows)")
 def log_of_sigmoid(c, r):
     return -torch.log(torch.sigmoid(c - r)).mean()
 
 
-@SPEC.mutant("preference_loss")
+@SPEC.mutant("preference_loss", hint="not the sigmoid itself")
 def sigmoid_without_the_log(c, r):
     return -torch.sigmoid(c - r).mean()
 
@@ -62,22 +62,22 @@ def binary_cross_entropy_with_logits(c, r):
 
 # -- gather_logprobs --------------------------------------------------------------------------------------
 
-@SPEC.mutant("gather_logprobs")
+@SPEC.mutant("gather_logprobs", hint="These are raw logits")
 def raw_logits(logits, labels):
     return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-@SPEC.mutant("gather_logprobs")
+@SPEC.mutant("gather_logprobs", hint="These are probabilities")
 def probabilities(logits, labels):
     return torch.softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-@SPEC.mutant("gather_logprobs")
+@SPEC.mutant("gather_logprobs", hint="a .float() (float32) anywhere")
 def computed_in_float32(logits, labels):
     return torch.log_softmax(logits.float(), -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-@SPEC.mutant("gather_logprobs")
+@SPEC.mutant("gather_logprobs", hint="wrong dim (dim=-2, the positions)")
 def log_softmax_over_the_positions(logits, labels):
     return torch.log_softmax(logits, -2).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
@@ -96,31 +96,31 @@ def cross_entropy(logits, labels):
 
 # -- sequence_logprob -------------------------------------------------------------------------------------
 
-@SPEC.mutant("sequence_logprob")
+@SPEC.mutant("sequence_logprob", hint="not shifted by one")
 def not_shifted_by_one(model, input_ids, attention_mask, response_mask):
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return (gather_logprobs(logits, input_ids) * response_mask).sum(-1)
 
 
-@SPEC.mutant("sequence_logprob")
+@SPEC.mutant("sequence_logprob", hint="Only the response tokens count")
 def padding_and_prompt_counted(model, input_ids, attention_mask, response_mask):
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return (gather_logprobs(logits[:, :-1], input_ids[:, 1:]) * attention_mask[:, 1:]).sum(-1)
 
 
-@SPEC.mutant("sequence_logprob")
+@SPEC.mutant("sequence_logprob", hint="response mask is not shifted")
 def mask_not_shifted(model, input_ids, attention_mask, response_mask):
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return (gather_logprobs(logits[:, :-1], input_ids[:, 1:]) * response_mask[:, :-1]).sum(-1)
 
 
-@SPEC.mutant("sequence_logprob")
+@SPEC.mutant("sequence_logprob", hint="Pass attention_mask to the model: with left padding")
 def no_attention_mask(model, input_ids, attention_mask, response_mask):
     logits = model(input_ids=input_ids).logits
     return (gather_logprobs(logits[:, :-1], input_ids[:, 1:]) * response_mask[:, 1:]).sum(-1)
 
 
-@SPEC.mutant("sequence_logprob")
+@SPEC.mutant("sequence_logprob", hint="do not average them")
 def mean_instead_of_sum(model, input_ids, attention_mask, response_mask):
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     m = response_mask[:, 1:].float()
@@ -151,7 +151,7 @@ def sequence_logprob_row_by_row(model, input_ids, attention_mask, response_mask)
 
 # -- shaped_rewards ---------------------------------------------------------------------------------------
 
-@SPEC.mutant("shaped_rewards", name="KL sign flipped")
+@SPEC.mutant("shaped_rewards", hint="KL penalty has the wrong sign", name="KL sign flipped")
 def kl_sign_flipped(score, logprobs, ref_logprobs, response_mask, beta):
     m = response_mask.bool()
     r = torch.where(m, beta * (logprobs - ref_logprobs), torch.zeros_like(logprobs))
@@ -160,13 +160,13 @@ def kl_sign_flipped(score, logprobs, ref_logprobs, response_mask, beta):
     return r
 
 
-@SPEC.mutant("shaped_rewards")
+@SPEC.mutant("shaped_rewards", hint="score is added to every response token")
 def score_on_every_token(score, logprobs, ref_logprobs, response_mask, beta):
     m = response_mask.to(logprobs.dtype)
     return (-beta * (logprobs - ref_logprobs) + score[:, None].to(logprobs.dtype)) * m
 
 
-@SPEC.mutant("shaped_rewards", name="score at the row's last position")
+@SPEC.mutant("shaped_rewards", hint="last TRUE position of the response mask", name="score at the row's last position")
 def score_at_the_rows_last_position(score, logprobs, ref_logprobs, response_mask, beta):
     m = response_mask.to(logprobs.dtype)
     r = -beta * (logprobs - ref_logprobs) * m
@@ -174,7 +174,7 @@ def score_at_the_rows_last_position(score, logprobs, ref_logprobs, response_mask
     return r
 
 
-@SPEC.mutant("shaped_rewards")
+@SPEC.mutant("shaped_rewards", hint="KL penalty is applied outside the response")
 def penalty_outside_the_response(score, logprobs, ref_logprobs, response_mask, beta):
     m = response_mask.bool()
     r = -beta * (logprobs - ref_logprobs)
@@ -203,7 +203,7 @@ def one_hot_of_the_last_token(score, logprobs, ref_logprobs, response_mask, beta
 
 # -- gae --------------------------------------------------------------------------------------------------
 
-@SPEC.mutant("gae")
+@SPEC.mutant("gae", hint="The bootstrap is missing")
 def no_bootstrap(rewards, values, gamma=1.0, lam=0.95, mask=None):
     m = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
     adv = torch.zeros_like(rewards)
@@ -214,7 +214,7 @@ def no_bootstrap(rewards, values, gamma=1.0, lam=0.95, mask=None):
     return adv, (adv + values) * m
 
 
-@SPEC.mutant("gae")
+@SPEC.mutant("gae", hint="Padding leaks into the advantages")
 def padding_leaks_in(rewards, values, gamma=1.0, lam=0.95, mask=None):
     m = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
     adv = torch.zeros_like(rewards)
@@ -227,7 +227,7 @@ def padding_leaks_in(rewards, values, gamma=1.0, lam=0.95, mask=None):
     return adv * m, (adv + values) * m
 
 
-@SPEC.mutant("gae")
+@SPEC.mutant("gae", hint="lam is ignored")
 def lam_ignored(rewards, values, gamma=1.0, lam=0.95, mask=None):
     m = torch.ones_like(rewards, dtype=torch.bool) if mask is None else mask.bool()
     adv = torch.zeros_like(rewards)
@@ -241,7 +241,7 @@ def lam_ignored(rewards, values, gamma=1.0, lam=0.95, mask=None):
     return adv, torch.where(m, adv + values, torch.zeros_like(adv))
 
 
-@SPEC.mutant("gae", original="_gae_right")
+@SPEC.mutant("gae", hint="returns are the advantages alone", original="_gae_right")
 def returns_without_the_values(rewards, values, gamma=1.0, lam=0.95, mask=None):
     adv, _ = _gae_right(rewards, values, gamma, lam, mask)
     return adv, adv
@@ -280,7 +280,7 @@ def textbook_loop_with_masked_next_values(rewards, values, gamma=1.0, lam=0.95, 
 
 # -- ppo_clip_loss ----------------------------------------------------------------------------------------
 
-@SPEC.mutant("ppo_clip_loss")
+@SPEC.mutant("ppo_clip_loss", hint="max instead of min")
 def max_instead_of_min(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
     ratio = torch.exp(logprobs - old_logprobs)
     obj = torch.maximum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
@@ -288,7 +288,7 @@ def max_instead_of_min(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=No
     return -(obj * m).sum() / m.sum()
 
 
-@SPEC.mutant("ppo_clip_loss")
+@SPEC.mutant("ppo_clip_loss", hint="The advantage is clipped")
 def advantage_clipped_instead_of_the_ratio(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
     ratio = torch.exp(logprobs - old_logprobs)
     obj = torch.minimum(ratio * advantages, ratio * advantages.clamp(-clip_eps, clip_eps))
@@ -296,14 +296,14 @@ def advantage_clipped_instead_of_the_ratio(logprobs, old_logprobs, advantages, c
     return -(obj * m).sum() / m.sum()
 
 
-@SPEC.mutant("ppo_clip_loss")
+@SPEC.mutant("ppo_clip_loss", hint="Padding is counted")
 def padding_counted(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
     ratio = torch.exp(logprobs - old_logprobs)
     obj = torch.minimum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
     return -obj.mean()
 
 
-@SPEC.mutant("ppo_clip_loss")
+@SPEC.mutant("ppo_clip_loss", hint="The ratio is upside down")
 def ratio_upside_down(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
     ratio = torch.exp(old_logprobs - logprobs)
     obj = torch.minimum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
@@ -332,25 +332,25 @@ def case_by_case(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
 
 # -- dpo_loss ---------------------------------------------------------------------------------------------
 
-@SPEC.mutant("dpo_loss")
+@SPEC.mutant("dpo_loss", hint="The reference terms are missing")
 def no_reference_terms(pc, pr, rc, rr, beta=0.1):
     c, r = beta * pc, beta * pr
     return -F.logsigmoid(c - r).mean(), c, r
 
 
-@SPEC.mutant("dpo_loss")
+@SPEC.mutant("dpo_loss", hint="beta is missing")
 def no_beta(pc, pr, rc, rr, beta=0.1):
     c, r = pc - rc, pr - rr
     return -F.logsigmoid(c - r).mean(), c, r
 
 
-@SPEC.mutant("dpo_loss")
+@SPEC.mutant("dpo_loss", hint="or policy and reference are")
 def policy_and_reference_swapped(pc, pr, rc, rr, beta=0.1):
     c, r = beta * (rc - pc), beta * (rr - pr)
     return -F.logsigmoid(c - r).mean(), c, r
 
 
-@SPEC.mutant("dpo_loss")
+@SPEC.mutant("dpo_loss", hint="mean over the pairs, not the sum")
 def summed_over_the_pairs(pc, pr, rc, rr, beta=0.1):
     c, r = beta * (pc - rc), beta * (pr - rr)
     return -F.logsigmoid(c - r).sum(), c, r
@@ -371,12 +371,12 @@ def log_of_sigmoid_in_float64(pc, pr, rc, rr, beta=0.1):
 
 # -- dpo_training: the cell's body; the parameters are what it reads from the notebook -------------------
 
-@SPEC.mutant("dpo_training", slow=False)
+@SPEC.mutant("dpo_training", hint="Call trainer.train()", slow=False)
 def not_trained(load_model):
     dpo_policy = load_model("course-lm").eval()
 
 
-@SPEC.mutant("dpo_training")
+@SPEC.mutant("dpo_training", hint="they look swapped")
 def chosen_and_rejected_swapped(load_model, preferences, tokenizer, DPOTrainer, dpo_config):
     torch.manual_seed(0)
     dpo_policy = load_model("course-lm")
@@ -388,7 +388,7 @@ def chosen_and_rejected_swapped(load_model, preferences, tokenizer, DPOTrainer, 
     dpo_policy.eval()
 
 
-@SPEC.mutant("dpo_training")
+@SPEC.mutant("dpo_training", hint="Use a smaller learning rate")
 def learning_rate_far_too_large(load_model, preferences, tokenizer, DPOTrainer, dpo_config):
     torch.manual_seed(0)
     dpo_policy = load_model("course-lm")

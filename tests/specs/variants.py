@@ -59,7 +59,7 @@ def causal_without_the_diagonal(kind, n_query, n_key=None):
     raise ValueError(kind)
 
 
-@SPEC.mutant("attention_visibility")
+@SPEC.mutant("attention_visibility", hint="one column per encoder position")
 def cross_is_square(kind, n_query, n_key=None):
     if kind in ("bidirectional", "cross"):
         return torch.ones(n_query, n_query, dtype=torch.bool)
@@ -68,7 +68,7 @@ def cross_is_square(kind, n_query, n_key=None):
     raise ValueError(kind)
 
 
-@SPEC.mutant("attention_visibility")
+@SPEC.mutant("attention_visibility", hint="Build it with dtype=torch.bool")
 def float_mask(kind, n_query, n_key=None):
     n_key = n_query if n_key is None else n_key
     if kind in ("bidirectional", "cross"):
@@ -78,7 +78,7 @@ def float_mask(kind, n_query, n_key=None):
     raise ValueError(kind)
 
 
-@SPEC.mutant("attention_visibility")
+@SPEC.mutant("attention_visibility", hint="instead of silently giving a mask that lets every position see every other")
 def unknown_kinds_get_a_full_mask(kind, n_query, n_key=None):
     n_key = n_query if n_key is None else n_key
     if kind == "causal":
@@ -153,7 +153,7 @@ def special_tokens_can_be_picked(input_ids, mask_token_id, vocab_size, special_t
     return inputs, labels
 
 
-@SPEC.mutant("mask_tokens")
+@SPEC.mutant("mask_tokens", hint="Every picked position became the mask token")
 def every_picked_position_masked(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
                                  mlm_probability=0.15, generator=None):
     shape = input_ids.shape
@@ -164,7 +164,8 @@ def every_picked_position_masked(input_ids, mask_token_id, vocab_size, special_t
     return input_ids.masked_fill(picked, mask_token_id), labels
 
 
-@SPEC.mutant("mask_tokens", name="random share drawn with 0.1 from the rest (2%)")
+@SPEC.mutant("mask_tokens", hint="Only about 2% of the picked positions became a random id",
+             name="random share drawn with 0.1 from the rest (2%)")
 def random_share_drawn_with_a_tenth_of_the_rest(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
                                                 mlm_probability=0.15, generator=None):
     shape = input_ids.shape
@@ -196,7 +197,7 @@ def random_ids_up_to_vocab_size_inclusive(input_ids, mask_token_id, vocab_size, 
     return inputs, labels
 
 
-@SPEC.mutant("mask_tokens")
+@SPEC.mutant("mask_tokens", hint="Pass generator=generator to every")
 def ignores_the_generator(input_ids, mask_token_id, vocab_size, special_tokens_mask=None,
                           mlm_probability=0.15, generator=None):
     shape = input_ids.shape
@@ -311,7 +312,8 @@ def no_closing_sentinel(token_ids, sentinel_ids, noise_density=0.15, mean_span_l
     return inputs, targets[:-1]
 
 
-@SPEC.mutant("span_corrupt", name="every span exactly mean_span_length long", uses=(noise_counts, corrupted_pair))
+@SPEC.mutant("span_corrupt", hint="they are not all equal to it",
+             name="every span exactly mean_span_length long", uses=(noise_counts, corrupted_pair))
 def every_span_equally_long(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
     ids = list(token_ids)
     n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
@@ -323,7 +325,8 @@ def every_span_equally_long(token_ids, sentinel_ids, noise_density=0.15, mean_sp
     return corrupted_pair(ids, sentinel_ids, gaps, lengths)
 
 
-@SPEC.mutant("span_corrupt", name="each token corrupted with probability noise_density")
+@SPEC.mutant("span_corrupt", hint="The number of corrupted tokens changes from seed to seed",
+             name="each token corrupted with probability noise_density")
 def each_token_corrupted_independently(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0,
                                        generator=None):
     ids = list(token_ids)
@@ -348,7 +351,7 @@ def each_token_corrupted_independently(token_ids, sentinel_ids, noise_density=0.
     return inputs, targets
 
 
-@SPEC.mutant("span_corrupt", uses=(noise_counts, corrupted_pair))
+@SPEC.mutant("span_corrupt", hint="not always at the same places", uses=(noise_counts, corrupted_pair))
 def spans_always_at_the_start(token_ids, sentinel_ids, noise_density=0.15, mean_span_length=3.0, generator=None):
     ids = list(token_ids)
     n_noise, n_spans = noise_counts(ids, sentinel_ids, noise_density, mean_span_length)
@@ -441,7 +444,7 @@ def keeps_the_sentinels(inputs, targets, sentinel_ids):
     return out
 
 
-@SPEC.mutant("merge_spans")
+@SPEC.mutant("merge_spans", hint="not by its value")
 def assumes_consecutive_sentinel_ids(inputs, targets, sentinel_ids):
     first = sentinel_ids[0]
     is_sentinel = lambda t: first <= t < first + len(sentinel_ids)
@@ -506,17 +509,17 @@ def shifted_labels(input_ids, attention_mask):
     return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
 
 
-@SPEC.mutant("causal_lm_labels")
+@SPEC.mutant("causal_lm_labels", hint="The padding is not replaced")
 def padding_not_replaced(input_ids, attention_mask):
     return input_ids.clone()
 
 
-@SPEC.mutant("causal_lm_labels", name="-100 at the real tokens")
+@SPEC.mutant("causal_lm_labels", hint="The -100s are at the real tokens", name="-100 at the real tokens")
 def minus_100_at_the_real_tokens(input_ids, attention_mask):
     return input_ids.masked_fill(attention_mask == 1, -100)
 
 
-@SPEC.mutant("causal_lm_labels", name="changes input_ids in place")
+@SPEC.mutant("causal_lm_labels", hint="not masked_fill_", name="changes input_ids in place")
 def changes_input_ids_in_place(input_ids, attention_mask):
     return input_ids.masked_fill_(attention_mask == 0, -100)
 
@@ -558,7 +561,7 @@ def padding_not_ignored(logits, labels):
     return -logp.gather(-1, targets[..., None]).mean()
 
 
-@SPEC.mutant("next_token_loss")
+@SPEC.mutant("next_token_loss", hint="This is the sum over tokens")
 def sum_instead_of_mean(logits, labels):
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                            ignore_index=-100, reduction="sum")
@@ -581,23 +584,24 @@ def labels_shifted_left_with_padding(logits, labels):
 
 # -- architectures: the body is the quiz cell, run after the solution's ----------------------------------
 
-@SPEC.mutant("architectures", name="generative QA as decoder-only")
+@SPEC.mutant("architectures", hint="Think again about 'generative question answering'",
+             name="generative QA as decoder-only")
 def generative_qa_as_decoder_only(ARCHITECTURE_FOR_TASK):
     ARCHITECTURE_FOR_TASK = {**ARCHITECTURE_FOR_TASK, "generative question answering": "decoder-only"}
 
 
-@SPEC.mutant("architectures", name="T5 as encoder-only")
+@SPEC.mutant("architectures", hint="Think again about 'T5'", name="T5 as encoder-only")
 def t5_as_encoder_only(ARCHITECTURE_OF_MODEL):
     ARCHITECTURE_OF_MODEL = {**ARCHITECTURE_OF_MODEL, "T5": "encoder-only", "course-t5": "encoder-only"}
 
 
-@SPEC.mutant("architectures", name="everything decoder-only")
+@SPEC.mutant("architectures", hint="Think again about 'BERT'", name="everything decoder-only")
 def everything_decoder_only(ARCHITECTURE_FOR_TASK, ARCHITECTURE_OF_MODEL):
     ARCHITECTURE_FOR_TASK = {k: "decoder-only" for k in ARCHITECTURE_FOR_TASK}
     ARCHITECTURE_OF_MODEL = {k: "decoder-only" for k in ARCHITECTURE_OF_MODEL}
 
 
-@SPEC.mutant("architectures")
+@SPEC.mutant("architectures", hint="spelled exactly")
 def a_misspelt_value(ARCHITECTURE_OF_MODEL):
     ARCHITECTURE_OF_MODEL = {**ARCHITECTURE_OF_MODEL, "BERT": "encoder"}
 
@@ -638,7 +642,8 @@ def small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads):
     raise ValueError(kind)
 
 
-@SPEC.mutant("build_model", name="BertModel without the masked-LM head", uses=(small_transformers_model,))
+@SPEC.mutant("build_model", hint="BertModel is BERT's encoder alone",
+             name="BertModel without the masked-LM head", uses=(small_transformers_model,))
 def bert_model_without_the_head(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
     from transformers import BertConfig, BertModel
 
@@ -648,7 +653,8 @@ def bert_model_without_the_head(kind, vocab_size, d_model=64, n_layers=2, n_head
     return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
 
 
-@SPEC.mutant("build_model", name="T5 with the default d_kv", uses=(small_transformers_model,))
+@SPEC.mutant("build_model", hint="its default, 64, ignores d_model",
+             name="T5 with the default d_kv", uses=(small_transformers_model,))
 def t5_with_the_default_head_size(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -659,7 +665,8 @@ def t5_with_the_default_head_size(kind, vocab_size, d_model=64, n_layers=2, n_he
     return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
 
 
-@SPEC.mutant("build_model", name="T5 with one decoder layer", uses=(small_transformers_model,))
+@SPEC.mutant("build_model", hint="num_decoder_layers=n_layers (it has a decoder stack of its own)",
+             name="T5 with one decoder layer", uses=(small_transformers_model,))
 def t5_with_one_decoder_layer(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -670,7 +677,8 @@ def t5_with_one_decoder_layer(kind, vocab_size, d_model=64, n_layers=2, n_heads=
     return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
 
 
-@SPEC.mutant("build_model", name="GPT-2 always with 4 heads", uses=(small_transformers_model,))
+@SPEC.mutant("build_model", hint="The number of heads is fixed",
+             name="GPT-2 always with 4 heads", uses=(small_transformers_model,))
 def gpt2_always_with_four_heads(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -679,7 +687,8 @@ def gpt2_always_with_four_heads(kind, vocab_size, d_model=64, n_layers=2, n_head
     return small_transformers_model(kind, vocab_size, d_model, n_layers, n_heads)
 
 
-@SPEC.mutant("build_model", name="unknown kinds give None", uses=(small_transformers_model,))
+@SPEC.mutant("build_model", hint="instead of returning None",
+             name="unknown kinds give None", uses=(small_transformers_model,))
 def unknown_kinds_give_none(kind, vocab_size, d_model=64, n_layers=2, n_heads=4):
     if kind not in ("encoder-only", "encoder-decoder", "decoder-only"):
         return None
@@ -728,17 +737,17 @@ def no_dropout_explicit_decoder_layers(kind, vocab_size, d_model=64, n_layers=2,
 
 # -- parameters: the body is the quiz cell, run after the solution's -------------------------------------
 
-@SPEC.mutant("parameters")
+@SPEC.mutant("parameters", hint="Think again about 'hidden size'")
 def hidden_size_as_a_parameter(PARAMETER_OR_HYPERPARAMETER):
     PARAMETER_OR_HYPERPARAMETER = {**PARAMETER_OR_HYPERPARAMETER, "hidden size": "parameter"}
 
 
-@SPEC.mutant("parameters")
+@SPEC.mutant("parameters", hint="Think again about 'token embeddings'")
 def embeddings_as_a_hyperparameter(PARAMETER_OR_HYPERPARAMETER):
     PARAMETER_OR_HYPERPARAMETER = {**PARAMETER_OR_HYPERPARAMETER, "token embeddings": "hyperparameter"}
 
 
-@SPEC.mutant("parameters")
+@SPEC.mutant("parameters", hint="Keep the keys of the template as they are")
 def a_key_renamed(PARAMETER_OR_HYPERPARAMETER):
     PARAMETER_OR_HYPERPARAMETER = {("learning_rate" if k == "learning rate" else k): v
                                    for k, v in PARAMETER_OR_HYPERPARAMETER.items()}
@@ -802,7 +811,7 @@ def returns_the_loss_tensor(model, batch, optimizer):
     return loss.detach()
 
 
-@SPEC.mutant("training_step")
+@SPEC.mutant("training_step", hint="in this order")
 def step_before_backward(model, batch, optimizer):
     if model.config.model_type in ("bert", "t5"):
         loss = model(**batch).loss
@@ -815,7 +824,7 @@ def step_before_backward(model, batch, optimizer):
     return loss.item()
 
 
-@SPEC.mutant("training_step", name="decoder-only loss not shifted")
+@SPEC.mutant("training_step", hint="The decoder-only loss is not shifted", name="decoder-only loss not shifted")
 def decoder_only_loss_not_shifted(model, batch, optimizer):
     if model.config.model_type in ("bert", "t5"):
         loss = model(**batch).loss
@@ -828,7 +837,8 @@ def decoder_only_loss_not_shifted(model, batch, optimizer):
     return loss.item()
 
 
-@SPEC.mutant("training_step", name="T5 fed its labels as decoder inputs")
+@SPEC.mutant("training_step", hint="T5 was fed its labels as decoder inputs",
+             name="T5 fed its labels as decoder inputs")
 def t5_fed_its_labels_as_decoder_inputs(model, batch, optimizer):
     if model.config.model_type == "bert":
         loss = model(**batch).loss
@@ -1070,7 +1080,7 @@ def only_the_bytes_the_corpus_uses(texts, vocab_size, special_tokens=()):
     return vocab, merges
 
 
-@SPEC.mutant("train_bpe", name="vocab_size merges, special tokens not counted",
+@SPEC.mutant("train_bpe", hint="the special tokens count too", name="vocab_size merges, special tokens not counted",
              uses=(merge_every, count_pairs, start_vocab, piece_counts))
 def vocab_size_without_the_special_tokens(texts, vocab_size, special_tokens=()):
     vocab = start_vocab(special_tokens)

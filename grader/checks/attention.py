@@ -19,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grader.reference import attention as ref
-from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded, randn,
-                                same_answer, state_dict_of, visible)
-from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights,
-                                                 mha_shapes, minigpt_shapes, random_weights, student_gpt2)
+from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded,
+                                load_weights, randn, same_answer, state_dict_of, visible)
+from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, mha_shapes,
+                                                 minigpt_shapes, random_weights, student_gpt2)
 
 STUDENT_DOC = """Visible checks for 01_attention: what `check("01_attention/<exercise>")` runs in your notebook.
 

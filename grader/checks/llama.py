@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from grader.reference import llama as ref
-from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded, randn,
-                                same_answer, state_dict_of, visible)
+from llmcourse.checking import (CheckFailed, expect, expect_close, expect_tensor, fail, generator, graded,
+                                load_weights, randn, same_answer, state_dict_of, visible)
 
 STUDENT_DOC = """Visible checks for 01b_llama: what `check("01b_llama/<exercise>")` runs in your notebook.
 
@@ -111,19 +111,6 @@ def student_llama(student, config: dict, weights: dict[str, torch.Tensor]):
     hf.eval()
     return hf
 
-
-def load_weights(module, weights: dict[str, torch.Tensor], what: str, hint: str) -> None:
-    """Load these weights into a student's module, with a clear message when names or shapes differ."""
-    sd = state_dict_of(module, what)
-    missing = [name for name in weights if name not in sd]
-    if missing:
-        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        fail(f"{what} has no parameter named {listed}, so the checks cannot give it known weights.", hint)
-    for name, value in weights.items():
-        if tuple(sd[name].shape) != tuple(value.shape):
-            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape "
-                 f"{tuple(value.shape)}.", hint)
-    module.load_state_dict(weights, strict=False)
 
 
 def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: str, hint: str,

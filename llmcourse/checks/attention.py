@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.checking import (expect, expect_close, expect_tensor, fail, generator, graded, randn, state_dict_of,
-                                visible)
-from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, load_weights,
-                                                 mha_shapes, minigpt_shapes, random_weights, student_gpt2)
+from llmcourse.checking import (expect, expect_close, expect_tensor, fail, generator, graded, load_weights, randn,
+                                state_dict_of, visible)
+from llmcourse.checking.shared.attention import (block_shapes, gpt2_config, gpt2_logits, gpt2_weights, mha_shapes,
+                                                 minigpt_shapes, random_weights, student_gpt2)
 
 ASSIGNMENT = "01_attention"
 

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from llmcourse.checking import (expect, expect_close, expect_tensor, fail, generator, graded, randn, state_dict_of,
-                                visible)
+from llmcourse.checking import (expect, expect_close, expect_tensor, fail, generator, graded, load_weights, randn,
+                                state_dict_of, visible)
 
 ASSIGNMENT = "01b_llama"
 
@@ -98,20 +98,6 @@ def student_llama(student, config: dict, weights: dict[str, torch.Tensor]):
     hf.load_state_dict(hf_names(weights))
     hf.eval()
     return hf
-
-
-def load_weights(module, weights: dict[str, torch.Tensor], what: str, hint: str) -> None:
-    """Load these weights into a student's module, with a clear message when names or shapes differ."""
-    sd = state_dict_of(module, what)
-    missing = [name for name in weights if name not in sd]
-    if missing:
-        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        fail(f"{what} has no parameter named {listed}, so the checks cannot give it known weights.", hint)
-    for name, value in weights.items():
-        if tuple(sd[name].shape) != tuple(value.shape):
-            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape "
-                 f"{tuple(value.shape)}.", hint)
-    module.load_state_dict(weights, strict=False)
 
 
 def expect_structure(student, module, shapes: dict[str, tuple[int, ...]], what: str, hint: str,

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from llmcourse.checking import fail, generator, state_dict_of
+from llmcourse.checking import generator
 
 
 # -- weights by name -------------------------------------------------------------------------------
@@ -58,19 +58,6 @@ def random_weights(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.d
         weights[name] = value.to(dtype)
     return weights
 
-
-def load_weights(module, weights: dict[str, torch.Tensor], what: str, hint: str) -> None:
-    """Load these weights into a student's module, with a clear message when names or shapes differ."""
-    sd = state_dict_of(module, what)
-    missing = [name for name in weights if name not in sd]
-    if missing:
-        listed = ", ".join(f"`{m}`" for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        fail(f"{what} has no parameter named {listed}, so the checks cannot give it known weights.", hint)
-    for name, value in weights.items():
-        if tuple(sd[name].shape) != tuple(value.shape):
-            fail(f"{what}'s `{name}` has shape {tuple(sd[name].shape)}, but it should have shape "
-                 f"{tuple(value.shape)}.", hint)
-    module.load_state_dict(weights, strict=False)
 
 
 # -- GPT-2 with known weights ----------------------------------------------------------------------

@@ -85,7 +85,6 @@ class RunChecks(Execute):
         need, in a thread, while the kernel starts."""
         self.results = []
         self.session = None
-        self.kernel_test_cells = 0  # test cells (or parts) that ran in the student's kernel, as stock nbgrader's do
         self._deadline = time.monotonic() + self.notebook_timeout
         assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
                                     for ex, _ in check_calls(c.source))
@@ -98,7 +97,6 @@ class RunChecks(Execute):
         nb.metadata.setdefault("llmcourse", {})["grading"] = {
             "events": self.session.events,
             "sandbox_refused": self.session.sandbox_refused,
-            "kernel_test_cells": self.kernel_test_cells,
         }
         return nb, resources
 
@@ -251,7 +249,6 @@ class RunChecks(Execute):
         if all(kind == "checks" for kind, _ in parts):
             self.grade_cell(cell)
             return
-        self.kernel_test_cells += 1
         if all(kind == "kernel" for kind, _ in parts):
             self._run_cell(cell, index)
             return

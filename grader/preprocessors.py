@@ -238,9 +238,10 @@ class RunChecks(Execute):
 
     # -- test cells -----------------------------------------------------------------------------------
     def grade_test_cell(self, cell: NotebookNode, index: int) -> None:
-        """A test cell (nbgrader's autograder tests): its check(...) calls are graded here; any other statement runs
-        in the student's kernel, as stock nbgrader runs a test cell (full points unless it raises or writes to
-        stderr; partial credit from a number it returns), with the sandbox and the limits of every cell."""
+        """A test cell (nbgrader's autograder tests): a cell of check(...) calls is graded here; a cell without them
+        runs in the student's kernel, as stock nbgrader runs a test cell (full points unless it raises or writes to
+        stderr; partial credit from a number it returns), with the sandbox and the limits of every cell. A cell
+        that mixes both scores 0 with a message saying so."""
         try:
             parts = test_cell_parts(cell.source)
         except MixedCellError as error:
@@ -252,23 +253,10 @@ class RunChecks(Execute):
         if all(kind == "kernel" for kind, _ in parts):
             self._run_cell(cell, index)
             return
-        outputs = []
-        for kind, text in parts:
-            part = NotebookNode(cell_type="code", source=text, metadata=cell.metadata, outputs=[], execution_count=None)
-            if kind == "kernel":
-                self._run_cell(part, index)
-                self.kc = self.session.kc
-                # Only the checks' result may carry a partial score: a value the statements return is shown.
-                outputs += [NotebookNode(output_type="display_data", metadata=o.get("metadata", {}), data=o.data)
-                            if o.output_type == "execute_result" else o for o in part.outputs]
-            else:
-                self.grade_cell(part)
-                outputs += part.outputs
-        # nbgrader scores the cell from its first error, stderr or result: a statement that failed makes it 0, as
-        # for a stock test cell, so the checks' partial score then goes.
-        if any(o.output_type == "error" or o.output_type == "stream" and o.get("name") == "stderr" for o in outputs):
-            outputs = [o for o in outputs if o.output_type != "execute_result"]
-        cell.outputs = outputs
+        # A cell that mixes both is refused: its check results do not yet reach the grade (seen in a test).
+        cell.outputs = [error_output("MixedTestCell", "this test cell mixes check(...) calls with other statements, "
+                                     "which grading does not support yet: put the other statements in a test cell "
+                                     "of their own")]
 
     def grade_cell(self, cell: NotebookNode) -> None:
         """A check cell never runs in the kernel: its checks run here, against the kernel's agent, and their

@@ -82,12 +82,14 @@ def submissions(release: nbformat.NotebookNode, root):
     return root
 
 
-def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys, monkeypatch):
+def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys):
     from nbgrader.apps import NbGraderAPI
     from traitlets.config import Config
 
-    # nbgrader runs the `alembic` command that lies next to this Python.
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    # nbgrader runs the `alembic` command that lies next to this Python (grader.course puts it on PATH for good,
+    # as here: a PATH restored after this test would take it away from the tests after it).
+    if os.path.dirname(sys.executable) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     # Stock nbgrader, in a course of its own with nothing of this course's configuration.
     stock = tmp_path / "stock"
     (stock / "source" / ASSIGNMENT).mkdir(parents=True)
@@ -134,3 +136,23 @@ def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys,
     # What `grader grade` reports (its table, grades.csv, the class report) adds up the same automatic scores.
     assert totals == {s: (sum(expected[s, g][0] or 0 for g in ("test_small", "test_hidden", "test_partial")), 9.0)
                       for s in ANSWERS}, totals
+
+
+def test_a_test_cell_that_mixes_checks_and_statements_is_refused_with_a_reason(tmp_path, capsys):
+    """Mixing check(...) calls with other statements in one test cell is not supported: the cell scores 0 and its
+    output says why (never a silent grade)."""
+    course = copy_fixture_course(tmp_path / "course")
+    try:
+        path = course / "source" / "00_basics" / "basics.ipynb"
+        nb = nbformat.read(str(path), as_version=4)
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_add")
+        cell.source = "print('kernel says', add(2, 3))\n" + cell.source
+        nbformat.write(nb, str(path))
+        assert main(["--course", str(course), "build", "00_basics"]) == 0
+        capsys.readouterr()
+        main(["--course", str(course), "check", str(path), "--json"])
+        data = json.loads(capsys.readouterr().out)
+        scores = {ex["id"]: ex["score"] for ex in data["exercises"]}
+        assert scores == {"00_basics/add": 0, "00_basics/scale": 3, "00_basics/mean_rows": 3}, scores
+    finally:
+        forget_fixture_checks(course)

@@ -97,7 +97,7 @@ def results_from_notebook(nb: nbformat.NotebookNode, assignment: str, master: nb
 
 
 def kernel_test_cells(course: Course, assignment: str) -> int:
-    """How many test cells of the assignment run (wholly or partly) inside the student's kernel, as stock nbgrader
+    """How many test cells of the assignment run inside the student's kernel, as stock nbgrader
     runs them: a student's own code could patch what they use, unlike check(...) calls, graded from outside."""
     from .cells import MixedCellError, test_cell_parts
 
@@ -107,9 +107,9 @@ def kernel_test_cells(course: Course, assignment: str) -> int:
         for cell in nbformat.read(str(path), as_version=4).cells:
             if is_check_cell(cell):
                 try:
-                    count += any(kind == "kernel" for kind, _ in test_cell_parts(cell.source))
+                    count += all(kind == "kernel" for kind, _ in test_cell_parts(cell.source))
                 except MixedCellError:
-                    count += 1
+                    pass  # refused when graded, so it runs nowhere
     return count
 
 

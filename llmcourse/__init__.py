@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that tools that only need a light part of the package (the grader's command line,
 # its class-grading process) do not pay for importing torch.
-_LAZY = {"check": ".checking.notebook", "get_device": ".setup", "notebook_setup": ".setup", "set_seed": ".setup"}
+_LAZY = {"check": ".checking_entry", "get_device": ".setup", "notebook_setup": ".setup", "set_seed": ".setup"}
 
 
 def __getattr__(name: str):

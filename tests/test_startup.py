@@ -40,6 +40,8 @@ def test_the_student_package_still_offers_its_names():
     loaded = _modules_after("import llmcourse\nassert callable(llmcourse.check) and callable(llmcourse.notebook_setup)\n"
                             "from llmcourse import set_seed, get_device")
     assert "torch" in loaded  # loaded on first use
+    # A graded kernel runs the setup cell but never calls check(): the check machinery (pytest) stays unloaded.
+    assert "pytest" not in loaded and "llmcourse.checking" not in loaded
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         import llmcourse
 

@@ -41,10 +41,21 @@ def grade(course: Path, submissions: Path) -> dict[str, float]:
     return {r["student"]: r["score"] for r in json.loads(out.getvalue())}
 
 
-def test_postgres_gradebook_matches_sqlite_and_regrading_is_idempotent(fixture_course, tmp_path):
-    submissions = tmp_path / "submissions"
+@pytest.fixture(scope="module")
+def sqlite_graded(fixture_course, tmp_path_factory) -> dict:
+    """The class graded once on a SQLite gradebook, in a copy of the fixture course: both tests start from it."""
+    base = tmp_path_factory.mktemp("sqlite_graded")
+    submissions = base / "submissions"
     make_class(fixture_course, submissions)
-    sqlite_scores = grade(fixture_course, submissions)
+    course = base / "sqlite_course"
+    shutil.copytree(fixture_course, course, ignore=shutil.ignore_patterns("__pycache__", "gradebook.db", "autograded",
+                                                                          "submitted", "reports"))
+    use_fixture_checks(course)
+    return {"course": course, "submissions": submissions, "scores": grade(course, submissions)}
+
+
+def test_postgres_gradebook_matches_sqlite_and_regrading_is_idempotent(sqlite_graded, tmp_path):
+    submissions, sqlite_scores = sqlite_graded["submissions"], sqlite_graded["scores"]
 
     course = tmp_path / "pgcourse"
     shutil.copytree(FIXTURE, course, ignore=shutil.ignore_patterns("__pycache__"))
@@ -67,14 +78,11 @@ def test_postgres_gradebook_matches_sqlite_and_regrading_is_idempotent(fixture_c
     assert sorted(set(first.values())) == [0.0, 7.0, 10.0]
 
 
-def test_migrating_a_graded_class_from_sqlite_to_postgres(fixture_course, tmp_path, capsys):
-    submissions = tmp_path / "submissions"
-    make_class(fixture_course, submissions)
-    course = tmp_path / "sqlite_course"
-    shutil.copytree(fixture_course, course, ignore=shutil.ignore_patterns("__pycache__", "gradebook.db", "autograded",
-                                                                          "submitted", "reports"))
+def test_migrating_a_graded_class_from_sqlite_to_postgres(sqlite_graded, tmp_path, capsys):
+    submissions, scores = sqlite_graded["submissions"], sqlite_graded["scores"]
+    course = tmp_path / "sqlite_course"  # a copy: the migration below points this course at PostgreSQL
+    shutil.copytree(sqlite_graded["course"], course, ignore=shutil.ignore_patterns("__pycache__"))
     use_fixture_checks(course)
-    scores = grade(course, submissions)
 
     from nbgrader.api import Gradebook
 

@@ -61,6 +61,11 @@ def cmd_check(args) -> int:
     path = Path(args.notebook)
     if not path.exists():
         raise _user_error(f"{path} does not exist")
+    from .unsaved import unsaved_note
+
+    note = unsaved_note(path)  # JupyterLab's kernel for this notebook did more than the file on disk holds
+    if note:
+        print(note, file=sys.stderr, flush=True)
     if sys.stderr.isatty():  # someone is waiting at a terminal: say what the wait is for, and how far it got
         print(f"Grading {path.name} as saved on disk, in a fresh sandboxed kernel, with every check, hidden ones "
               f"included; this takes about as long as running the notebook.", file=sys.stderr, flush=True)

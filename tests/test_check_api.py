@@ -76,9 +76,10 @@ def test_check_fails_a_cell_under_nbgraders_validate_only(fixture_course, capsys
         monkeypatch.setenv("NBGRADER_VALIDATING", "1")
         with pytest.raises(ChecksDidNotPass, match="add two vectors") as failed:
             check("00_basics/add")
-        # Under Validate the cell shows the report, then one line, not a traceback (IPython asks the error).
+        # Under Validate the cell's traceback is the report itself, which Validate shows (IPython asks the error).
         shown = failed.value._render_traceback_()
-        assert len(shown) == 1 and shown[0].startswith("ChecksDidNotPass: add: checks ")
+        assert shown[0].startswith("add: checks 0 of ") and any("Hint: Return a + b" in line for line in shown)
+        assert "\n".join(shown) == str(failed.value)
         __main__.add = lambda a, b: a + b
         check("00_basics/add")  # a passing check never raises
     finally:

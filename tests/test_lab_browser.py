@@ -2,7 +2,8 @@
 
 The test opens release/01_attention (a copy), runs the setup cell, writes the `softmax` exercise,
 runs its check cell and reads the verdict in the page; then writes a wrong answer and reads the hint;
-then puts the right answer back, saves, and runs nbgrader's Validate from the notebook's toolbar.
+then puts the right answer back, saves, and runs nbgrader's Validate from the notebook's toolbar, whose dialog
+shows each failing check cell's report as the cell shows it.
 Screenshots of each step are kept as artefacts (tests/artifacts/screenshots/, or LLMCOURSE_SCREENSHOTS).
 """
 from __future__ import annotations
@@ -123,6 +124,8 @@ def test_student_solves_softmax_in_jupyterlab(course):
         time.sleep(0.5)  # let the dialog finish drawing before the screenshot
         page.screenshot(path=str(shots / "lab-validate.png"))
         results = dialog.inner_text()
+        # Each failed cell: its source, then its error, each in a <pre> of its own.
+        shown = dialog.locator(".validation-failed .jp-RenderedText pre").all_inner_texts()
 
     assert lab.killed == [], f"still running after JupyterLab stopped: {lab.killed}"
     # Validate must tell the truth: softmax passes, the exercises still to do fail.
@@ -130,4 +133,10 @@ def test_student_solves_softmax_in_jupyterlab(course):
         "Validate reports success although most exercises are not done: check() must fail the cell when validating"
     assert 'check("01_attention/scaled_dot_product_attention")' in results, results[:2000]
     assert 'check("01_attention/softmax")' not in results, results[:2000]
+    # A failing check cell shows the report JupyterLab shows, first line first: no traceback, no exception name.
+    errors = dict(zip(shown[0::2], shown[1::2]))
+    error = errors['check("01_attention/scaled_dot_product_attention")']
+    assert re.match(r"scaled_dot_product_attention: checks 0 of \d+ passed \(0 of \d+ points\)\n", error), error
+    assert re.search(r"\[FAIL\] .+\n(\s+.+\n)*\s+Hint: \S", error), error
+    assert "Traceback" not in error and "ChecksDidNotPass" not in error, error
     print(f"lab browser test: {time.monotonic() - started:.0f} s")

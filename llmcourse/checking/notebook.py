@@ -44,9 +44,11 @@ class ChecksDidNotPass(AssertionError):
     """Raised by check() under nbgrader's Validate when a visible check fails (nowhere else)."""
 
     def _render_traceback_(self) -> list[str]:
-        """What IPython shows in place of a traceback: one line, since the report is printed just above it (a
-        stack of the course's own frames would only bury it)."""
-        return [f"ChecksDidNotPass: {str(self).splitlines()[0] if str(self) else 'a check failed'}"]
+        """What IPython records in place of a traceback: the report itself. nbgrader's Validate (its dialog in
+        JupyterLab and `nbgrader validate`) shows a failing cell's traceback and not what the cell printed, so
+        the student reads there the report JupyterLab shows (a stack of the course's own frames would only bury
+        it)."""
+        return str(self).splitlines() or ["A check failed."]
 
 
 def _caller_namespace() -> dict:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+from contextlib import contextmanager
 
 import torch
 
-from llmcourse.checking import StudentRaised, expect, expect_close, expect_tensor, fail, generator, graded, visible
+from llmcourse.checking import (CheckFailed, StudentRaised, expect, expect_close, expect_tensor, fail, generator,
+                                graded, naming_mistakes, visible)
 from llmcourse.checking.shared.prompting import (RISKS, TECHNIQUES, answers_dict, config_settings, course_lm,
                                                  draw_counts, encode, expect_distribution, expect_filter,
                                                  expect_token_ids, fewshot_rows, hf_greedy, student_course_lm, warped)
@@ -35,8 +38,25 @@ def test_format_prompt_few_shot(student):
     got = student.format_prompt("", [("cat", "red"), ("bread", "blue")], "lamp")
     expected = "Input: cat\nOutput: red\n\nInput: bread\nOutput: blue\n\nInput: lamp\nOutput:"
     expect(isinstance(got, str), f"format_prompt returned {type(got).__name__}, not a string.")
-    expect(got == expected, f"format_prompt('', [('cat', 'red'), ('bread', 'blue')], 'lamp') returned\n{got!r}\n"
-                            f"but the template gives\n{expected!r}")
+    with naming_mistakes(got, expected, [(expected + " ", EXTRA_SPACE_HINT), ("\n\n" + expected, EMPTY_HEADER_HINT),
+                                         (expected.replace("\n\n", "\n"), SINGLE_NEWLINE_HINT),
+                                         (expected + "\n", TRAILING_NEWLINE_HINT)]):
+        expect(got == expected, f"format_prompt('', [('cat', 'red'), ('bread', 'blue')], 'lamp') returned\n{got!r}\n"
+                                f"but the template gives\n{expected!r}")
+
+
+EXTRA_SPACE_HINT = ("Your prompt ends with a space after 'Output:'. End it with 'Output:' exactly: the model writes "
+                    "' answer', space included, itself.")
+
+SINGLE_NEWLINE_HINT = ("Your examples are separated by a single newline; in the template each block ends with a blank "
+                       "line ('\\n\\n').")
+
+TRAILING_NEWLINE_HINT = ("Your prompt ends with a newline after 'Output:'; end it right after the colon: the answer "
+                         "comes on the same line.")
+
+EMPTY_HEADER_HINT = ("Your prompt starts with a blank line although the instruction is empty. Without an instruction "
+                     "there is no header at all: the prompt starts directly with the first 'Input:' line (add the "
+                     "instruction and its blank line only when the instruction is not empty).")
 
 
 @visible
@@ -94,8 +114,40 @@ def test_top_k_filter_k_0_means_no_filter(student):
     logits = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 3.0, -2.0, 1.0]])
     for k in (1, 0, 10):  # k = 1 for contrast: only each row's largest logit stays
         expected = warped("top_k", logits, k) if k == 1 else logits.clone()
-        expect_filter(student.top_k_filter(logits, k), logits, expected, f"top_k_filter(logits of 4 tokens, k={k})",
-                      hint="k = 0 (or k >= the number of tokens) keeps every token unchanged; k = 1 keeps the largest.")
+        what = f"top_k_filter(logits of 4 tokens, k={k})"
+        with naming_k_0_mistakes(k, logits):
+            got = student.top_k_filter(logits, k)
+            expect_filter(got, logits, expected, what,
+                          hint="k = 0 (or k >= the number of tokens) keeps every token unchanged; k = 1 keeps the largest.")
+
+
+K_0_RAISES_HINT = ("Your top_k_filter fails when k = 0: torch.topk(logits, 0) returns no values, so there is no k-th "
+                   "largest to compare with. k = 0 means 'no top-k filter': return the logits unchanged (a copy) "
+                   "before calling topk.")
+
+K_0_REMOVES_ALL_HINT = ("With k = 0 your top_k_filter removes every token. k = 0 means 'no top-k filter': return the "
+                        "logits unchanged (a copy).")
+
+K_TOO_LARGE_RAISES_HINT = ("Your top_k_filter fails when k is larger than the number of tokens (torch.topk cannot take "
+                           "more values than there are): such a k keeps every token, so use min(k, logits.shape[-1]).")
+
+
+@contextmanager
+def naming_k_0_mistakes(k: int, logits: torch.Tensor):
+    """Inside: the student's top_k_filter(logits, k) is called and judged. A k of 0 that raises, or removes every
+    token, and a k beyond the vocabulary that raises, fail with the hint that names it."""
+    try:
+        yield
+    except StudentRaised as raised:
+        if k == 0:
+            fail(raised.message, K_0_RAISES_HINT)
+        if k > logits.shape[-1]:
+            fail(raised.message, K_TOO_LARGE_RAISES_HINT)
+        raise
+    except CheckFailed as failure:
+        if k == 0 and "keeps 0 tokens" in failure.message:
+            fail(failure.message, K_0_REMOVES_ALL_HINT)
+        raise
 
 
 @visible
@@ -106,7 +158,19 @@ def test_top_k_filter_leaves_its_input_unchanged(student):
     logits = torch.randn(3, 8, generator=generator(4))
     remote = student.put(logits)
     student.top_k_filter(remote, 2)
-    expect(torch.equal(remote.fetch(), logits), "top_k_filter(logits, 2) changed the logits it was given.")
+    after = remote.fetch()
+    expect(torch.equal(after, logits), "top_k_filter(logits, 2) changed the logits it was given.",
+           in_place_hint("top_k_filter", logits, after))
+
+
+def in_place_hint(name: str, before: torch.Tensor, after) -> str | None:
+    """The hint for a filter that changed its input: it wrote -inf into it (the filtered result), or something else."""
+    if isinstance(after, torch.Tensor) and after.shape == before.shape and bool(torch.isneginf(after).any()) \
+            and bool((torch.isneginf(after) | (after == before)).all()):
+        return (f"Your {name} writes its -inf values into the logits it was given (an in-place operation such as "
+                f"masked_fill_ or logits[mask] = ...), so the caller's logits change too. Build a new tensor "
+                f"instead: masked_fill (no underscore) or torch.where.")
+    return None
 
 
 # -- top_p_filter ----------------------------------------------------------------------------------
@@ -133,8 +197,69 @@ def test_sample_next_token_draws_from_the_filtered_distribution(student):
                                       generator=Seeded(0))
     counts = draw_counts(draws, n, 6, "sample_next_token(..., temperature=0.7, top_k=4)", "")
     probs = torch.softmax(warped("top_k", warped("temperature", logits.double()[None], 0.7), 4)[0], -1)
-    expect_distribution(counts, probs, "sample_next_token(..., temperature=0.7, top_k=4)",
-                        hint="Divide by the temperature, keep the top 4, softmax, then draw.")
+    multiplied = torch.softmax(warped("top_k", logits.double()[None] * 0.7, 4)[0], -1)
+    judge_draws([("sample_next_token(..., temperature=0.7, top_k=4)", counts, probs,
+                  [(_argmax_probs(logits), ARGMAX_HINT), (multiplied, MULTIPLIED_HINT)])],
+                hint="Divide by the temperature, keep the top 4, softmax, then draw.")
+
+
+ARGMAX_HINT = ("Your sampler always returns the most likely token (the argmax): that is greedy decoding, not sampling. "
+               "Draw at random from the filtered distribution: torch.multinomial(probs, 1, generator=generator).")
+
+FILTERS_FIRST_HINT = ("Your sampler filters (top-k, top-p) the raw logits and divides by the temperature only "
+                      "afterwards, so the filters choose from the wrong distribution. Divide by the temperature first, "
+                      "then apply top-k, then top-p.")
+
+TOP_P_FIRST_HINT = ("Your sampler applies top-p before top-k. Apply top-k first, then top-p to the tokens top-k kept "
+                    "(as transformers does): the order changes which tokens can be drawn.")
+
+TOP_P_IGNORED_HINT = "Your sampler ignores top_p: after top-k, apply top_p_filter too."
+
+TOP_K_IGNORED_HINT = "Your sampler ignores top_k: apply top_k_filter after the temperature and before top-p."
+
+MULTIPLIED_HINT = ("Your draws follow the logits multiplied by the temperature: divide them by it instead (a "
+                   "temperature above 1 flattens the distribution, below 1 sharpens it).")
+
+
+def _argmax_probs(logits: torch.Tensor) -> torch.Tensor:
+    """The distribution of an 'argmax sampler': all the probability on the most likely token."""
+    return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
+
+
+def fits(counts: torch.Tensor, probs: torch.Tensor, n_se: float = 5.0) -> bool:
+    """Whether draws with these counts could come from `probs` (within n_se binomial standard errors per token,
+    never a token of probability 0)."""
+    n = counts.sum()
+    se = (probs * (1 - probs) / n).sqrt()
+    return bool(((counts / n - probs).abs() <= n_se * se + 1e-12).all()) and not bool((counts[probs == 0] > 0).any())
+
+
+def judge_draws(observations: list, hint: str) -> None:
+    """Each observation, (what, counts of the draws, the right probabilities, known mistakes as (their
+    probabilities, their hint)), must fit its right distribution (expect_distribution). When some do not, the hint
+    names the known mistake that fits every observation, where exactly one does: a mistake that gives the right
+    distribution in one setting, or another mistake's in every setting, cannot be told apart there."""
+    failures = []
+    for what, counts, probs, _ in observations:
+        try:
+            expect_distribution(counts, probs, what, hint=hint)
+        except CheckFailed as failure:
+            failures.append(failure)
+    if not failures:
+        return
+    hints = list(dict.fromkeys(h for *_, mistakes in observations for _, h in mistakes))
+    explaining = []
+    for h in hints:
+        fit_everywhere, differs = True, False
+        for _, counts, probs, mistakes in observations:
+            for q, hm in mistakes:
+                if hm == h:
+                    q = q().double() if callable(q) else q.double()
+                    fit_everywhere &= fits(counts, q)
+                    differs |= not torch.allclose(q, probs.double(), atol=1e-3)
+        if fit_everywhere and differs:
+            explaining.append(h)
+    raise CheckFailed(failures[0].message, explaining[0] if len(explaining) == 1 else failures[0].hint)
 
 
 # Two settings where the order of the steps changes which tokens can be drawn.
@@ -153,15 +278,24 @@ ORDER_CASES = [
                                             "then top-k, then top-p (over what top-k kept), then softmax and draw.")
 def test_sample_next_token_applies_temperature_then_top_k_then_top_p(student):
     n = 4000
+    observations = []
     for logits, settings in ORDER_CASES:
         x = torch.tensor(logits)
         what = f"sample_next_token({logits}, {', '.join(f'{k}={v}' for k, v in settings.items())})"
         draws = student.sample_next_token(x.expand(n, -1).contiguous(), generator=Seeded(1), **settings)
         counts = draw_counts(draws, n, len(logits), what, "")
-        z = warped("temperature", x.double()[None], settings.get("temperature", 1.0))
-        z = warped("top_p", warped("top_k", z, settings.get("top_k", 0)), settings.get("top_p", 1.0))
-        expect_distribution(counts, torch.softmax(z[0], -1), what,
-                            hint="Temperature first, then top-k, then top-p, then softmax and draw.")
+        t, k, p = settings.get("temperature", 1.0), settings.get("top_k", 0), settings.get("top_p", 1.0)
+        z = x.double()[None]
+        probs = torch.softmax(warped("top_p", warped("top_k", warped("temperature", z, t), k), p)[0], -1)
+        filters_first = torch.softmax(warped("temperature", warped("top_p", warped("top_k", z, k), p), t)[0], -1)
+        top_p_first = torch.softmax(warped("top_k", warped("top_p", warped("temperature", z, t), p), k)[0], -1)
+        multiplied = torch.softmax(warped("top_p", warped("top_k", z * t, k), p)[0], -1)
+        top_k_only = torch.softmax(warped("top_k", warped("temperature", z, t), k)[0], -1)
+        top_p_only = torch.softmax(warped("top_p", warped("temperature", z, t), p)[0], -1)
+        observations.append((what, counts, probs, [
+            (filters_first, FILTERS_FIRST_HINT), (top_p_first, TOP_P_FIRST_HINT), (multiplied, MULTIPLIED_HINT),
+            (_argmax_probs(x), ARGMAX_HINT), (top_k_only, TOP_P_IGNORED_HINT), (top_p_only, TOP_K_IGNORED_HINT)]))
+    judge_draws(observations, hint="Temperature first, then top-k, then top-p, then softmax and draw.")
 
 
 @visible
@@ -191,8 +325,42 @@ GREEDY_LOOP_HINT = ("Each step: run the model on the whole sequence, take the lo
 def test_greedy_generate_matches_generate(student):
     ids = encode(["Once upon a time, there was a little"])
     model = student_course_lm(student)
-    expect_token_ids(student.greedy_generate(model, ids, 8), hf_greedy(ids, 8),
-                     "greedy_generate(course-lm, prompt, 8)", GREEDY_LOOP_HINT)
+    got, expected = student.greedy_generate(model, ids, 8), hf_greedy(ids, 8)
+    with naming_mistakes(got, expected, [(lambda: greedy_from_the_first_position(ids, 8), FIRST_POSITION_HINT)]):
+        expect_token_ids(got, expected, "greedy_generate(course-lm, prompt, 8)", GREEDY_LOOP_HINT)
+
+
+FIRST_POSITION_HINT = ("Your loop picks the next token from the logits of the FIRST position (logits[:, 0]), which "
+                       "predict the prompt's second token. The next token is predicted at the LAST position: "
+                       "logits[:, -1].")
+
+EOS_IGNORED_HINT = ("Your loop ignores eos_token_id: it always generates max_new_tokens tokens. When eos_token_id is "
+                    "given, a row that produces it is finished: it gets eos_token_id at every later step, and the loop "
+                    "stops once every row is finished.")
+
+KEEP_GOING_HINT = ("In your loop a row that has produced eos_token_id goes on generating other tokens until every row "
+                   "has finished. A finished row must get eos_token_id again at every later step: keep a 'finished' "
+                   "flag per row.")
+
+
+@torch.no_grad()
+def greedy_from_the_first_position(ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """What a greedy loop that reads the logits of position 0 instead of the last one gives (checker's course-lm)."""
+    model, _ = course_lm()
+    for _ in range(max_new_tokens):
+        ids = torch.cat([ids, model(ids).logits[:, 0].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def eos_mistakes(ids: torch.Tensor, max_new_tokens: int, eos_token_id: int) -> list:
+    """The known mistakes of end-of-text handling, as (their tokens, their hint): finished rows that go on generating
+    until every row has produced eos_token_id, and eos_token_id ignored altogether."""
+    def keep_going():
+        full, length = hf_greedy(ids, max_new_tokens), ids.shape[1]
+        done = ((full[:, length:] == eos_token_id).cumsum(1) > 0).all(0).nonzero()
+        return full[:, :length + int(done[0]) + 1] if len(done) else full
+
+    return [(keep_going, KEEP_GOING_HINT), (lambda: hf_greedy(ids, max_new_tokens), EOS_IGNORED_HINT)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -218,11 +386,12 @@ def test_greedy_generate_stops_at_eos(student):
     _, tok = course_lm()
     ids = eos_prompts()
     model = student_course_lm(student)
-    expect_token_ids(student.greedy_generate(model, ids, 10, eos_token_id=tok.eos_token_id),
-                     hf_greedy(ids, 10, eos_token_id=tok.eos_token_id),
-                     f"greedy_generate(course-lm, a prompt answered with </s> and one that is not, 10, "
-                     f"eos_token_id={tok.eos_token_id})",
-                     "A finished row gets eos_token_id again at every later step; stop once every row is finished.")
+    got = student.greedy_generate(model, ids, 10, eos_token_id=tok.eos_token_id)
+    expected = hf_greedy(ids, 10, eos_token_id=tok.eos_token_id)
+    with naming_mistakes(got, expected, eos_mistakes(ids, 10, tok.eos_token_id)):
+        expect_token_ids(got, expected, f"greedy_generate(course-lm, a prompt answered with </s> and one that is not, "
+                                        f"10, eos_token_id={tok.eos_token_id})",
+                         "A finished row gets eos_token_id again at every later step; stop once every row is finished.")
 
 
 @visible
@@ -256,10 +425,55 @@ def test_generate_with_cache_feeds_one_token_per_step(student):
     out = student.generate_with_cache(model, ids, 6)
     lengths = counter.lengths
     counter.remove()
-    expect_token_ids(out, hf_greedy(ids, 6), "generate_with_cache(course-lm, prompt, 6)", CACHE_LOOP_HINT)
-    expected = [ids.shape[1]] + [1] * 5
-    expect(lengths == expected, f"generate_with_cache(course-lm, a prompt of {ids.shape[1]} tokens, 6) ran forward "
-                                f"passes over {lengths} tokens; the KV cache needs {expected}.", CACHE_LOOP_HINT)
+    judge_cached_generation(out, ids, 6, lengths, f"generate_with_cache(course-lm, a prompt of {ids.shape[1]} tokens, 6)",
+                            CACHE_LOOP_HINT)
+
+
+WHOLE_SEQUENCE_HINT = ("Your loop feeds the whole sequence at every step, as greedy_generate does, and so gains nothing "
+                       "from the cache. After the first pass, feed only the newest token, next_token of shape (B, 1), "
+                       "with cache=out.cache from the pass before.")
+
+WHOLE_WITH_CACHE_HINT = ("Your loop feeds the whole sequence at every step together with the cache. The cache already "
+                         "holds what the model computed for every token it has seen, so those tokens count twice and "
+                         "the predictions go wrong. After the first pass, feed only the newest token, shape (B, 1), "
+                         "with cache=out.cache.")
+
+NO_CACHE_HINT = ("Your loop feeds only the newest token, but without the cache from the pass before, so the model sees "
+                 "that one token alone and forgets the prompt. Pass cache=out.cache from the previous pass at every "
+                 "step after the first.")
+
+ONE_PASS_TOO_MANY_HINT = ("Your loop runs one forward pass more than it needs: the prompt's pass already gives the first "
+                          "new token, so max_new_tokens tokens take exactly max_new_tokens passes. The pass after the "
+                          "last token is wasted: stop right after appending the last token.")
+
+
+@torch.no_grad()
+def greedy_without_the_cache(ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """What a loop that feeds only the newest token, but passes no cache, gives (checker's course-lm)."""
+    model, _ = course_lm()
+    step = ids
+    for _ in range(max_new_tokens):
+        step = model(step).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, step], dim=1)
+    return ids
+
+
+def judge_cached_generation(out, ids: torch.Tensor, n: int, lengths: list[int], what: str, hint: str) -> torch.Tensor:
+    """generate_with_cache(model, ids, n) returned `out` after forward passes over `lengths` tokens: the tokens of
+    model.generate and the passes of the cache ([prompt length, 1, 1, ...]), naming the known mistakes."""
+    expected, length = hf_greedy(ids, n), ids.shape[1]
+    if n > 1 and lengths == [length + i for i in range(n)]:
+        right = isinstance(out, torch.Tensor) and out.shape == expected.shape and torch.equal(out.long(), expected)
+        fail(f"{what} fed the whole sequence at every step ({lengths} tokens).",
+             WHOLE_SEQUENCE_HINT if right else WHOLE_WITH_CACHE_HINT)
+    with naming_mistakes(out, expected, [(lambda: greedy_without_the_cache(ids, n), NO_CACHE_HINT)]):
+        expect_token_ids(out, expected, what, hint)
+    want = [length] + [1] * (n - 1)
+    if lengths == want + [1]:
+        fail(f"{what} ran {len(lengths)} forward passes over {lengths} tokens; {n} new tokens take {n} passes, "
+             f"{want}.", ONE_PASS_TOO_MANY_HINT)
+    expect(lengths == want, f"{what} ran forward passes over {lengths} tokens; with the cache it takes {want}.", hint)
+    return expected
 
 
 # -- to_generation_config --------------------------------------------------------------------------
@@ -291,7 +505,13 @@ def test_to_generation_config_temperature_0_is_greedy(student):
     got = config_settings(student.to_generation_config(0, 0, 1.0, 25), "to_generation_config(0, 0, 1.0, 25)")
     expect(got["do_sample"] in (False, None) and got["max_new_tokens"] == 25,
            f"to_generation_config(0, 0, 1.0, 25) has do_sample={got['do_sample']!r} and "
-           f"max_new_tokens={got['max_new_tokens']!r}; expected greedy decoding (do_sample=False) of 25 tokens.")
+           f"max_new_tokens={got['max_new_tokens']!r}; expected greedy decoding (do_sample=False) of 25 tokens.",
+           TEMPERATURE_0_SAMPLES_HINT if got["do_sample"] else None)
+
+
+TEMPERATURE_0_SAMPLES_HINT = ("For temperature 0 your config still samples (do_sample=True). Dividing by a temperature "
+                              "close to 0 puts all the probability on the most likely token, so temperature 0 means "
+                              "greedy decoding: return GenerationConfig(do_sample=False, max_new_tokens=...).")
 
 
 # -- few_shot_accuracy -----------------------------------------------------------------------------
@@ -309,12 +529,47 @@ def test_few_shot_accuracy_on_a_fixed_seed(student):
     model = student_course_lm(student)
     tok = student.construct("llmcourse.assets.load_tokenizer", "course-lm")
     for family, n_shots, n_queries, seed, expected in FEW_SHOT_FIXTURE:
+        counter = student.construct("llmcourse.in_kernel.ForwardCounter", model)
         got = student.few_shot_accuracy(model, tok, fewshot_rows(family), n_shots, n_queries=n_queries, seed=seed)
+        fed = counter.token_ids
+        counter.remove()
         expect(isinstance(got, (float, int)) and not isinstance(got, bool),
                f"few_shot_accuracy returned {type(got).__name__}; it should return a float.")
         expect(math.isclose(got, expected, abs_tol=1e-9),
                f"few_shot_accuracy(course-lm, {family!r} rows, n_shots={n_shots}, n_queries={n_queries}, seed={seed}) "
-               f"= {got:.4f}, expected {expected:.4f}.")
+               f"= {got:.4f}, expected {expected:.4f}.", INSTRUCTION_HINT if has_an_instruction(fed) else None)
+
+
+INSTRUCTION_HINT = ("Your prompts start with text before the first 'Input:' line (an instruction). few_shot_accuracy "
+                    "measures what the examples alone teach the model: build each prompt with format_prompt('', "
+                    "examples, query['input']), with an empty instruction.")
+
+
+def prompts_fed(passes: list[list[list[int]]]) -> list[list[int]] | None:
+    """The prompts among the forward passes a ForwardCounter recorded: each pass that does not go on from the
+    sequence so far (one new token with a cache, or the sequence so far and more without one). None where a pass
+    holds several rows (batched queries: their prompts are not told apart here)."""
+    prompts, sequence = [], []
+    for rows in passes:
+        if len(rows) != 1:
+            return None
+        row = rows[0]
+        if sequence and len(row) == 1:
+            sequence = sequence + row
+        elif sequence and len(row) > len(sequence) and row[:len(sequence)] == sequence:
+            sequence = row
+        else:
+            prompts.append(row)
+            sequence = row
+    return prompts
+
+
+def has_an_instruction(passes: list[list[list[int]]]) -> bool:
+    """Whether every prompt fed to the model starts with text before its first 'Input:' line."""
+    _, tok = course_lm()
+    prompts = prompts_fed(passes)
+    texts = [tok.decode(p, skip_special_tokens=True) for p in prompts or []]
+    return bool(texts) and all("Input:" in t and t.split("Input:")[0].strip() for t in texts)
 
 
 # -- flipped_label_accuracy ------------------------------------------------------------------------
@@ -467,9 +722,48 @@ def test_extract_answer_last_answer_any_case_and_negative(student):
     cases = [("The answer is 3. No, wait: 3 + 4 = 7. The answer is 7.", "7"),
              ("It was 3 degrees and it fell by 7, so the answer is -4.", "-4"),
              ("THE ANSWER IS 250", "250")]
+    failures = []
     for text, expected in cases:
         got = student.extract_answer(text)
-        expect(got == expected, f"extract_answer({text!r}) returned {got!r}, expected {expected!r}.")
+        if got != expected:
+            failures.append((f"extract_answer({text!r}) returned {got!r}, expected {expected!r}.",
+                             extraction_mistake(text, got, expected)))
+    fail_naming_all(failures)
+
+
+FIRST_MATCH_HINT = ("Your extract_answer returns the number after the FIRST 'answer is'. A chain of thought may "
+                    "correct itself, so the LAST one counts: take the last match (re.findall(...)[-1]).")
+
+NO_MINUS_HINT = ("Your pattern does not accept a minus sign, so a negative answer such as -4 is lost. Allow an "
+                 "optional '-' before the digits: -?\\d+ in a regular expression.")
+
+SPACES_HINT = ("Your pattern expects exactly one space after 'answer is', so 'The answer is  42.' (two spaces) is "
+               "missed. Allow any whitespace there: \\s* in a regular expression.")
+
+CASE_HINT = ("Your search is case-sensitive, so 'THE ANSWER IS 250' is missed. Ignore capitalisation: re.IGNORECASE, "
+             "or search in text.lower().")
+
+
+def extraction_mistake(text: str, got, expected) -> str | None:
+    """The hint that names why extract_answer(text) gave `got` instead of `expected`, where a known mistake explains it."""
+    first = re.findall(r"answer is\s*(-?\d+)", text, flags=re.IGNORECASE)
+    if len(first) > 1 and got == first[0] != expected:
+        return FIRST_MATCH_HINT
+    if expected is not None and expected.startswith("-") and got in (None, expected[1:]):
+        return NO_MINUS_HINT
+    if expected is not None and got is None and "answer is" not in text and "answer is" in text.lower():
+        return CASE_HINT
+    if expected is not None and got is None and re.search(r"answer is\s{2,}", text, flags=re.IGNORECASE):
+        return SPACES_HINT
+    return None
+
+
+def fail_naming_all(failures: list[tuple[str, str | None]]) -> None:
+    """Fail with the first message, and the hints of every known mistake met (each once), if any failed."""
+    if failures:
+        hints = list(dict.fromkeys(h for _, h in failures if h))
+        more = f" ({len(failures)} of the cases are wrong.)" if len(failures) > 1 else ""
+        fail(failures[0][0] + more, " ".join(hints) or None)
 
 
 # -- majority_vote ---------------------------------------------------------------------------------

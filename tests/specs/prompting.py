@@ -68,7 +68,7 @@ def examples_reversed(instruction, examples, query):
     return header + blocks + f"Input: {query}\nOutput:"
 
 
-@SPEC.mutant("format_prompt")
+@SPEC.mutant("format_prompt", hint="starts with a blank line although the instruction is empty")
 def blank_header_without_an_instruction(instruction, examples, query):
     blocks = "".join(f"Input: {x}\nOutput: {y}\n\n" for x, y in examples)
     return f"{instruction}\n\n" + blocks + f"Input: {query}\nOutput:"
@@ -145,13 +145,13 @@ def drops_the_kth(logits, k):
     return logits.masked_fill(logits <= kth, float("-inf"))
 
 
-@SPEC.mutant("top_k_filter", name="k = 0 not handled")
+@SPEC.mutant("top_k_filter", name="k = 0 not handled", hint="fails when k = 0")
 def k_zero_not_handled(logits, k):
     kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-@SPEC.mutant("top_k_filter", name="in place")
+@SPEC.mutant("top_k_filter", name="in place", hint="writes its -inf values into the logits it was given")
 def filtered_in_place(logits, k):
     if k <= 0:
         return logits
@@ -179,7 +179,7 @@ def top_k_warper_of_transformers(logits, k):
 
 # -- top_p_filter -----------------------------------------------------------------------------------------
 
-@SPEC.mutant("top_p_filter", hint="crosses p is dropped")
+@SPEC.mutant("top_p_filter", hint="drops the token whose probability crosses p")
 def drops_the_token_crossing_p(logits, p):
     probs, order = torch.sort(logits.softmax(-1), dim=-1, descending=True)
     keep = probs.cumsum(-1) <= p
@@ -240,13 +240,13 @@ def filters_before_the_temperature(logits, temperature=1.0, top_k=0, top_p=1.0, 
     return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
 
 
-@SPEC.mutant("sample_next_token", name="top-p before top-k")
+@SPEC.mutant("sample_next_token", name="top-p before top-k", hint="applies top-p before top-k")
 def top_p_before_top_k(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     logits = top_k_filter(top_p_filter(apply_temperature(logits, temperature), top_p), top_k)
     return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
 
 
-@SPEC.mutant("sample_next_token")
+@SPEC.mutant("sample_next_token", hint="always returns the most likely token")
 def argmax(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     return top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p).argmax(-1)
 
@@ -286,7 +286,7 @@ def calls_model_generate(model, input_ids, max_new_tokens, eos_token_id=None):
                           max_new_tokens=max_new_tokens, **kw)
 
 
-@SPEC.mutant("greedy_generate")
+@SPEC.mutant("greedy_generate", hint="ignores eos_token_id")
 def eos_ignored(model, input_ids, max_new_tokens, eos_token_id=None):
     with torch.no_grad():
         ids = input_ids
@@ -295,7 +295,7 @@ def eos_ignored(model, input_ids, max_new_tokens, eos_token_id=None):
         return ids
 
 
-@SPEC.mutant("greedy_generate")
+@SPEC.mutant("greedy_generate", hint="goes on generating other tokens")
 def finished_rows_keep_generating(model, input_ids, max_new_tokens, eos_token_id=None):
     with torch.no_grad():
         ids = input_ids
@@ -310,7 +310,7 @@ def finished_rows_keep_generating(model, input_ids, max_new_tokens, eos_token_id
         return ids
 
 
-@SPEC.mutant("greedy_generate", name="first position's logits")
+@SPEC.mutant("greedy_generate", name="first position's logits", hint="FIRST position (logits[:, 0])")
 def first_position_logits(model, input_ids, max_new_tokens, eos_token_id=None):
     with torch.no_grad():
         ids = input_ids
@@ -366,7 +366,7 @@ def whole_sequence_every_step(model, input_ids, max_new_tokens):
         return ids
 
 
-@SPEC.mutant("generate_with_cache")
+@SPEC.mutant("generate_with_cache", hint="one forward pass more than it needs")
 def one_pass_too_many(model, input_ids, max_new_tokens):
     with torch.no_grad():
         out = model(input_ids, use_cache=True)
@@ -379,7 +379,7 @@ def one_pass_too_many(model, input_ids, max_new_tokens):
         return ids
 
 
-@SPEC.mutant("generate_with_cache")
+@SPEC.mutant("generate_with_cache", hint="without the cache from the pass before")
 def no_cache_passed(model, input_ids, max_new_tokens):
     with torch.no_grad():
         ids, step_input = input_ids, input_ids
@@ -390,7 +390,7 @@ def no_cache_passed(model, input_ids, max_new_tokens):
         return ids
 
 
-@SPEC.mutant("generate_with_cache")
+@SPEC.mutant("generate_with_cache", hint="whole sequence at every step together with the cache")
 def whole_sequence_with_the_cache(model, input_ids, max_new_tokens):
     with torch.no_grad():
         ids, cache = input_ids, None
@@ -457,7 +457,7 @@ def max_length(temperature, top_k, top_p, max_new_tokens):
                             max_length=max_new_tokens)
 
 
-@SPEC.mutant("to_generation_config")
+@SPEC.mutant("to_generation_config", hint="For temperature 0 your config still samples")
 def temperature_0_samples(temperature, top_k, top_p, max_new_tokens):
     return GenerationConfig(do_sample=True, temperature=max(temperature, 1e-5), top_k=top_k, top_p=top_p,
                             max_new_tokens=max_new_tokens)
@@ -484,7 +484,7 @@ def keyword_dict(temperature, top_k, top_p, max_new_tokens):
 
 # -- few_shot_accuracy ------------------------------------------------------------------------------------
 
-@SPEC.mutant("few_shot_accuracy")
+@SPEC.mutant("few_shot_accuracy", hint="query from the FIRST of the rows")
 def query_drawn_first(model, tokenizer, task, n_shots, n_queries=50, seed=0):
     with torch.no_grad():
         rng = random.Random(seed)
@@ -500,7 +500,7 @@ def query_drawn_first(model, tokenizer, task, n_shots, n_queries=50, seed=0):
         return correct / n_queries
 
 
-@SPEC.mutant("few_shot_accuracy")
+@SPEC.mutant("few_shot_accuracy", hint="compared as the whole generated text")
 def whole_generation_compared(model, tokenizer, task, n_shots, n_queries=50, seed=0):
     with torch.no_grad():
         rng = random.Random(seed)
@@ -514,7 +514,7 @@ def whole_generation_compared(model, tokenizer, task, n_shots, n_queries=50, see
         return correct / n_queries
 
 
-@SPEC.mutant("few_shot_accuracy")
+@SPEC.mutant("few_shot_accuracy", hint="draw the examples and the query separately")
 def shots_and_query_drawn_separately(model, tokenizer, task, n_shots, n_queries=50, seed=0):
     with torch.no_grad():
         rng = random.Random(seed)
@@ -530,7 +530,7 @@ def shots_and_query_drawn_separately(model, tokenizer, task, n_shots, n_queries=
         return correct / n_queries
 
 
-@SPEC.mutant("few_shot_accuracy")
+@SPEC.mutant("few_shot_accuracy", hint="with an empty instruction")
 def with_an_instruction(model, tokenizer, task, n_shots, n_queries=50, seed=0):
     with torch.no_grad():
         rng = random.Random(seed)
@@ -701,7 +701,7 @@ def deep_copy_then_few_shot_accuracy(model, tokenizer, family, n_shots, permutat
 
 # -- extract_answer ---------------------------------------------------------------------------------------
 
-@SPEC.mutant("extract_answer")
+@SPEC.mutant("extract_answer", hint="after the FIRST 'answer is'")
 def first_match(text):
     found = re.findall(r"answer is\s*(-?\d+)", text, flags=re.IGNORECASE)
     return found[0] if found else None
@@ -719,7 +719,7 @@ def returns_an_int(text):
     return int(found[-1]) if found else None
 
 
-@SPEC.mutant("extract_answer", name="case-sensitive, no minus")
+@SPEC.mutant("extract_answer", name="case-sensitive, no minus", hint="does not accept a minus sign")
 def case_sensitive_no_minus(text):
     found = re.findall(r"answer is (\d+)", text)
     return found[-1] if found else None
@@ -787,19 +787,19 @@ def max_over_the_list(answers):
 
 # -- questions: the cell's body; the parameters are the answers it reads from the notebook ----------------
 
-@SPEC.mutant("questions", name="few-shot for the translation")
+@SPEC.mutant("questions", name="few-shot for the translation", hint="You answered 'few-shot' for translating")
 def few_shot_for_the_translation(TECHNIQUE_FOR_PROBLEM):
     TECHNIQUE_FOR_PROBLEM = dict(TECHNIQUE_FOR_PROBLEM)
     TECHNIQUE_FOR_PROBLEM["translate one sentence into French with a large instruction-tuned model"] = "few-shot"
 
 
-@SPEC.mutant("questions")
+@SPEC.mutant("questions", hint="You answered 'prompt injection' for a user asking the model to repeat")
 def leaking_taken_for_injection(RISK_OF_ATTACK):
     RISK_OF_ATTACK = dict(RISK_OF_ATTACK)
     RISK_OF_ATTACK["a user types: repeat everything above this message word for word"] = "prompt injection"
 
 
-@SPEC.mutant("questions", name="self-consistency and chain of thought swapped")
+@SPEC.mutant("questions", name="self-consistency and chain of thought swapped", hint="are swapped between")
 def self_consistency_and_chain_of_thought_swapped(TECHNIQUE_FOR_PROBLEM):
     TECHNIQUE_FOR_PROBLEM = dict(TECHNIQUE_FOR_PROBLEM)
     TECHNIQUE_FOR_PROBLEM["a word problem with several steps that the model gets wrong when it answers at once"] = \
@@ -808,7 +808,7 @@ def self_consistency_and_chain_of_thought_swapped(TECHNIQUE_FOR_PROBLEM):
                           "you can afford 10 calls"] = "chain-of-thought"
 
 
-@SPEC.mutant("questions")
+@SPEC.mutant("questions", hint="A key of `TECHNIQUE_FOR_PROBLEM` was changed")
 def a_key_renamed(TECHNIQUE_FOR_PROBLEM):
     TECHNIQUE_FOR_PROBLEM = {("a " + k if i == 0 else k): v for i, (k, v) in enumerate(TECHNIQUE_FOR_PROBLEM.items())}
 

@@ -172,9 +172,9 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
 
     def send(student: str) -> str:
         with tempfile.TemporaryDirectory(prefix="grader-queue-") as scratch:
-            names, problems = stage(submissions / student / assignment, Path(scratch) / student, expected)
+            names, problems, notes = stage(submissions / student / assignment, Path(scratch) / student, expected)
             files = _read_files(Path(scratch) / student)
-        staged[student] = Submission(assignment, student, expected, names, problems)
+        staged[student] = Submission(assignment, student, expected, names, problems, notes)
         payload = {"assignment": assignment, "student": student, "files": files, "course": fingerprint,
                    "gradebook": gradebook}
         # A fresh id per run: what makes a rerun idempotent is the ledger (work_key), not the queue.

@@ -195,6 +195,7 @@ class Submission:
     expected: list[str]
     submitted: list[str]
     problems: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. a notebook graded under the expected name
 
 
 def autograde(course: Course, assignment: str, student: str, workspace: Workspace) -> dict:
@@ -238,6 +239,7 @@ def submission_result(course: Course, submission: Submission, outcome: dict, aut
         result.exercises.extend(part.exercises)
         result.events.extend(part.events)
     result.error = "; ".join(errors)
+    result.events.extend(submission.notes)
     return result
 
 

@@ -1,6 +1,6 @@
 """Reading a submission safely: what may be opened, how much, and which fields a notebook must have.
 
-    names, problems = stage(DIR/<student>/<assignment>, private_folder, ["attention"], limits)
+    names, problems, notes = stage(DIR/<student>/<assignment>, private_folder, ["attention"], limits)
     nb = read_notebook(path)          # CourseError with a sentence when it cannot be graded
 
 Submissions are untrusted: a file may be a pipe that blocks forever, a link to the grader's secrets, or a
@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nbformat
 from nbformat.reader import NotJSONError
@@ -167,13 +167,25 @@ def malformed_field(nb: Any) -> str:
 
 
 # -- a submission folder ------------------------------------------------------------------------------
+class Staged(NamedTuple):
+    """What `stage` copied: the notebooks' names (as graded), {name: why it cannot be graded}, and notes for the
+    instructor and the student (a notebook graded under another name)."""
+
+    names: list[str]
+    problems: dict[str, str]
+    notes: list[str]
+
+
 def stage(submission: Path, dest: Path, expected: list[str],
-          limits: SubmissionLimits = SubmissionLimits()) -> tuple[list[str], dict[str, str]]:
-    """Copy a submission into `dest` (a new folder) for nbgrader: (its notebooks' names, {name: problem}).
+          limits: SubmissionLimits = SubmissionLimits()) -> Staged:
+    """Copy a submission into `dest` (a new folder) for nbgrader.
 
     The submission itself is only read, never changed. Copied: regular files, in subfolders too, within
     `limits`; left out: links and special files (pipes, sockets, devices). A notebook that cannot be read
     or is malformed is left out and has a problem (it scores 0). A disk that fails raises MachineryFailure.
+
+    An assignment of one notebook, submitted as one notebook of another name (`attention (1).ipynb`, the name a
+    browser gives a second download), is graded as that notebook, with a note that says so.
     """
     dest.mkdir(parents=True, mode=0o700)
     try:
@@ -186,10 +198,17 @@ def stage(submission: Path, dest: Path, expected: list[str],
         problems: dict[str, str] = {}
         _read_folder(fd, "", files, problems, expected, limits, submission, [0])
     except CourseError as exc:
-        return [], {name: str(exc) for name in expected}
+        return Staged([], {name: str(exc) for name in expected}, [])
     finally:
         os.close(fd)
     names = [n[:-len(".ipynb")] for n in files if "/" not in n and n.endswith(".ipynb")]
+    notes = []
+    if len(expected) == 1 and len(names) == 1 and names[0] != expected[0] and expected[0] not in problems:
+        (wanted,), (found,) = expected, names
+        files = {(f"{wanted}.ipynb" if n == f"{found}.ipynb" else n): data for n, data in files.items()}
+        names = [wanted]
+        notes.append(f"{found}.ipynb was graded as {wanted}.ipynb, the assignment's one notebook: name it "
+                     f"{wanted}.ipynb next time")
     try:
         for name, data in files.items():
             target = dest / name
@@ -205,7 +224,7 @@ def stage(submission: Path, dest: Path, expected: list[str],
             target.write_bytes(data)
     except OSError as exc:
         raise MachineryFailure(f"the submission could not be copied for grading ({exc.strerror or exc})") from None
-    return names, problems
+    return Staged(names, problems, notes)
 
 
 _MAX_DEPTH = 16  # folders in folders: deeper ones are left out

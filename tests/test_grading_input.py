@@ -89,6 +89,11 @@ def graded(fixture_course, tmp_path_factory):
     (folder / "data" / "secret.ipynb").symlink_to(course / "source" / "00_basics" / "basics.ipynb")
     os.mkfifo(folder / "data" / "pipe")
 
+    # The assignment's one notebook under the name a browser gives a second download; then two wrong names.
+    write_submission(subs, "misnamed", json.dumps(answered(course)), name="basics (1)")
+    write_submission(subs, "two_misnamed", json.dumps(answered(course)), name="basics (1)")
+    write_submission(subs, "two_misnamed", json.dumps(answered(course)), name="basics (2)")
+
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         code = main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--jobs", "2", "--json"])
@@ -98,7 +103,7 @@ def graded(fixture_course, tmp_path_factory):
 def test_the_class_is_graded_despite_its_bad_submissions(graded):
     code, results, _ = graded
     assert code == 0
-    assert len(results) == 11
+    assert len(results) == 13
     assert results["a_good"]["score"] == 10 and not results["a_good"]["error"]
 
 
@@ -121,6 +126,19 @@ def test_a_bad_submission_scores_zero_with_a_sentence(graded, student, problem):
     assert "Traceback" not in result["error"]
 
 
+def test_a_single_misnamed_notebook_is_graded_under_its_name_with_a_note(graded):
+    _, results, course = graded
+    misnamed = results["misnamed"]
+    assert misnamed["score"] == 10 and not misnamed["error"], misnamed
+    assert misnamed["events"] == ["basics (1).ipynb was graded as basics.ipynb, the assignment's one notebook: "
+                                  "name it basics.ipynb next time"]
+    assert (course / "autograded" / "misnamed" / "00_basics" / "basics.ipynb").is_file()
+    # Two candidates: which one the student meant is not for the grader to guess.
+    two = results["two_misnamed"]
+    assert two["score"] == 0 and not two["events"]
+    assert two["error"] == "no notebook named basics.ipynb was submitted (found basics (1).ipynb, basics (2).ipynb)"
+
+
 def test_subfolders_are_copied_without_links_or_special_files(graded):
     _, results, course = graded
     assert results["subfolders"]["score"] == 10, results["subfolders"]
@@ -136,7 +154,7 @@ def test_staging_never_follows_a_link_or_blocks_on_a_pipe(tmp_path):
     submission.mkdir()
     os.mkfifo(submission / "basics.ipynb")
     (submission / "other.ipynb").symlink_to("/etc/passwd")
-    names, problems = stage(submission, tmp_path / "out", ["basics"], SubmissionLimits())
+    names, problems, _ = stage(submission, tmp_path / "out", ["basics"], SubmissionLimits())
     assert names == [] and "named pipe" in problems["basics"]
     assert list((tmp_path / "out").iterdir()) == []
 

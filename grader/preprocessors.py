@@ -85,6 +85,7 @@ class RunChecks(Execute):
         need, in a thread, while the kernel starts."""
         self.results = []
         self.session = None
+        self._syntax_errors: dict[str, str] = {}  # answer cell's grade id -> what its syntax error was
         self._deadline = time.monotonic() + self.notebook_timeout
         assignments = dict.fromkeys(ex.split("/", 1)[0] for c in nb.cells if is_check_cell(c)
                                     for ex, _ in check_calls(c.source))
@@ -168,6 +169,14 @@ class RunChecks(Execute):
         cell = kwargs["cell"]
         if not any(o.output_type == "error" for o in cell.outputs):
             self.session.remember(cell.source)
+        syntax = next((o for o in cell.outputs if o.output_type == "error" and o.get("ename") in SYNTAX_ERRORS), None)
+        if syntax is not None:
+            where = f"cell {kwargs.get('cell_index', '?')}"
+            what = f"{syntax.get('ename')}: {syntax.get('evalue')}"
+            self.session.events.append(f"{where}: a syntax error ({what}), so nothing in that cell ran")
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if isinstance(grade_id, str):
+                self._syntax_errors[grade_id] = f"{where} ({what})"
 
     def _report_progress(self) -> None:
         if PROGRESS is not None:
@@ -286,6 +295,7 @@ class RunChecks(Execute):
                 # A check whose kernel could not be replaced failed for the machinery, not for the student's
                 # code: no score for this notebook at all (grading reports it as not graded, to be graded again).
                 raise self.session.failure
+            name_syntax_error(result, self._syntax_errors.get(exercise_id.split("/", 1)[-1]))
             results.append(result)
             self.results.append(result)
             self._progress[2] += 1
@@ -297,6 +307,21 @@ class RunChecks(Execute):
         from llmcourse.checking.runner import run_checks
 
         return run_checks(exercise_id, student, visible=visible, hidden=hidden)
+
+
+SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
+
+
+def name_syntax_error(result, where: str | None) -> None:
+    """When an exercise's answer cell did not even parse, its failed checks say so, instead of only that its
+    function is not defined (which sends a student looking for a cell they did run)."""
+    if not where:
+        return
+    for check in result.checks:
+        if not check.passed:
+            check.message = (f"Your answer cell, {where}, has a syntax error, so Python ran none of it: fix the line "
+                             f"it names and run the cell again. ({check.message})" if check.message else
+                             f"Your answer cell, {where}, has a syntax error, so Python ran none of it.")
 
 
 def message_size(msg: dict) -> int:

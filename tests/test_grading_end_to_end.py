@@ -7,6 +7,7 @@ endless loop and a corrupt file.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -85,6 +86,7 @@ def graded_class(fixture_course, tmp_path_factory):
     write_submission(subs, "noisy", noisy)
     loop = student_notebook(course, {**CORRECT, "scale": "def scale(x, factor):\n    return x * factor\nwhile True:\n    pass"})
     write_submission(subs, "loop", loop)
+    write_submission(subs, "syntax", student_notebook(course, {**CORRECT, "scale": "def scale(x, factor)\n    return x * factor"}))
     write_submission(subs, "corrupt", '{"cells": [ this is not json')
 
     out = tmp_path_factory.mktemp("out") / "grades.json"
@@ -164,11 +166,23 @@ def test_endless_loop_times_out_and_later_exercises_are_graded(graded_class):
     assert any("timed out" in e for e in results["loop"]["events"])
 
 
+def test_a_syntax_error_is_named_as_one(graded_class):
+    results, _ = graded_class
+    syntax = results["syntax"]
+    assert by_exercise(syntax) == {**POINTS, "00_basics/scale": 0.0}
+    assert [e for e in syntax["events"] if "syntax error" in e] == \
+        [e for e in syntax["events"] if re.fullmatch(r"cell \d+: a syntax error \(SyntaxError: .+\), so nothing in that cell ran", e)] != []
+    scale = next(ex for ex in syntax["exercises"] if ex["id"] == "00_basics/scale")
+    failed = [c for c in scale["checks"] if not c["passed"] and c["visible"]]
+    assert failed and all(c["message"].startswith("Your answer cell, cell ") and "has a syntax error" in c["message"]
+                          for c in failed), failed
+
+
 def test_corrupt_notebook_is_reported_and_the_batch_goes_on(graded_class):
     results, _ = graded_class
     assert results["corrupt"]["score"] == 0
     assert "not valid JSON" in results["corrupt"]["error"]
-    assert len(results) == 7
+    assert len(results) == 8
 
 
 def test_grader_check_on_the_source_reports_full_marks_as_json(fixture_course, capsys):

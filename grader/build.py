@@ -120,6 +120,92 @@ def _declared_points(exercise: str, module_name: str, visible: bool) -> float:
     return total
 
 
+def points_disagreements(course: Course, assignment: str) -> list[str]:
+    """Check cells of the assignment's source notebooks whose points differ from what their checks declare, each
+    as a sentence; read from the check files' text (their `@graded(..., points=N)` decorators), so that the grading
+    command, which never imports torch, can refuse such a course before it grades anyone.
+
+    A check module whose decorators are not plain literals (points computed at import) cannot be read this way:
+    its cells are left to `grader build --check`, which imports it."""
+    from llmcourse.checks import check_modules
+
+    declared: dict[str, dict | None] = {}
+    problems = []
+    for path in course.source_notebooks(assignment):
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if not is_check_cell(cell) or not check_calls(cell.source):
+                continue
+            total = 0.0
+            for exercise, hidden in check_calls(cell.source):
+                module = check_modules(exercise.split("/", 1)[0])[1 if hidden else 0]
+                if module not in declared:
+                    declared[module] = _points_in_source(module)
+                if declared[module] is None:
+                    break
+                total += declared[module].get((exercise, not hidden), 0.0)
+            else:
+                points = float(cell.metadata["nbgrader"].get("points", 0) or 0)
+                if abs(total - points) > 1e-9:
+                    problems.append(f"{path.name}: check cell {cell.metadata['nbgrader']['grade_id']!r} is worth "
+                                    f"{points:g} points, but its checks add up to {total:g}")
+    return problems
+
+
+def _points_in_source(module_name: str) -> dict[tuple[str, bool], float] | None:
+    """{(exercise id, counted in a visible run): points} of a check module, read from its source without importing
+    it; None when that cannot be done exactly. A visible run (`check(...)`) counts every check of the student
+    package's module; a hidden run counts the check file's checks not marked @visible."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module_name)
+        tree = ast.parse(Path(spec.origin).read_text()) if spec and spec.origin else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    if tree is None:
+        return None
+    assignment = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                       and [getattr(t, "id", None) for t in node.targets] == ["ASSIGNMENT"]
+                       and isinstance(node.value, ast.Constant)), None)
+    totals: dict[tuple[str, bool], float] = {}
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        names = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+        names = [n.id if isinstance(n, ast.Name) else getattr(n, "attr", None) for n in names]
+        is_visible = "visible" in names
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and (getattr(decorator.func, "id", None) == "graded"
+                                                         or getattr(decorator.func, "attr", None) == "graded")):
+                continue
+            exercise = decorator.args[0] if decorator.args else next(
+                (k.value for k in decorator.keywords if k.arg == "exercise"), None)
+            points = next((k.value for k in decorator.keywords if k.arg == "points"), None)
+            if points is None and len(decorator.args) > 1:
+                points = decorator.args[1]
+            if not (isinstance(exercise, ast.Constant) and isinstance(points, ast.Constant)
+                    and isinstance(assignment, str)):
+                return None
+            for visible_run in (True, False):
+                if visible_run or not is_visible:
+                    key = (f"{assignment}/{exercise.value}", visible_run)
+                    totals[key] = totals.get(key, 0.0) + float(points.value)
+    if totals:
+        return totals
+    # A module that gathers its checks from others (`import grader.checks.x as _x`, 07's hidden checks): theirs.
+    parts = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+             if alias.name.rsplit(".", 1)[0] == module_name.rsplit(".", 1)[0]]
+    for part in parts:
+        found = _points_in_source(part)
+        if found is None:
+            return None
+        for key, value in found.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return totals or None
+
+
 # -- release -------------------------------------------------------------------------------------------
 def build_release(course: Course, assignment: str, out_root: Path) -> list[Path]:
     """nbgrader generate_assignment of `assignment` into out_root/assignment; registers it in the gradebook."""

@@ -115,6 +115,13 @@ def cmd_grade(args) -> int:
         raise _user_error("--gpu sends work to GPU workers, so it needs --broker too")
     course = _course(args)
     course.require_assignment(args.assignment)
+    from .build import points_disagreements
+
+    disagreements = points_disagreements(course, args.assignment)
+    if disagreements:
+        raise _user_error(f"refusing to grade {args.assignment}: its check cells' points and its checks disagree ("
+                          f"{'; '.join(disagreements)}). Run `grader build {args.assignment}`, which sets each check "
+                          f"cell's points from its checks, then grade again")
     submissions = Path(args.submissions)
     students = find_submissions(submissions, args.assignment)
     bar = tqdm(total=len(students), desc=f"grading {args.assignment}", unit="submission",

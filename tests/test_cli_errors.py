@@ -163,3 +163,46 @@ def test_course_given_after_the_command(fixture_course, capsys):
     assert code == 2 and "nowhere.ipynb does not exist" in err and "Traceback" not in err
     code, err = run(capsys, "--course", "/no/such/course", "check", "nowhere.ipynb", "--course", str(fixture_course))
     assert code == 2 and "nowhere.ipynb does not exist" in err  # the one after the command wins
+
+
+def test_grade_refuses_a_check_cell_whose_points_disagree_with_its_checks(fixture_course, tmp_path, capsys):
+    import shutil
+
+    import nbformat
+
+    from .conftest import cell_by_id, copy_fixture_course
+
+    course = copy_fixture_course(tmp_path / "course")
+    path = course / "source" / "00_basics" / "basics.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    cell_by_id(nb, "check_add").metadata["nbgrader"]["points"] = 5  # its checks declare 4
+    nbformat.write(nb, str(path))
+    submissions = tmp_path / "submissions" / "ada" / "00_basics"
+    submissions.mkdir(parents=True)
+    shutil.copy(path, submissions / "basics.ipynb")
+    code, err = run(capsys, "--course", str(course), "grade", "00_basics", "--submissions", str(tmp_path / "submissions"))
+    assert code == 2 and "Traceback" not in err
+    assert ("refusing to grade 00_basics: its check cells' points and its checks disagree (basics.ipynb: check cell "
+            "'check_add' is worth 5 points, but its checks add up to 4)") in err
+    assert "grader build 00_basics" in err and not (course / "autograded").exists()
+
+
+def test_the_points_read_from_check_files_are_the_points_their_checks_declare():
+    """The grading command reads each check file's points from its text (no imports); `grader build` imports the
+    modules. For every assignment of the course, the two agree exactly."""
+    from pathlib import Path
+
+    from grader.build import _declared_points, _points_in_source
+    from grader.course import Course
+    from llmcourse.checks import check_modules
+
+    course = Course(Path(__file__).resolve().parents[1])
+    assignments = sorted(p.name for p in (course.root / "source").iterdir() if p.is_dir())
+    assert len(assignments) >= 8
+    for assignment in assignments:
+        for visible_run, module in zip((True, False), check_modules(assignment)):
+            static = _points_in_source(module)
+            assert static, module
+            for (exercise, run_kind), points in static.items():
+                if run_kind == visible_run:
+                    assert _declared_points(exercise, module, visible=visible_run) == points, (module, exercise)

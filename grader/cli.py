@@ -26,7 +26,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _course(args):
     from .course import Course
 
-    return Course.find(args.course)
+    course = Course.find(args.course)
+    note = foreign_checks_note(course.root)
+    if note:
+        print(f"grader: {note}", file=sys.stderr)
+    return course
+
+
+def foreign_checks_note(root: Path) -> str:
+    """A warning when the course at `root` has check files of its own (a copy of this repository) that differ from
+    those this grader imports (the checkout it was installed from): the grade would come from the other checks."""
+    import grader.checks
+    import llmcourse.checks
+
+    differing = []
+    for package in (grader.checks, llmcourse.checks):
+        ours = Path(package.__file__).resolve().parent
+        theirs = (root / Path(*package.__name__.split("."))).resolve()
+        if theirs == ours or not theirs.is_dir():
+            continue
+        if _python_files(theirs) != _python_files(ours):
+            differing.append((theirs, ours))
+    if not differing:
+        return ""
+    theirs, ours = differing[0]
+    return (f"the checks come from {ours}, where this grader is installed, not from the course's own {theirs}, which "
+            f"differ. To grade with the course's checks, run the course's own grader (install it from {root}: "
+            f"`pip install -e {root}`, or `make install` there)")
+
+
+def _python_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.py"))}
 
 
 def cmd_build(args) -> int:

@@ -206,3 +206,29 @@ def test_the_points_read_from_check_files_are_the_points_their_checks_declare():
             for (exercise, run_kind), points in static.items():
                 if run_kind == visible_run:
                     assert _declared_points(exercise, module, visible=visible_run) == points, (module, exercise)
+
+
+def test_a_course_with_other_checks_than_the_graders_is_named_loudly(fixture_course, tmp_path, capsys):
+    """A copy of the repository with edited checks, graded by a grader installed elsewhere, would be graded with
+    the installed grader's checks: grader says so on every command."""
+    import shutil
+    from pathlib import Path
+
+    import grader.checks
+
+    from grader.cli import foreign_checks_note
+
+    repo_checks = Path(grader.checks.__file__).resolve().parent
+    assert foreign_checks_note(repo_checks.parents[1]) == ""  # the repository itself
+    course = tmp_path / "course"
+    shutil.copytree(fixture_course, course, ignore=shutil.ignore_patterns("__pycache__"))
+    assert foreign_checks_note(course) == ""  # a course without check files of its own
+    shutil.copytree(repo_checks, course / "grader" / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    assert foreign_checks_note(course) == ""  # the same checks
+    edited = course / "grader" / "checks" / "attention.py"
+    edited.write_text(edited.read_text().replace("points=2", "points=3", 1))
+    note = foreign_checks_note(course)
+    assert note.startswith(f"the checks come from {repo_checks}, where this grader is installed, not from the "
+                           f"course's own {course / 'grader' / 'checks'}, which differ")
+    code, err = run(capsys, "--course", str(course), "check", "nowhere.ipynb")
+    assert code == 2 and f"grader: {note}" in err

@@ -228,11 +228,18 @@ def solution_notebook(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.outputs = []
             cell.execution_count = None
     nb.metadata.setdefault("llmcourse", {})["source_sha256"] = source_hash(source)
+    nb.metadata["llmcourse"]["code_sha256"] = code_hash(source)
     return nb
 
 
 def source_hash(nb: nbformat.NotebookNode) -> str:
     cells = [[c.cell_type, c.source, c.get("metadata", {}).get("tags", [])] for c in nb.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def code_hash(nb: nbformat.NotebookNode) -> str:
+    """What the executed outputs depend on: the code cells, in order, with their tags (the prose is left out)."""
+    cells = [[c.source, c.get("metadata", {}).get("tags", [])] for c in nb.cells if c.cell_type == "code"]
     return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
 
 
@@ -243,7 +250,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 600) -> flo
     # Unix sockets, not TCP: nothing listens on the network (and the kernel has no reason to warn).
     km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / "kernel-ipc"),
                             connection_file=str(workdir / "kernel.json"))
-    client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
+    # No timing metadata: a rebuild then changes solutions/ only where an output changed, not in every cell.
+    client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(workdir)}})
     try:
         client.execute()
@@ -253,14 +261,31 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 600) -> flo
     return time.monotonic() - started
 
 
-def build_solution(course: Course, source_path: Path, dest: Path, force: bool = False) -> tuple[bool, float]:
-    """Write the executed solution; returns (executed?, seconds). Skips an up-to-date one."""
+def build_solution(course: Course, source_path: Path, dest: Path, force: bool = False) -> tuple[str, float]:
+    """Write the executed solution; returns (what was done, seconds): "executed", "up to date", or "prose updated"
+    (only markdown changed: the new prose with the outputs already there, so a one-sentence edit rewrites one
+    sentence of solutions/, not every output and timestamp)."""
     source = nbformat.read(str(source_path), as_version=4)
+    nb = solution_notebook(source)
     if not force and dest.exists():
         current = nbformat.read(str(dest), as_version=4)
-        if current.metadata.get("llmcourse", {}).get("source_sha256") == source_hash(source):
-            return False, 0.0
-    nb = solution_notebook(source)
+        stamps = current.metadata.get("llmcourse", {})
+        if stamps.get("source_sha256") == source_hash(source):
+            if "code_sha256" not in stamps or any("execution" in c.get("metadata", {}) for c in current.cells):
+                # Built before solutions recorded their code's hash and left out timing: brought up to that now.
+                stamps["code_sha256"] = code_hash(source)
+                for cell in current.cells:
+                    cell.get("metadata", {}).pop("execution", None)
+                nbformat.write(current, str(dest))
+            return "up to date", 0.0
+        if stamps.get("code_sha256") == code_hash(source):
+            ran = [c for c in current.cells if c.cell_type == "code"]
+            for cell, old in zip((c for c in nb.cells if c.cell_type == "code"), ran):
+                cell.outputs, cell.execution_count = old.outputs, old.execution_count
+            for key, value in current.metadata.items():  # the kernel's language info, say
+                nb.metadata.setdefault(key, value)
+            nbformat.write(nb, str(dest))
+            return "prose updated", 0.0
     dest.parent.mkdir(parents=True, exist_ok=True)
     extras = extra_files(source_path.parent)
     with tempfile.TemporaryDirectory(prefix="grader-solution-") as scratch:
@@ -273,7 +298,7 @@ def build_solution(course: Course, source_path: Path, dest: Path, force: bool = 
         (dest.parent / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_path.parent / relative, dest.parent / relative)
     nbformat.write(nb, str(dest))
-    return True, seconds
+    return "executed", seconds
 
 
 _WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -362,6 +387,6 @@ def build(course: Course, assignments: list[str], force: bool = False, log=print
             log(f"release   {path.relative_to(course.root)}")
         for source_path in course.source_notebooks(assignment):
             dest = course.root / "solutions" / assignment / source_path.name
-            executed, seconds = build_solution(course, source_path, dest, force=force)
-            state = f"executed in {seconds:.0f} s" if executed else "up to date"
+            done, seconds = build_solution(course, source_path, dest, force=force)
+            state = f"executed in {seconds:.0f} s" if done == "executed" else done
             log(f"solution  {dest.relative_to(course.root)} ({state})")

@@ -299,3 +299,38 @@ def test_report_is_a_self_contained_page(graded_class):
     assert "corrupt" in page and "not valid JSON" in page  # the unreadable submission is listed
     assert "Multiply every entry by the factor" in page  # a frequent hint
     assert "timed out" in page  # the endless loop
+
+
+def test_a_prose_change_rewrites_only_the_prose_of_the_solution(tmp_path, capsys):
+    """Rebuilding after a markdown edit keeps the executed outputs (no new run, no timestamps): solutions/ changes
+    where the source did. A code edit runs the notebook again."""
+    from grader.build import build_solution
+    from grader.course import Course
+
+    from .conftest import copy_fixture_course
+
+    course = copy_fixture_course(tmp_path / "course")
+    source = course / "source" / "00_basics" / "basics.ipynb"
+    dest = tmp_path / "solutions" / "basics.ipynb"
+    assert build_solution(Course(course), source, dest)[0] == "executed"
+    before = read(dest)
+    assert before.cells and not any("execution" in c.metadata for c in before.cells)  # no timing recorded
+    assert build_solution(Course(course), source, dest)[0] == "up to date"
+
+    nb = read(source)
+    prose = next(c for c in nb.cells if c.cell_type == "markdown")
+    prose.source += "\n\nOne more sentence."
+    nbformat.write(nb, str(source))
+    assert build_solution(Course(course), source, dest) == ("prose updated", 0.0)
+    after = read(dest)
+    changed = [i for i, (a, b) in enumerate(zip(before.cells, after.cells)) if a != b]
+    assert changed == [nb.cells.index(prose)] and after.cells[changed[0]].source.endswith("One more sentence.")
+    assert [c.outputs for c in after.cells if c.cell_type == "code"] == \
+           [c.outputs for c in before.cells if c.cell_type == "code"]
+
+    code = next(c for c in nb.cells if c.cell_type == "code" and "print(" in c.source)
+    code.source += "\nprint('and a new line')"
+    nbformat.write(nb, str(source))
+    assert build_solution(Course(course), source, dest)[0] == "executed"
+    assert any("and a new line" in o.get("text", "") for c in read(dest).cells if c.cell_type == "code"
+               for o in c.outputs)

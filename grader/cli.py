@@ -78,7 +78,29 @@ def cmd_build(args) -> int:
             print("The student package's visible checks match grader/checks/.")
         return 0
     build(course, assignments, force=args.force)
+    exchange = make_exchange(course)
+    if exchange:
+        print(f"exchange  {exchange} (nbgrader's exchange: release_assignment, the students' Assignments tab, "
+              f"submit and collect go through it)")
     return 0
+
+
+def make_exchange(course) -> Path | None:
+    """Create the course's nbgrader exchange (c.Exchange.root) if it does not exist yet, with the permissions
+    nbgrader gives it (everyone may read and write: students submit into it); the folder made, or None."""
+    import os
+
+    root = course.config().Exchange.root
+    if not root or os.path.exists(root):
+        return None
+    try:
+        os.makedirs(root)
+        os.chmod(root, 0o777)
+    except OSError as exc:
+        print(f"grader build: nbgrader's exchange {root} could not be created ({exc.strerror}); create it by hand "
+              f"(writable by every student) before releasing assignments", file=sys.stderr)
+        return None
+    return Path(root)
 
 
 def cmd_check(args) -> int:

@@ -265,8 +265,12 @@ def test_build_writes_each_check_cells_points_from_its_checks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"check cell {grade_id!r} is worth {right + 5:g} points, but its checks add up to {right:g}" in out
 
+    assert not (course / "exchange").exists()
     assert main(["--course", str(course), "build"]) == 0
-    assert f"check cell {grade_id!r} is now worth {right:g}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"check cell {grade_id!r} is now worth {right:g}" in out
+    # nbgrader's exchange is made too, as nbgrader makes it (everyone may write: students submit into it)
+    assert f"exchange  {course / 'exchange'}" in out and (course / "exchange").stat().st_mode & 0o777 == 0o777
     assert next(c for c in read(source).cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id) \
         .metadata["nbgrader"]["points"] == right
     assert main(["--course", str(course), "build", "--check"]) == 0

@@ -176,6 +176,13 @@ def cmd_grade(args) -> int:
                           f"cell's points from its checks, then grade again")
     submissions = Path(args.submissions)
     students = find_submissions(submissions, args.assignment)
+    chosen = getattr(args, "student", None)
+    if chosen:
+        unknown = [s for s in chosen if s not in students]
+        if unknown:
+            raise _user_error(f"no submission of {args.assignment} for {', '.join(unknown)} in {submissions} (there "
+                              f"are {len(students)}: {', '.join(students[:8])}{', ...' if len(students) > 8 else ''})")
+        students = [s for s in students if s in chosen]
     bar = tqdm(total=len(students), desc=f"grading {args.assignment}", unit="submission",
                disable=args.json or None, file=sys.stderr)
     if broker:
@@ -248,7 +255,9 @@ def cmd_report(args) -> int:
 
     course = _course(args)
     course.require_assignment(args.assignment)
-    print(f"Class report: {build_report(course, args.assignment)}")
+    report = build_report(course, args.assignment)
+    print(f"Grades (with any graded by hand since): {write_grades_csv(course, args.assignment)}")
+    print(f"Class report: {report}")
     return 0
 
 
@@ -262,6 +271,7 @@ def cmd_demo(args) -> int:
           f"({args.jobs} at a time, each in its own sandboxed kernel)...")
     # The demo class is the course's own notebooks: trusted, so it runs without root too.
     args.assignment, args.submissions, args.json, args.no_isolation = assignment, str(demo), False, True
+    args.student = None
     return cmd_grade(args)
 
 
@@ -328,25 +338,48 @@ def _table(rows) -> str:
 
 
 def write_class_files(course, assignment: str, results) -> Path:
+    """grades.json and grades.csv of the whole class: this run's results, and the earlier results of the
+    students it did not grade (`--student`), so that grading some students never drops the others."""
     out = course.root / "reports" / assignment
     out.mkdir(parents=True, exist_ok=True)
     from .cells import redacted_result
 
     # grades.json may be shared with students: hidden checks appear as verdicts and hints only. The
     # instructor's full results are in `grader grade --json` and in each graded notebook.
-    (out / "grades.json").write_text(json.dumps([redacted_result(r.to_json()) for r in results], indent=2))
-    exercise_ids = list(dict.fromkeys(ex["id"] for r in results for ex in r.exercises))
-    with open(out / "grades.csv", "w", newline="") as f:
+    fresh = [redacted_result(r.to_json()) for r in results]
+    graded_now = {r["student"] for r in fresh}
+    path = out / "grades.json"
+    try:
+        earlier = [r for r in json.loads(path.read_text()) if r.get("student") not in graded_now]
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    merged = sorted(earlier + fresh, key=lambda r: r.get("student") or "")
+    path.write_text(json.dumps(merged, indent=2))
+    write_grades_csv(course, assignment)
+    return out
+
+
+def write_grades_csv(course, assignment: str) -> Path:
+    """grades.csv from grades.json and the gradebook: a student's score is the gradebook's (manual grades
+    included, as `nbgrader export` says); the exercise columns are the automatic grading's."""
+    from .report import gradebook_scores, load_results
+
+    results = load_results(course, assignment)
+    book = gradebook_scores(course, assignment)
+    exercise_ids = list(dict.fromkeys(ex["id"] for r in results for ex in r.get("exercises", [])))
+    path = course.root / "reports" / assignment / "grades.csv"
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["student", "score", "max_score", *exercise_ids, "error"])
         for r in results:
-            if r.not_graded:
-                writer.writerow([r.student, "not graded", "", *("" for _ in exercise_ids), r.not_graded])
+            if r.get("not_graded"):
+                writer.writerow([r["student"], "not graded", "", *("" for _ in exercise_ids), r["not_graded"]])
                 continue
-            by_id = {ex["id"]: ex["score"] for ex in r.exercises}
-            writer.writerow([r.student, f"{r.score:g}", f"{r.max_score:g}",
-                             *(f"{by_id.get(e, 0):g}" for e in exercise_ids), r.error])
-    return out
+            by_id = {ex["id"]: ex["score"] for ex in r.get("exercises", [])}
+            score = book.get(r["student"], r["score"])
+            writer.writerow([r["student"], f"{score:g}", f"{r['max_score']:g}",
+                             *(f"{by_id.get(e, 0):g}" for e in exercise_ids), r.get("error", "")])
+    return path
 
 
 # -- entry point ---------------------------------------------------------------------------------------
@@ -391,6 +424,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("assignment")
     g.add_argument("--submissions", required=True, help="DIR/<student>/<assignment>/<notebook>.ipynb")
     g.add_argument("--jobs", type=_positive, default=1, help="submissions graded at the same time")
+    g.add_argument("--student", action="append", metavar="NAME",
+                   help="grade only this student's submission (repeat for several); the others keep their grades")
     g.add_argument("--json", action="store_true", help="print the results as JSON")
     g.add_argument("--broker", help="grade on the workers behind this task queue (e.g. redis://host:6379/0) "
                                     "instead of on this machine")

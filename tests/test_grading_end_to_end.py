@@ -338,3 +338,44 @@ def test_a_prose_change_rewrites_only_the_prose_of_the_solution(tmp_path, capsys
     assert build_solution(Course(course), source, dest)[0] == "executed"
     assert any("and a new line" in o.get("text", "") for c in read(dest).cells if c.cell_type == "code"
                for o in c.outputs)
+
+
+def test_grading_some_students_again_keeps_the_others_and_manual_grades_reach_grades_csv(tmp_path, capsys):
+    """`grader grade --student NAME` grades that student again and leaves everyone else's grades as they were, in
+    grades.json, grades.csv and the report; a grade changed by hand in the gradebook reaches grades.csv with
+    `grader report`."""
+    import csv
+
+    from nbgrader.api import Gradebook
+
+    from .conftest import copy_fixture_course
+
+    course = copy_fixture_course(tmp_path / "course")
+    assert main(["--course", str(course), "build"]) == 0
+    subs = tmp_path / "submissions"
+    write_submission(subs, "ada", student_notebook(course, CORRECT))
+    write_submission(subs, "bo", student_notebook(course, {"add": CORRECT["add"]}))
+    capsys.readouterr()
+    assert main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--jobs", "2"]) == 0
+
+    write_submission(subs, "bo", student_notebook(course, CORRECT))  # bo hands in a corrected notebook
+    capsys.readouterr()
+    assert main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--student", "bo",
+                 "--json"]) == 0
+    assert [r["student"] for r in json.loads(capsys.readouterr().out)] == ["bo"]
+    reports = course / "reports" / "00_basics"
+    stored = {r["student"]: r["score"] for r in json.loads((reports / "grades.json").read_text())}
+    assert stored == {"ada": 10, "bo": 10}
+    assert "2 submissions graded, mean score 10.0 of 10" in (reports / "report.html").read_text()
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:  # what the formgrader's manual grading does
+        grade = gb.find_grade("check_scale", "basics", "00_basics", "ada")
+        grade.manual_score = 1
+        gb.db.commit()
+    assert main(["--course", str(course), "report", "00_basics"]) == 0
+    with open(reports / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert rows["ada"]["score"] == "8" and rows["bo"]["score"] == "10"  # 10 - 3 + 1, as nbgrader export says
+
+    assert main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--student", "cy"]) == 2
+    assert "no submission of 00_basics for cy" in capsys.readouterr().err

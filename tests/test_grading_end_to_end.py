@@ -305,6 +305,35 @@ def test_report_is_a_self_contained_page(graded_class):
     assert "timed out" in page  # the endless loop
 
 
+def test_report_counts_students_and_keeps_unattempted_work_apart(graded_class):
+    import re
+
+    from grader.report import exercise_state
+
+    results, course = graded_class
+    page = (course / "reports" / "00_basics" / "report.html").read_text()
+    # The blank notebook attempted nothing: each exercise counts it as not attempted, not as wrong.
+    blank = results["blank"]
+    assert [exercise_state(ex) for ex in blank["exercises"]] == ["not attempted"] * 3
+    assert [exercise_state(ex) for ex in results["one_wrong"]["exercises"]] == ["full", "partial", "full"]
+    loop_scale = next(ex for ex in results["loop"]["exercises"] if ex["id"] == "00_basics/scale")
+    assert exercise_state(loop_scale) == "partial"  # written, but its cell never finished: attempted
+    row = re.search(r"<tr><td>scale</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td></tr>", page)
+    assert row, page
+    full, partial, not_attempted = map(int, row.groups())
+    assert not_attempted == sum(exercise_state(ex) == "not attempted" for r in results.values()
+                                for ex in r["exercises"] if ex["id"] == "00_basics/scale") >= 1
+    assert full + partial + not_attempted == sum(1 for r in results.values() if r["exercises"] and not r["not_graded"])
+    # Hints count students, among attempted work: the blank notebook's "not implemented" is no misconception.
+    hints = re.findall(r"<tr><td>(\d+)</td><td>(\w+)</td><td>([^<]*)</td></tr>", page.split("common misconceptions")[1])
+    assert hints and all(int(n) <= len(results) for n, _, _ in hints)
+    # One row per student, linked to the graded notebook.
+    students = page.split('id="students"')[1]
+    assert all(f"<td>{name}</td>" in students for name in results)
+    assert '<a href="../../autograded/ada/00_basics/basics.ipynb">graded basics.ipynb</a>' in students
+    assert (course / "reports" / "00_basics" / "../../autograded/ada/00_basics/basics.ipynb").resolve().is_file()
+
+
 def test_a_prose_change_rewrites_only_the_prose_of_the_solution(tmp_path, capsys):
     """Rebuilding after a markdown edit keeps the executed outputs (no new run, no timestamps): solutions/ changes
     where the source did. A code edit runs the notebook again."""

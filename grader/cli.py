@@ -261,6 +261,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    course = _course(args)
+    roster = Path(args.roster) if args.roster else None
+    if roster is not None and not roster.is_file():
+        raise _user_error(f"the roster {roster} does not exist")
+    text, warnings = export(course, args.format, roster)
+    for warning in warnings:
+        print(f"grader export: {warning}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"Grades ({args.format}): {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_demo(args) -> int:
     course = _course(args)
     demo = course.root / "demo" / "submissions"
@@ -447,6 +465,13 @@ def parser() -> argparse.ArgumentParser:
     r = command("report", help="write an HTML report of a graded class")
     r.add_argument("assignment")
     r.set_defaults(fn=cmd_report)
+    e = command("export", help="every student's grade in every assignment, from the gradebook (hand grades included)")
+    e.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv",
+                   help="csv (default), or the layout Canvas's or Moodle's grade import takes")
+    e.add_argument("--roster", help="the platform's own export (Canvas: its gradebook CSV; Moodle: a CSV with "
+                                    "Username and Email address), to match its students and columns")
+    e.add_argument("--output", "-o", help="write to this file (default: print)")
+    e.set_defaults(fn=cmd_export)
     d = command("demo", help="grade the bundled demo class")
     d.add_argument("--jobs", type=_positive, default=2)
     d.set_defaults(fn=cmd_demo)

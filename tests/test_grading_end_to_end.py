@@ -372,7 +372,7 @@ def test_a_prose_change_rewrites_only_the_prose_of_the_solution(tmp_path, capsys
 def test_grading_some_students_again_keeps_the_others_and_manual_grades_reach_grades_csv(tmp_path, capsys):
     """`grader grade --student NAME` grades that student again and leaves everyone else's grades as they were, in
     grades.json, grades.csv and the report; a grade changed by hand in the gradebook reaches grades.csv with
-    `grader report`."""
+    `grader report`, and `grader export` in each of its layouts."""
     import csv
 
     from nbgrader.api import Gradebook
@@ -405,6 +405,39 @@ def test_grading_some_students_again_keeps_the_others_and_manual_grades_reach_gr
     with open(reports / "grades.csv") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
     assert rows["ada"]["score"] == "8" and rows["bo"]["score"] == "10"  # 10 - 3 + 1, as nbgrader export says
+
+    # Exports for a platform, from the gradebook: a student without a submission and an assignment not handed in
+    # yet are blanks, not zeros.
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        gb.update_or_create_student("cy")
+        gb.update_or_create_assignment("00_later")
+    capsys.readouterr()
+    assert main(["--course", str(course), "export"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["student,00_basics,00_later,total", "ada,8,,8", "bo,10,,10",
+                                                     "cy,,,0"]
+    roster = tmp_path / "canvas.csv"
+    roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section,00_basics (77)\n"
+                      "    Points Possible,,,,,10\n"
+                      "\"Lovelace, Ada\",101,s-ada,ada,Group A,\n\"Bo, Bo\",102,s-bo,bo,Group B,\n"
+                      "\"Dee, Dee\",103,s-dee,dee,Group B,\n")
+    assert main(["--course", str(course), "export", "--format", "canvas", "--roster", str(roster)]) == 0
+    out, err = capsys.readouterr()
+    assert list(csv.reader(out.splitlines())) == [
+        ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "00_basics (77)", "00_later"],
+        ["Points Possible", "", "", "", "", "10", "0"],
+        ["Lovelace, Ada", "101", "s-ada", "ada", "Group A", "8", ""],
+        ["Bo, Bo", "102", "s-bo", "bo", "Group B", "10", ""],
+        ["cy", "", "", "cy", "", "", ""],
+        ["Dee, Dee", "103", "s-dee", "dee", "Group B", "", ""],
+    ]
+    assert "not in the roster" in err and "cy" in err and "no grade in the gradebook" in err and "dee" in err
+    moodle = tmp_path / "moodle.csv"
+    moodle.write_text("Username,Email address\nada,ada@example.org\n")
+    assert main(["--course", str(course), "export", "--format", "moodle", "--roster", str(moodle)]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["Username,Email address,00_basics,00_later",
+                                                         "ada,ada@example.org,8,"]
+    assert main(["--course", str(course), "export", "--format", "canvas", "--roster", str(moodle)]) == 2
+    assert "has no 'SIS Login ID' column" in capsys.readouterr().err
 
     assert main(["--course", str(course), "grade", "00_basics", "--submissions", str(subs), "--student", "cy"]) == 2
     assert "no submission of 00_basics for cy" in capsys.readouterr().err

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .course import Course, CourseError, MachineryFailure
-from .grading import (MAX_ATTEMPTS, Submission, SubmissionResult, Workspace, autograde, find_submissions,
+from .grading import (MAX_ATTEMPTS, Submission, SubmissionResult, Workspace, autograde, check_cell_changes,
+                      find_submissions, master_notebook,
                       prepare_gradebook, require_readable_assets, stage, submission_result)
 
 TASK = "llmcourse.grade_submission"
@@ -173,6 +174,10 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
     def send(student: str) -> str:
         with tempfile.TemporaryDirectory(prefix="grader-queue-") as scratch:
             names, problems, notes = stage(submissions / student / assignment, Path(scratch) / student, expected)
+            for name in names:
+                if name in expected and name not in problems:
+                    notes.extend(check_cell_changes(Path(scratch) / student / f"{name}.ipynb",
+                                                    master_notebook(course, assignment, name), name))
             files = _read_files(Path(scratch) / student)
         staged[student] = Submission(assignment, student, expected, names, problems, notes)
         payload = {"assignment": assignment, "student": student, "files": files, "course": fingerprint,

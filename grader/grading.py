@@ -127,6 +127,31 @@ def master_notebook(course: Course, assignment: str, name: str) -> nbformat.Note
     return nbformat.read(str(course.root / "source" / assignment / f"{name}.ipynb"), as_version=4)
 
 
+def check_cell_changes(submitted: Path, master: nbformat.NotebookNode, name: str) -> list[str]:
+    """Notes for the instructor on the check cells of a submitted notebook that differ from the released ones
+    (edited, or deleted). Grading restores them from the master copy, so they cost or earn nothing; a student
+    who changed them may have misunderstood something, or tried something."""
+    from .build import _HIDDEN
+    from .cells import is_check_cell
+
+    try:
+        nb = nbformat.read(str(submitted), as_version=4)
+    except Exception:  # an unreadable notebook has its own problem sentence
+        return []
+    released = {c.metadata["nbgrader"]["grade_id"]: _HIDDEN.sub("", c.source).strip()
+                for c in master.cells if is_check_cell(c)}
+    theirs = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): (c.get("source") or "").strip()
+              for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+    edited = [g for g, source in released.items() if g in theirs and theirs[g] != source]
+    deleted = [g for g in released if g not in theirs]
+    notes = []
+    if edited:
+        notes.append(f"{name}.ipynb: check cell(s) {', '.join(edited)} edited (grading used the released ones)")
+    if deleted:
+        notes.append(f"{name}.ipynb: check cell(s) {', '.join(deleted)} deleted (grading restored them)")
+    return notes
+
+
 def require_readable_assets() -> None:
     """Graded kernels run as users of their own (when the grader runs as root): the course's models and
     data must be readable by everyone, or every check that loads one fails for a reason the student
@@ -345,6 +370,10 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
         try:
             staged[student] = Submission(assignment, student, expected, *stage(
                 submissions / student / assignment, staging / student / assignment, expected, limits))
+            for name in staged[student].submitted:
+                if name in expected and name not in staged[student].problems:
+                    staged[student].notes.extend(check_cell_changes(
+                        staging / student / assignment / f"{name}.ipynb", master_notebook(course, assignment, name), name))
         except Exception as exc:  # never the student's doing (their files' problems are in `problems`)
             reason = str(exc) if isinstance(exc, MachineryFailure) else f"its files could not be copied ({_first_line(exc)})"
             done(_not_graded(course, assignment, student, reason))

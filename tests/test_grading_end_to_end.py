@@ -151,6 +151,11 @@ def test_tampering_earns_nothing(graded_class):
     graded = read(course / "autograded" / "tamper" / "00_basics" / "basics.ipynb")
     printed = "".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "NOTHING LEAKED" in printed and "LEAKED\n" not in printed.replace("NOTHING LEAKED", "")
+    # The instructor is told: the grade table's notes and the report's "needs a look" show the events.
+    assert results["tamper"]["events"][:2] == [
+        "basics.ipynb: check cell(s) check_scale edited (grading used the released ones)",
+        "basics.ipynb: check cell(s) check_mean_rows deleted (grading restored them)"]
+    assert not any("check cell" in e for r in results.values() if r["student"] != "tamper" for e in r["events"])
 
 
 def test_stderr_noise_costs_nothing(graded_class):

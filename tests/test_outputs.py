@@ -326,6 +326,8 @@ def test_grades_json_keeps_hidden_messages_out(tmp_path):
     from grader.cli import write_class_files
     from grader.course import Course
 
+    (tmp_path / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.db_url = 'sqlite:///{tmp_path / 'gradebook.db'}'\n")
     folder = write_class_files(Course(tmp_path), "01_attention", [full_submission()])
     grades = (folder / "grades.json").read_text()
     assert "Subtract the maximum first." in grades and "0.9997" not in grades

@@ -11,6 +11,7 @@ training loops) lives in the `*_tools` modules.
     call_repeatedly, call_each                      02_variants: many calls of your function in one request
     requires_grad_flags, module_types, gradients    04_lora: a model described as plain data
     ForwardCounter                                  03_prompting: your model's forward passes
+    BanditPolicy, Bandit                            05_rlhf: a one-token "language model" and its bandit
     WordTokenizer, ScriptedModel, ToolBox,          06_applications: stand-ins for a tokenizer, a language model
     calculator_tools, course_model_fn                 and tools, and course-lm-apps as a `model_fn`
 """
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["call_repeatedly", "call_each", "requires_grad_flags", "module_types", "gradients", "ForwardCounter",
+__all__ = ["BanditPolicy", "Bandit", "call_repeatedly", "call_each", "requires_grad_flags", "module_types", "gradients", "ForwardCounter",
            "WordTokenizer", "ScriptedModel", "ToolBox", "Calculator", "calculator_tools", "generate_batch",
            "model_fn", "course_model_fn"]
 
@@ -311,3 +312,94 @@ def course_model_fn(name: str = "course-lm-apps", max_new_tokens: int = 48) -> C
     from llmcourse.assets import load_model, load_tokenizer
 
     return model_fn(load_model(name), load_tokenizer(name), max_new_tokens)
+
+
+# -- a bandit for PPO (05_rlhf) ------------------------------------------------------------------------------
+# The smallest RL problem with a known answer: one prompt token, one response token (the action), a fixed
+# reward per action. The policy looks like a causal LM to your code: logits (B, L, V) and hidden states.
+
+class _Output:
+    def __init__(self, logits, hidden_states):
+        self.logits, self.hidden_states = logits, hidden_states
+
+
+class _Config:
+    def __init__(self, hidden_size):
+        self.hidden_size = hidden_size
+
+
+class BanditPolicy(nn.Module):
+    """A policy over `n_actions` one-token responses: an embedding, tanh, and a linear layer to the logits."""
+
+    def __init__(self, n_actions: int = 4, hidden_size: int = 8, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.config = _Config(hidden_size)
+        self.embed = nn.Embedding(n_actions, hidden_size)
+        self.head = nn.Linear(hidden_size, n_actions)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.randn(n_actions, hidden_size, generator=gen))
+            self.head.weight.copy_(torch.randn(n_actions, hidden_size, generator=gen) * 0.1)
+            self.head.bias.zero_()
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, **kwargs):
+        hidden = torch.tanh(self.embed(input_ids))  # (B, L, H)
+        return _Output(self.head(hidden), (hidden,) if output_hidden_states else None)
+
+
+class _BanditRollout:
+    def __init__(self, input_ids):
+        self.input_ids = input_ids  # (B, 2): the prompt token 0, then the action
+        self.attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        self.response_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        self.response_mask[:, 1] = True
+
+
+class Bandit:
+    """A policy, its frozen reference (the same start), a critic head, an SGD optimiser over both, and a bandit
+    whose action a earns `rewards[a]`. `sample(policy)` and `score(rollout)` are `ppo_train`'s sample_fn and
+    score_fn; `evaluate(policy)` (the probability of the best action) is an `eval_fn` that counts its calls."""
+
+    def __init__(self, rewards=(0.0, 1.0, 0.3, -0.5), batch_size: int = 16, seed: int = 0, lr: float = 0.1,
+                 optimizer: str = "sgd"):
+        self.rewards = torch.tensor(rewards, dtype=torch.float32)
+        self.policy = BanditPolicy(len(rewards), seed=seed)
+        self.reference = BanditPolicy(len(rewards), seed=seed).eval()
+        self.value_head = nn.Sequential(nn.Linear(self.policy.config.hidden_size, 1), nn.Flatten(-2))
+        with torch.no_grad():
+            self.value_head[0].weight.copy_(torch.randn(1, self.policy.config.hidden_size,
+                                                        generator=torch.Generator().manual_seed(seed + 7)))
+            self.value_head[0].bias.zero_()
+        parameters = list(self.policy.parameters()) + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(parameters, lr=lr) if optimizer == "adam" else torch.optim.SGD(parameters, lr=lr)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.evaluations = 0
+
+    @torch.no_grad()
+    def probabilities(self, policy=None) -> torch.Tensor:
+        """The policy's probability of each action (the distribution after the prompt token)."""
+        policy = self.policy if policy is None else policy
+        return torch.softmax(policy(input_ids=torch.zeros(1, 1, dtype=torch.long)).logits[0, 0], -1)
+
+    def sample(self, policy):
+        actions = torch.multinomial(self.probabilities(policy), self.batch_size, replacement=True,
+                                    generator=self.generator)
+        return _BanditRollout(torch.stack([torch.zeros_like(actions), actions], 1))
+
+    def score(self, rollout) -> torch.Tensor:
+        return self.rewards[rollout.input_ids[:, 1]]
+
+    def evaluate(self, policy) -> float:
+        self.evaluations += 1
+        return float(self.probabilities(policy)[int(self.rewards.argmax())])
+
+    def optimizer_steps(self) -> int:
+        """How many steps the optimiser took (Adam counts them; 0 for SGD)."""
+        return max((int(state.get("step", 0)) for state in self.optimizer.state.values()), default=0)
+
+    def state(self) -> dict:
+        """Every parameter of the policy (`policy.`) and the critic (`value_head.`), as data."""
+        state = {f"policy.{k}": v.detach().clone() for k, v in self.policy.state_dict().items()}
+        state.update({f"value_head.{k}": v.detach().clone() for k, v in self.value_head.state_dict().items()})
+        return state

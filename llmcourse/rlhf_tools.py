@@ -1,8 +1,9 @@
-"""Course scaffolding for 05_rlhf: batching, rollouts, the PPO optimisation loop and its plots.
+"""Course scaffolding for 05_rlhf and 05b_dpo: batching, rollouts, the critic's head, measures, plots, and the
+prompts of constitutional AI.
 
-Nothing here is an exercise. The PPO loop takes your functions as arguments (`gather_logprobs`,
-`shaped_rewards`, `gae`, `ppo_clip_loss`) and does the bookkeeping around them: sampling responses,
-scoring them, keeping a frozen reference, normalising advantages and stepping the optimiser.
+Nothing here is an exercise: you write the PPO update and loop yourself (`ppo_step`, `ppo_train` in 05_rlhf);
+this module samples responses (`rollout`), scores them, measures a policy on held-out prompts
+(`evaluate_policy`) and draws the curves.
 
 Shapes: a batch of B token sequences of length L is `input_ids` (B, L). Per-token quantities about
 *predicting* a token live on the (B, L - 1) grid: position t holds what concerns token t + 1, predicted
@@ -11,14 +12,14 @@ critic's estimate in the state "tokens 0..t written".
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-__all__ = ["Rollout", "encode_pairs", "rollout", "score_responses", "ValueHead", "PPOConfig", "ppo_train",
-           "distinct_n", "evaluate_policy", "plot_reward_vs_kl", "plot_training", "pad_batch"]
+__all__ = ["Rollout", "encode_pairs", "rollout", "score_responses", "ValueHead", "distinct_n", "evaluate_policy",
+           "moving_average", "plot_reward_vs_kl", "plot_training", "plot_held_out", "pad_batch", "story_opening",
+           "critique_request", "revision_request", "ending_verdicts"]
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,84 +117,6 @@ class ValueHead(nn.Module):
         return self.linear(hidden).squeeze(-1)
 
 
-@dataclass
-class PPOConfig:
-    beta: float = 0.05  # weight of the KL penalty
-    iterations: int = 20  # rollout + update rounds
-    batch_size: int = 16  # prompts per rollout
-    epochs: int = 2  # passes over each rollout
-    lr: float = 3e-5  # policy learning rate
-    value_lr: float = 1e-3  # critic learning rate
-    clip_eps: float = 0.2
-    gamma: float = 1.0
-    lam: float = 0.95
-    max_new_tokens: int = 32
-    seed: int = 0
-
-
-def _forward(policy, value_head, rollout_: Rollout, gather_logprobs):
-    """Log-probs and values on the (B, L - 1) prediction grid."""
-    out = policy(input_ids=rollout_.input_ids, attention_mask=rollout_.attention_mask.long(), output_hidden_states=True)
-    logprobs = gather_logprobs(out.logits[:, :-1].float(), rollout_.input_ids[:, 1:])
-    # The critic learns on the policy's features but does not push them around (detach).
-    values = value_head(out.hidden_states[-1][:, :-1].detach().float())
-    return logprobs, values
-
-
-def ppo_train(policy, reference, reward_model, tokenizer, prompts: list[str], *, gather_logprobs, shaped_rewards,
-              gae, ppo_clip_loss, config: PPOConfig | None = None, progress: bool = True) -> dict:
-    """Train `policy` in place with PPO against `reward_model`, penalised by the KL to `reference`.
-
-    Returns a history: per iteration the mean score of the sampled responses, the mean KL to the
-    reference (summed over each response's tokens), and a few sample texts.
-    """
-    from tqdm.auto import tqdm
-
-    cfg = config or PPOConfig()
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = next(policy.parameters()).device
-    value_head = ValueHead(policy.config.hidden_size).to(device)
-    optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": cfg.lr},
-                                   {"params": value_head.parameters(), "lr": cfg.value_lr}])
-    reference.eval()
-    history = {"score": [], "kl": [], "fluency": [], "distinct2": [], "length": [], "samples": []}
-    for _ in tqdm(range(cfg.iterations), desc=f"PPO (beta={cfg.beta})", disable=not progress or None, mininterval=1):
-        # 1. Rollout: the current policy answers a batch of prompts; the reward model judges each answer.
-        batch = rollout(policy, tokenizer, rng.sample(prompts, cfg.batch_size), max_new_tokens=cfg.max_new_tokens)
-        score = score_responses(reward_model, batch.input_ids, batch.attention_mask)
-        mask = batch.response_mask[:, 1:]  # on the prediction grid
-        with torch.no_grad():
-            old_logprobs, values = _forward(policy, value_head, batch, gather_logprobs)
-            ref_out = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long())
-            ref_logprobs = gather_logprobs(ref_out.logits[:, :-1].float(), batch.input_ids[:, 1:])
-            # 2. Rewards per token (score at the end, KL penalty everywhere) and advantages.
-            rewards = shaped_rewards(score, old_logprobs, ref_logprobs, mask, cfg.beta)
-            advantages, returns = gae(rewards, values, gamma=cfg.gamma, lam=cfg.lam, mask=mask)
-            # Normalise the advantages over the batch's response tokens: a common trick that steadies the step size.
-            valid = advantages[mask]
-            advantages = torch.where(mask, (advantages - valid.mean()) / (valid.std() + 1e-8), torch.zeros_like(advantages))
-        kl = ((old_logprobs - ref_logprobs) * mask).sum(-1).mean().item()
-        history["score"].append(score.mean().item())
-        history["kl"].append(kl)
-        history["fluency"].append(((ref_logprobs * mask).sum() / mask.sum()).item())
-        history["distinct2"].append(distinct_n(batch.texts, 2))
-        history["length"].append(mask.sum(-1).float().mean().item())
-        history["samples"].append(batch.texts[:3])
-        # 3. Optimise: a few passes of the clipped objective on this rollout, plus the critic's regression.
-        policy.train()
-        for _ in range(cfg.epochs):
-            logprobs, new_values = _forward(policy, value_head, batch, gather_logprobs)
-            policy_loss = ppo_clip_loss(logprobs, old_logprobs, advantages, clip_eps=cfg.clip_eps, mask=mask)
-            value_loss = (((new_values - returns) ** 2) * mask).sum() / mask.sum()
-            optimizer.zero_grad()
-            (policy_loss + 0.5 * value_loss).backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            optimizer.step()
-    policy.eval()
-    return history
-
-
 def distinct_n(texts: list[str], n: int = 2) -> float:
     """Distinct-n: the share of different word n-grams among all word n-grams of the texts (1.0: no repeats)."""
     grams = []
@@ -208,12 +131,15 @@ def evaluate_policy(policy, reference, reward_model, tokenizer, prompts: list[st
                     seed: int = 0) -> dict:
     """Sample one answer per prompt and measure it.
 
-    Returns the mean reward-model score; the KL to the reference (log pi - log pi_ref summed over each
-    response's tokens, averaged over responses); the fluency, the reference model's mean log-probability
+    Returns the mean reward-model score and its standard deviation over the prompts; the KL to the reference
+    (log pi - log pi_ref summed over each response's tokens, averaged over responses), its standard deviation,
+    and the per-response estimates (`kls`); the fluency, the reference model's mean log-probability
     per response token (closer to 0: text the reference finds more natural); distinct-2; and the texts.
     """
-    torch.manual_seed(seed)
-    batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    # Its own random stream: the same samples for the same policy, and the caller's stream left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens)
     score = score_responses(reward_model, batch.input_ids, batch.attention_mask)
     mask = batch.response_mask[:, 1:]
     labels = batch.input_ids[:, 1:]
@@ -223,14 +149,21 @@ def evaluate_policy(policy, reference, reward_model, tokenizer, prompts: list[st
         return torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
     policy_lp, ref_lp = logprobs(policy), logprobs(reference)
-    return {"score": score.mean().item(), "kl": ((policy_lp - ref_lp) * mask).sum(-1).mean().item(),
+    kls = ((policy_lp - ref_lp) * mask).sum(-1)  # one estimate per response
+    return {"score": score.mean().item(), "score_sd": score.std().item(), "kl": kls.mean().item(),
+            "kl_sd": kls.std().item(), "kls": kls.tolist(),
             "fluency": ((ref_lp * mask).sum() / mask.sum()).item(), "distinct2": distinct_n(batch.texts, 2),
             "texts": batch.texts}
 
 
-def _moving_average(values: list[float], window: int) -> list[float]:
-    """Mean of each value and up to window - 1 values before it."""
-    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+def moving_average(values: list[float], window: int) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of each value and up to window - 1 values before it."""
+    means, spreads = [], []
+    for i in range(len(values)):
+        part = torch.tensor(values[max(0, i - window + 1):i + 1], dtype=torch.float64)
+        means.append(part.mean().item())
+        spreads.append(part.std().item() if len(part) > 1 else 0.0)
+    return means, spreads
 
 
 def plot_reward_vs_kl(runs: dict[str, dict], ax=None, window: int = 4):
@@ -244,32 +177,100 @@ def plot_reward_vs_kl(runs: dict[str, dict], ax=None, window: int = 4):
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     for label, history in runs.items():
-        kl, score = _moving_average(history["kl"], window), _moving_average(history["score"], window)
+        kl, score = moving_average(history["kl"], window)[0], moving_average(history["score"], window)[0]
         line, = ax.plot(kl, score, "-", linewidth=2, label=f"{label} (moving average of {window})")
         ax.scatter(history["kl"], history["score"], s=10, alpha=0.3, color=line.get_color())
         ax.annotate("start", (kl[0], score[0]), fontsize=8, color=line.get_color())
         ax.annotate("end", (kl[-1], score[-1]), fontsize=8, color=line.get_color())
-    ax.set_title("PPO: reward against KL to the reference")
+    ax.set_title("PPO: reward against KL to the reference (training batches)")
     ax.set_xlabel("KL(policy || reference) per response (nats)")
     ax.set_ylabel("mean reward-model score")
     ax.legend(fontsize=8)
     return ax
 
 
-def plot_training(runs: dict[str, dict]):
-    """Score and KL against the iteration, side by side."""
+def plot_training(runs: dict[str, dict], window: int = 4):
+    """Score and KL of the training batches against the iteration: a moving average over `window` iterations,
+    with a band of one standard deviation of the values in the window (the spread from batch to batch)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, history in runs.items():
-        axes[0].plot(history["score"], label=label)
-        axes[1].plot(history["kl"], label=label)
-    axes[0].set_title("Mean reward-model score")
-    axes[1].set_title("KL to the reference")
-    for ax, name in zip(axes, ("score", "KL (nats per response)")):
+        for ax, key in zip(axes, ("score", "kl")):
+            mean, spread = moving_average(history[key], window)
+            steps = range(1, len(mean) + 1)
+            line, = ax.plot(steps, mean, label=f"{label} (moving average of {window})")
+            ax.fill_between(steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                            color=line.get_color(), alpha=0.2)
+    axes[0].set_title("Training batches: mean reward-model score")
+    axes[1].set_title("Training batches: KL to the reference")
+    for ax, name in zip(axes, ("score (band: ±1 sd in the window)", "KL, nats per response (band: ±1 sd)")):
         ax.set_xlabel("PPO iteration")
         ax.set_ylabel(name)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
+
+def plot_held_out(runs: dict[str, dict]):
+    """The held-out measures that ppo_train recorded every few iterations (`eval_fn` = `evaluate_policy`): the
+    mean score and the mean KL, each with a band of one standard error over the held-out prompts."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, history in runs.items():
+        steps = history["eval_iterations"]
+        for ax, key in zip(axes, ("score", "kl")):
+            mean = [e[key] for e in history["eval"]]
+            se = [e[f"{key}_sd"] / len(e["kls"]) ** 0.5 for e in history["eval"]]
+            line, = ax.plot(steps, mean, "o-", label=label)
+            ax.fill_between(steps, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)],
+                            color=line.get_color(), alpha=0.2)
+    axes[0].set_title("Held-out prompts: mean reward-model score")
+    axes[1].set_title("Held-out prompts: KL to the reference")
+    for ax, name in zip(axes, ("score (band: ±1 standard error)", "KL, nats per response (band: ±1 s.e.)")):
+        ax.set_xlabel("PPO iteration")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- constitutional AI (05b_dpo) ---------------------------------------------------------------------------
+# course-lm knows a few instructions (assets/MODELS.md). Judging whether a story ends well is one of them, so
+# the critique asks exactly that, under the principle; continuing a story is another, so the revision asks for
+# a new ending under the principle. A larger model would be shown its answer and its critique and asked to
+# rewrite; course-lm never learned to edit text.
+
+def story_opening(prompt: str) -> str:
+    """The story opening inside a `preferences` prompt (the text of its Input section)."""
+    return prompt.split("### Input:\n", 1)[-1].split("\n\n### Response:", 1)[0].strip()
+
+
+def critique_request(prompt: str, response: str, principle: str) -> str:
+    """The prompt that asks the model to judge `response` (an ending of the story in `prompt`) under `principle`."""
+    from llmcourse.assets import format_instruction
+
+    return format_instruction(f"{principle} Does the story end well or badly?",
+                              f"{story_opening(prompt)} {response.strip()}")
+
+
+def revision_request(prompt: str, response: str, principle: str, critique: str) -> str:
+    """The prompt that asks the model for a revised ending under `principle`, after `critique` of `response`.
+
+    course-lm cannot edit a text, so the request asks for a new ending under the principle: `response` and
+    `critique` are part of the signature because a larger model's template would quote them."""
+    from llmcourse.assets import format_instruction
+
+    return format_instruction(f"Continue the story. {principle}", story_opening(prompt))
+
+
+@torch.no_grad()
+def ending_verdicts(model, tokenizer, prompts: list[str], responses: list[str]) -> list[bool]:
+    """The model's own judgement of each ending, in one greedy batch: True where it says the story ends well."""
+    from llmcourse.assets import format_instruction
+
+    requests = [format_instruction("Does the story end well or badly?", f"{story_opening(p)} {r.strip()}")
+                for p, r in zip(prompts, responses)]
+    out = rollout(model, tokenizer, requests, max_new_tokens=3, do_sample=False)
+    return [text.strip().lower().startswith("well") for text in out.texts]

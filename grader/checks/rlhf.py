@@ -1,4 +1,4 @@
-"""The checks of 05_rlhf, visible and hidden, written here once.
+"""The checks of 05_rlhf, visible and hidden, written here once (05b_dpo's checks use its judge).
 
 A check marked `@visible` ships to students: `grader build` copies it, with the helpers and imports it
 uses, into `llmcourse/checks/rlhf.py` (docstring: STUDENT_DOC below), where a student runs it before
@@ -7,9 +7,10 @@ reference. The other checks stay here and run only when a notebook is graded: th
 code against `grader.reference.rlhf`.
 
 Seeded random tensors with padding on either side, the edge cases the contract names (lam=0 and lam=1,
-both sides of the clip, beta variations) and, for the trained policy, a judge that runs here: the
-student's weights come back as data, and the grader generates, scores and compares with its own
-models. Where a wrong answer matches a known mistake, the hint names it.
+both sides of the clip, beta variations), a bandit whose best policy is known (for ppo_step and ppo_train;
+llmcourse.in_kernel.Bandit, built in the student's kernel and here from the same seed) and, for the trained
+policy, a judge that runs here: the student's weights come back as data, and the grader generates, scores and
+compares with its own models. Where a wrong answer matches a known mistake, the hint names it.
 """
 from __future__ import annotations
 
@@ -30,37 +31,11 @@ STUDENT_DOC = """Visible checks for 05_rlhf: what `check("05_rlhf/<exercise>")` 
 Small cases worked out by hand, comparisons with PyTorch's own functions, and properties every correct
 answer has. More checks run when your notebook is graded.
 
-What they share with the graders' checks (random batches with padding on either side, a tiny Llama, the DPO
-judge's data) lives in llmcourse.checking.shared.rlhf, so that both talk about your code in the same words.
+What they share with the graders' checks (random batches with padding on either side, a tiny Llama, the
+trained policy's weights) lives in llmcourse.checking.shared.rlhf, so that both talk about your code in the same words.
 """
 
 ASSIGNMENT = "05_rlhf"
-
-
-# -- held-out preference pairs ----------------------------------------------------------------------
-
-def held_out_pairs(n: int, offset: int = 0) -> list[dict]:
-    from llmcourse.assets import load_task
-
-    test = load_task("preferences", "test")
-    return [test[i] for i in range(offset, offset + n)]
-
-
-def encoded_pairs(rows: list[dict]) -> dict[str, torch.Tensor]:
-    from llmcourse.assets import load_tokenizer
-    from llmcourse.rlhf_tools import encode_pairs
-
-    return encode_pairs(load_tokenizer("course-lm"), rows)
-
-
-def implicit_reward_accuracy(policy, reference, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """Fraction of pairs whose chosen response gains more log-probability than the rejected one, and the
-    mean log-ratio log pi(y) - log pi_ref(y) of the chosen responses."""
-    with torch.no_grad():
-        pol = expected_sequence_logprob(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-        ref = expected_sequence_logprob(reference, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-    ratio_c, ratio_r = (pol - ref).chunk(2)
-    return float((ratio_c > ratio_r).double().mean()), float(ratio_c.mean())
 
 
 # -- preference_loss -------------------------------------------------------------------------------
@@ -494,79 +469,392 @@ def test_ppo_clip_loss_random(student):
                  hint="Without a mask, average over every token; the default clip_eps is 0.2.")
 
 
-# -- dpo_loss --------------------------------------------------------------------------------------
+# -- ppo_step: on a bandit, where the right answer is known -------------------------------------------------------
+# Bandit (llmcourse.in_kernel) is built twice: in your kernel, where your ppo_step trains it, and here, where the
+# same start (same seed) gives the log-probabilities and values that a fresh batch holds.
+
+BANDIT_ACTIONS = torch.arange(16) % 4  # each of the 4 actions 4 times
+
+
+def bandit_batch(actions: torch.Tensor, advantages: torch.Tensor, *, returns=None, old_values=None,
+                 logprob_shift=None, seed: int = 0) -> dict:
+    """A rollout batch of the bandit (prompt token 0, then the action), as ppo_step's contract describes it, for a
+    policy still at its start (Bandit(seed=seed)): old_logprobs are the start's log-probabilities plus
+    `logprob_shift` (0: the batch was sampled by this very policy)."""
+    from llmcourse.in_kernel import Bandit
+
+    start = Bandit(seed=seed)
+    n = len(actions)
+    ids = torch.stack([torch.zeros_like(actions), actions], 1)
+    with torch.no_grad():
+        out = start.policy(input_ids=ids, output_hidden_states=True)
+        logprobs = torch.log_softmax(out.logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        values = start.value_head(out.hidden_states[-1][:, :-1])
+    shift = torch.zeros(n, 1) if logprob_shift is None else logprob_shift.reshape(n, 1)
+    return {"input_ids": ids, "attention_mask": torch.ones(n, 2, dtype=torch.bool),
+            "mask": torch.ones(n, 1, dtype=torch.bool), "old_logprobs": logprobs + shift,
+            "old_values": values if old_values is None else old_values.reshape(n, 1),
+            "advantages": advantages.reshape(n, 1).float(),
+            "returns": (values if returns is None else returns.reshape(n, 1)).float()}
+
+
+def losses_of(result, what: str) -> dict:
+    keys = ("loss", "policy_loss", "value_loss", "entropy")
+    expect(isinstance(result, dict), f"{what} should return a dict of mean losses, not {type(result).__name__}.",
+           hint='Return {"loss": ..., "policy_loss": ..., "value_loss": ..., "entropy": ...} with Python floats.')
+    missing = [k for k in keys if k not in result]
+    expect(not missing, f"{what} returned a dict without {', '.join(repr(k) for k in missing)}.",
+           hint='The dict has the keys "loss", "policy_loss", "value_loss" and "entropy".')
+    for k in keys:
+        expect(isinstance(result[k], (int, float)) and math.isfinite(result[k]),
+               f"{what}[{k!r}] should be a finite Python float, not {result[k]!r}.",
+               hint="Convert each loss with .item() before you add it up.")
+    return {k: float(result[k]) for k in keys}
+
+
+def changed(before: dict, after: dict, prefix: str) -> float:
+    return max(float((after[k] - before[k]).abs().max()) for k in before if k.startswith(prefix))
+
 
 @visible
-@graded("dpo_loss", points=5, hint="rewards are beta * (policy logp - reference logp) for each response; the loss is "
-                                   "-logsigmoid(chosen_rewards - rejected_rewards), averaged.")
-def test_dpo_loss_small_example(student):
-    pc, pr = torch.tensor([-10.0, -12.0]), torch.tensor([-14.0, -11.0])
-    rc, rr = torch.tensor([-11.0, -12.0]), torch.tensor([-12.0, -12.0])
-    loss, chosen, rejected = tuple_of(student.dpo_loss(pc, pr, rc, rr, beta=0.5), 3, "dpo_loss(...)",
-                                      hint="Return (loss, chosen_rewards, rejected_rewards).")
-    expect_close(chosen, torch.tensor([0.5, 0.0]), "chosen_rewards with beta=0.5")
-    expect_close(rejected, torch.tensor([-1.0, 0.5]), "rejected_rewards with beta=0.5")
-    expected = (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(0.5))) / 2
-    expect_close(expect_tensor(loss, "the loss", shape=()), torch.tensor(expected), "the DPO loss with beta=0.5")
+@graded("ppo_step", points=3, hint="One update: whiten the advantages, then for each epoch and minibatch compute "
+                                   "the PPO loss with your ppo_clip_loss and take an optimiser step.")
+def test_ppo_step_moves_probability_to_the_best_action(student):
+    bandit = student.construct("llmcourse.in_kernel.Bandit", seed=0)
+    from llmcourse.in_kernel import Bandit
 
+    rewards = Bandit(seed=0).rewards
+    before = bandit.probabilities()
+    for _ in range(10):
+        # A fresh batch each time: old_logprobs are the current policy's (ratio 1 at the start of the update).
+        now = torch.log(bandit.probabilities())
+        batch = bandit_batch(BANDIT_ACTIONS, rewards[BANDIT_ACTIONS] - rewards.mean(), returns=rewards[BANDIT_ACTIONS])
+        batch["old_logprobs"] = now[BANDIT_ACTIONS].reshape(-1, 1)
+        result = losses_of(student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer, batch),
+                           "ppo_step(policy, value_head, optimizer, batch)")
+    after = bandit.probabilities()
+    expect(float(after[1]) > 0.6 and float(after[1]) > float(before[1]) and float(after[3]) < float(before[3]),
+           f"On a bandit whose best action is 1 (reward 1) and worst is 3 (reward -0.5), ten calls of ppo_step with "
+           f"advantage = reward - mean reward moved the action probabilities from "
+           f"{[round(p, 3) for p in before.tolist()]} to {[round(p, 3) for p in after.tolist()]}: action 1 should "
+           f"rise above 0.6 and action 3 fall.",
+           hint="Minimise the loss (optimizer.zero_grad(), loss.backward(), optimizer.step() for each minibatch), "
+                "with policy_loss = ppo_clip_loss(logprobs, old_logprobs, whitened advantages, clip_eps, mask).")
+    del result
 
-@graded("dpo_loss", points=7, hint="chosen_rewards = beta * (policy_chosen - ref_chosen), the same for rejected; "
-                                   "loss = -logsigmoid(chosen_rewards - rejected_rewards).mean().")
-def test_dpo_loss_random(student):
-    gen = generator(108)
-    for n, beta, dtype in ((8, 0.1, torch.float32), (5, 0.5, torch.float64), (16, 2.0, torch.float32), (1, 0.01, torch.float32)):
-        pc, pr, rc, rr = (-randn(gen, n, dtype=dtype, scale=10.0).abs() for _ in range(4))
-        expected = ref.dpo_loss(pc, pr, rc, rr, beta)
-        result = tuple_of(student.dpo_loss(pc, pr, rc, rr, beta=beta), 3, "dpo_loss(...)",
-                          hint="Return (loss, chosen_rewards, rejected_rewards).")
-        what = f"for {n} random pairs, beta={beta}, {dtype}"
-        expect_close(result[0], expected[0], f"the DPO loss {what}", hint="-logsigmoid of the reward margin, averaged.",
-                     mistakes=[(lambda: -F.logsigmoid(beta * (pc - pr)).mean(),
-                                "The reference terms are missing: the implicit reward is beta * (log pi - log "
-                                "pi_ref)."),
-                               (lambda: -F.logsigmoid((pc - rc) - (pr - rr)).mean(),
-                                "beta is missing: multiply the log-ratios by beta."),
-                               # Swapping chosen and rejected, or policy and reference, gives the same loss.
-                               (lambda: ref.dpo_loss(pr, pc, rr, rc, beta)[0],
-                                "The margin has the wrong sign: either chosen and rejected are swapped, or policy and "
-                                "reference are. The reward is beta * (log pi_policy - log pi_reference), and the loss "
-                                "is -logsigmoid(chosen_reward - rejected_reward)."),
-                               (lambda: -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).sum(),
-                                "Take the mean over the pairs, not the sum.")])
-        expect_close(result[1], expected[1], f"chosen_rewards {what}",
-                     hint="beta * (policy_chosen_logps - ref_chosen_logps).")
-        expect_close(result[2], expected[2], f"rejected_rewards {what}",
-                     hint="beta * (policy_rejected_logps - ref_rejected_logps).")
-    default = tuple_of(student.dpo_loss(pc, pr, rc, rr), 3, "dpo_loss without beta", hint="The default beta is 0.1.")
-    expect_close(default[0], ref.dpo_loss(pc, pr, rc, rr)[0], "the DPO loss with the default beta",
-                 hint="The default beta is 0.1.")
-
-
-# -- the DPO-trained policy, judged by the grader's own models -------------------------------------
 
 @visible
-@graded("dpo_training", points=6, hint="Train a copy of course-lm with DPOTrainer on the preference pairs (a few dozen "
-                                       "steps) and keep it in `dpo_policy`; the reference model must stay untouched.")
-def test_dpo_policy_prefers_the_chosen_responses(student):
-    from llmcourse.assets import load_model
+@graded("ppo_step", points=3, hint="The critic reads hidden_states[-1][:, :-1].detach(): without .detach() the "
+                                   "value loss trains the policy too. And the policy's part is your ppo_clip_loss, "
+                                   "which has no gradient once a token's ratio is past the clip in the direction of "
+                                   "its advantage.")
+def test_ppo_step_stops_at_the_clip_boundary(student):
+    from llmcourse.in_kernel import Bandit
 
-    weights = policy_weights(student)
-    base = load_model("course-lm").state_dict()
-    change = max(float((weights[k] - base[k]).abs().max()) for k in weights)
-    expect(change > 1e-4, "`dpo_policy` has exactly course-lm's weights: it has not been trained.",
-           hint="Call trainer.train(), and keep the model you gave the trainer.")
-    accuracy, _ = implicit_reward_accuracy(course_lm_with(weights), load_model("course-lm").eval(),
-                                           encoded_pairs(held_out_pairs(24)))
-    # Well under half the pairs: the policy learned the opposite preference, the mark of swapped columns.
-    opposite = ("Your policy learned the opposite preference: in most pairs it raised the log-probability of the "
-                "rejected response more than that of the chosen one. Check that the trainer's `chosen` column holds "
-                "the preferred responses and `rejected` the others: they look swapped.")
-    expect(accuracy >= 0.75, f"On 24 held-out pairs, your policy raised the log-probability of the chosen response "
-                             f"more than that of the rejected one in only {accuracy:.0%} of the pairs (at least 75% "
-                             f"expected).",
-           hint=opposite if accuracy <= 0.25 else
-           "Check that `chosen` holds the preferred responses, and train for longer or with a larger learning rate.")
+    rewards = Bandit(seed=0).rewards
+    advantages = rewards[BANDIT_ACTIONS] - rewards.mean()
+    # ratio e^0.5 = 1.65 where the (whitened) advantage is positive, e^-0.5 = 0.61 where it is negative: every token
+    # is past 1 +- clip_eps on the side its advantage pushes towards, so the clipped objective is flat there.
+    shift = torch.where(advantages > 0, -0.5, 0.5)
+    batch = bandit_batch(BANDIT_ACTIONS, advantages, returns=torch.randn(16, generator=generator(21)), logprob_shift=shift)
+    bandit = student.construct("llmcourse.in_kernel.Bandit", seed=0)
+    before = bandit.state()
+    losses_of(student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer, batch, ent_coef=0.0, epochs=2,
+                               minibatch_size=4), "ppo_step(..., ent_coef=0.0)")
+    after = bandit.state()
+    moved = changed(before, after, "policy.")
+    expect(moved < 1e-6,
+           f"Every token's probability ratio was already past the clip range on the side of its advantage, and "
+           f"ent_coef was 0, so nothing should move the policy; but its parameters changed by up to {moved:.2g}.",
+           hint="Two places to look: the critic must read hidden_states[-1][:, :-1].detach() (otherwise the value "
+                "loss trains the policy), and the policy loss must be your ppo_clip_loss with the batch's "
+                "old_logprobs and clip_eps.")
+    expect(changed(before, after, "value_head.") > 1e-6, "The critic did not move: its value loss was not minimised.",
+           hint="loss = policy_loss + vf_coef * value_loss - ent_coef * entropy, then backward and step.")
+    fresh = student.construct("llmcourse.in_kernel.Bandit", seed=0)
+    start = fresh.state()
+    student.ppo_step(fresh.policy, fresh.value_head, fresh.optimizer, bandit_batch(BANDIT_ACTIONS, advantages),
+                     ent_coef=0.0)
+    expect(changed(start, fresh.state(), "policy.") > 1e-6,
+           "With old_logprobs equal to the policy's own (ratio 1, inside the clip range), ppo_step did not move the "
+           "policy at all.", hint="Take an optimiser step after loss.backward() for every minibatch.")
 
+
+@visible
+@graded("ppo_step", points=2, hint="Whiten the advantages once over the whole batch: (A - mean) / (std + 1e-8) over "
+                                   "the positions where mask is True. Then the update does not depend on the "
+                                   "advantages' scale or offset.")
+def test_ppo_step_whitens_the_advantages(student):
+    advantages = torch.randn(16, generator=generator(22))
+    states = []
+    for scale, offset in ((1.0, 0.0), (3.0, 2.0)):
+        bandit = student.construct("llmcourse.in_kernel.Bandit", seed=0)
+        start = bandit.state()
+        student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer,
+                         bandit_batch(BANDIT_ACTIONS, scale * advantages + offset), epochs=1, minibatch_size=16)
+        states.append(bandit.state())
+    expect(changed(start, states[0], "policy.") > 1e-6, "ppo_step did not move the policy.",
+           hint="Take an optimiser step after loss.backward() for every minibatch.")
+    difference = changed(states[0], states[1], "policy.")
+    expect(difference < 1e-5,
+           f"One update with advantages A and one with 3 * A + 2 (same bandit, same start, one minibatch) left "
+           f"policies that differ by up to {difference:.2g}: after whitening they should be the same update.",
+           hint="Whiten the advantages before the epochs: subtract their mean and divide by their standard deviation "
+                "(+ 1e-8), both taken over the positions where mask is True.")
+
+
+@visible
+@graded("ppo_step", points=2, hint="value_loss is the masked mean of max((V - R)^2, (V_clip - R)^2) with V_clip = "
+                                   "old_values + clamp(V - old_values, -clip_eps, clip_eps); entropy is the masked "
+                                   "mean of -sum(p * log p) over the vocabulary.")
+def test_ppo_step_clips_the_value_loss(student):
+    from llmcourse.in_kernel import Bandit
+
+    start = Bandit(seed=0)
+    now = bandit_batch(BANDIT_ACTIONS, torch.zeros(16))["old_values"].reshape(-1)  # the critic's values at the start
+    # old_values 1 below the current values, returns 1 above: (V - R)^2 = 1, and V_clip = V - 0.8, (V_clip - R)^2 = 3.24.
+    batch = bandit_batch(BANDIT_ACTIONS, torch.randn(16, generator=generator(23)), old_values=now - 1.0,
+                         returns=now + 1.0)
+    bandit = student.construct("llmcourse.in_kernel.Bandit", seed=0)
+    before = bandit.state()
+    result = losses_of(student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer, batch, epochs=1,
+                                        minibatch_size=16), "ppo_step(...)")
+    p = start.probabilities()
+    entropy = float(-(p * p.log()).sum())
+    expect(abs(result["value_loss"] - 3.24) < 1e-4,
+           f"value_loss is {result['value_loss']:.4f}; with values 1 above old_values and returns 1 above the values, "
+           f"it should be max((V - R)^2, (V_clip - R)^2) = max(1, 1.8^2) = 3.24 (clip_eps = 0.2).",
+           hint="V_clip = old_values + clamp(V - old_values, -clip_eps, clip_eps); take the LARGER of the two squared "
+                "errors per token, then the masked mean.")
+    expect(changed(before, bandit.state(), "value_head.") < 1e-6,
+           "The critic moved, but here the larger squared error is the clipped one, which does not depend on the "
+           "critic: its gradient is 0.",
+           hint="Take the max of (V - R)^2 and (V_clip - R)^2, with V_clip built from clamp (whose gradient is 0 past "
+                "the clip range).")
+    expect(abs(result["entropy"] - entropy) < 1e-4,
+           f"entropy is {result['entropy']:.4f}, but the policy's distribution over the 4 actions has entropy "
+           f"{entropy:.4f} nats.", hint="entropy: -sum over the vocabulary of p * log p at each position, then the "
+                                        "masked mean over positions.")
+    # ratio 1 everywhere and whitened advantages of mean 0: the policy loss is 0.
+    expected = result["policy_loss"] + 0.5 * 3.24 - 0.01 * entropy
+    expect(abs(result["policy_loss"]) < 1e-5 and abs(result["loss"] - expected) < 1e-4,
+           f"With ratio 1 and whitened advantages (mean 0), policy_loss should be 0 and loss = policy_loss + 0.5 * "
+           f"value_loss - 0.01 * entropy = {expected:.4f}; got policy_loss {result['policy_loss']:.4g}, loss "
+           f"{result['loss']:.4f}.", hint="loss = policy_loss + vf_coef * value_loss - ent_coef * entropy, with the "
+                                          "whitened advantages in policy_loss.")
+
+
+def _ppo_step_variant(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                      minibatch_size=8, whiten=True, clip_values=True, value_max=True, entropy_sign=1.0,
+                      detach=True, average=True):
+    """The reference update, or one of the known mistakes; one minibatch per epoch (no shuffling to match)."""
+    mask = batch["mask"].bool()
+    advantages = ref.whiten(batch["advantages"], mask) if whiten else batch["advantages"]
+    sums = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0}
+    steps = 0
+    for _ in range(epochs):
+        for start in range(0, len(mask), minibatch_size):
+            rows = torch.arange(len(mask))[start:start + minibatch_size]
+            m = mask[rows]
+            out = policy(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows].long(),
+                         output_hidden_states=True)
+            logits = out.logits[:, :-1]
+            logprobs = ref.gather_logprobs(logits, batch["input_ids"][rows, 1:])
+            hidden = out.hidden_states[-1][:, :-1]
+            values = value_head(hidden.detach() if detach else hidden)
+            policy_loss = ref.ppo_clip_loss(logprobs, batch["old_logprobs"][rows], advantages[rows], clip_eps, m)
+            old_values, returns = batch["old_values"][rows], batch["returns"][rows]
+            clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+            pick = torch.maximum if value_max else torch.minimum
+            per_token = pick((values - returns) ** 2, (clipped - returns) ** 2) if clip_values else (values - returns) ** 2
+            value_loss = ref.masked_mean(per_token, m)
+            logp = torch.log_softmax(logits, -1)
+            entropy = ref.masked_mean(-(logp.exp() * logp).sum(-1), m)
+            loss = policy_loss + vf_coef * value_loss - entropy_sign * ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for key, value in (("loss", loss), ("policy_loss", policy_loss), ("value_loss", value_loss),
+                               ("entropy", entropy)):
+                sums[key] += float(value.detach())
+            steps += 1
+    return {k: v / (steps if average else 1) for k, v in sums.items()}
+
+
+PPO_STEP_MISTAKES = (
+    (dict(whiten=False), "The advantages are not whitened: before the epochs, subtract their mean and divide by their "
+                         "standard deviation (+ 1e-8) over the mask's positions."),
+    (dict(clip_values=False), "The value loss is not clipped: use max((V - R)^2, (V_clip - R)^2) with V_clip = "
+                              "old_values + clamp(V - old_values, -clip_eps, clip_eps)."),
+    (dict(value_max=False), "The value loss takes the smaller of the two squared errors: PPO takes the larger "
+                            "(max), the pessimistic one."),
+    (dict(entropy_sign=-1.0), "The entropy bonus has the wrong sign: SUBTRACT ent_coef * entropy from the loss (higher "
+                              "entropy must lower the loss)."),
+    (dict(entropy_sign=0.0), "The entropy bonus is missing: loss = policy_loss + vf_coef * value_loss - ent_coef * "
+                             "entropy."),
+    (dict(detach=False), "The critic's input is not detached: use hidden_states[-1][:, :-1].detach(), so that the "
+                         "value loss trains the critic only."),
+    (dict(average=False), "The returned losses are summed over the updates: return their mean over all minibatch "
+                          "updates."),
+)
+
+
+def _flat(state: dict) -> torch.Tensor:
+    return torch.cat([state[k].reshape(-1).double() for k in sorted(state)])
+
+
+@graded("ppo_step", points=5, hint="Whiten once over the batch; per minibatch: ppo_clip_loss with the whitened "
+                                   "advantages, the clipped value loss (max of the two squared errors), the masked "
+                                   "mean entropy; loss = policy_loss + vf_coef * value_loss - ent_coef * entropy.")
+def test_ppo_step_matches_the_reference(student):
+    from llmcourse.in_kernel import Bandit
+
+    gen = generator(110)
+    for settings in (dict(epochs=2, minibatch_size=12),
+                     dict(clip_eps=0.1, vf_coef=1.0, ent_coef=0.1, epochs=3, minibatch_size=16)):
+        actions = torch.randint(0, 4, (12,), generator=gen)
+        batch = bandit_batch(actions, randn(gen, 12) * 2 + 1, returns=randn(gen, 12),
+                             old_values=randn(gen, 12, scale=0.3), logprob_shift=randn(gen, 12, scale=0.3))
+        bandit = student.construct("llmcourse.in_kernel.Bandit", seed=3, lr=0.2)
+        result = losses_of(student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer, batch, **settings),
+                           "ppo_step(...)")
+        theirs = _flat(bandit.state())
+
+        def replay(**mistake):
+            local = Bandit(seed=3, lr=0.2)
+            losses = _ppo_step_variant(local.policy, local.value_head, local.optimizer, batch, **settings, **mistake)
+            return _flat(local.state()), torch.tensor([losses[k] for k in ("loss", "policy_loss", "value_loss",
+                                                                            "entropy")], dtype=torch.float64)
+
+        expected_state, expected_losses = replay()
+        what = ", ".join(f"{k}={v}" for k, v in settings.items())
+        expect_close(theirs, expected_state, f"the policy's and critic's parameters after ppo_step({what}) on a "
+                                             f"batch of 12 (one minibatch per epoch)", rtol=1e-4, atol=1e-5,
+                     mistakes=[(lambda m=m: replay(**m)[0], hint) for m, hint in PPO_STEP_MISTAKES])
+        got = torch.tensor([result[k] for k in ("loss", "policy_loss", "value_loss", "entropy")], dtype=torch.float64)
+        expect_close(got, expected_losses, f"the returned loss, policy_loss, value_loss and entropy ({what})",
+                     rtol=1e-4, atol=1e-5, hint="Each is the mean of its value over all the minibatch updates.",
+                     mistakes=[(lambda m=m: replay(**m)[1], hint) for m, hint in PPO_STEP_MISTAKES])
+
+
+@graded("ppo_step", points=1, hint="For each of the epochs, shuffle the B rows and take one optimiser step per "
+                                   "minibatch of minibatch_size rows (the last one may be smaller).")
+def test_ppo_step_takes_one_step_per_minibatch(student):
+    for n, epochs, size in ((10, 3, 4), (16, 1, 8), (6, 2, 8)):
+        bandit = student.construct("llmcourse.in_kernel.Bandit", seed=0, optimizer="adam", lr=0.01)
+        actions = torch.arange(n) % 4
+        student.ppo_step(bandit.policy, bandit.value_head, bandit.optimizer,
+                         bandit_batch(actions, torch.randn(n, generator=generator(n))), epochs=epochs,
+                         minibatch_size=size)
+        steps = bandit.optimizer_steps()
+        expected = epochs * math.ceil(n / size)
+        expect(steps == expected, f"ppo_step on {n} rows with epochs={epochs}, minibatch_size={size} took {steps} "
+                                  f"optimiser steps; {epochs} x ceil({n} / {size}) = {expected} expected.",
+               hint="Loop over the epochs; in each, cut the shuffled rows into minibatches of minibatch_size (the last "
+                    "may be smaller) and step once per minibatch.")
+
+
+# -- ppo_train: the loop, on the bandit and on course-lm --------------------------------------------------------
+
+def bandit_run(student, beta: float, seed: int = 0, **kwargs):
+    bandit = student.construct("llmcourse.in_kernel.Bandit", batch_size=32, seed=seed)
+    history = student.ppo_train(bandit.policy, bandit.reference, bandit.sample, bandit.score, 30, beta=beta, lr=0.02,
+                                value_lr=0.05, minibatch_size=16, **kwargs)
+    return bandit, history
+
+
+HISTORY_KEYS = ("score", "kl", "loss", "policy_loss", "value_loss", "entropy", "eval_iterations", "eval")
+
+
+def history_of(history, iterations: int) -> dict:
+    expect(isinstance(history, dict), f"ppo_train should return the history, a dict, not {type(history).__name__}.",
+           hint=f"Return a dict with the lists {', '.join(HISTORY_KEYS)}.")
+    missing = [k for k in HISTORY_KEYS if k not in history]
+    expect(not missing, f"The history has no {', '.join(repr(k) for k in missing)}.",
+           hint=f"Return a dict with the lists {', '.join(HISTORY_KEYS)}.")
+    for key in HISTORY_KEYS[:6]:
+        expect(len(history[key]) == iterations, f"history[{key!r}] has {len(history[key])} entries after "
+                                                 f"{iterations} iterations; one per iteration expected.",
+               hint="Append one value per iteration to score, kl and each of ppo_step's losses.")
+    return history
+
+
+@visible
+@graded("ppo_train", points=3, hint="Each iteration: sample_fn, score_fn, the old log-probs and values without "
+                                    "gradients, shaped_rewards, gae, then ppo_step; with beta=0 the bandit's policy "
+                                    "should end on its best action.")
+def test_ppo_train_finds_the_best_action(student):
+    bandit, history = bandit_run(student, beta=0.0, eval_fn=None)
+    history_of(history, 30)
+    p = bandit.probabilities()
+    expect(float(p[1]) > 0.95, f"After 30 iterations of ppo_train with beta=0 on a bandit whose best action is 1, the "
+                               f"policy's probabilities are {[round(x, 3) for x in p.tolist()]}: above 0.95 on action 1 "
+                               f"expected.",
+           hint="Check the order of each iteration: sample, score, old log-probs and values (no gradient), "
+                "shaped_rewards(score, ...), gae(rewards, old_values, ...), ppo_step.")
+
+
+@visible
+@graded("ppo_train", points=2, hint="The KL penalty: shaped_rewards(score, old_logprobs, ref_logprobs, mask, beta) with "
+                                    "the REFERENCE's log-probabilities, which pulls the policy towards "
+                                    "pi_ref * exp(r / beta) / Z instead of the best action alone.")
+def test_ppo_train_with_a_kl_penalty_approaches_the_known_optimum(student):
+    from llmcourse.in_kernel import Bandit
+
+    local = Bandit(batch_size=32)
+    start = local.probabilities(local.reference)
+    target = start * torch.exp(local.rewards / 0.5)
+    target = target / target.sum()
+    bandit, history = bandit_run(student, beta=0.5)
+    history_of(history, 30)
+    p = bandit.probabilities()
+    distance = 0.5 * float((p - target).abs().sum())
+    expect(distance < 0.15, f"With beta=0.5 the best policy of this bandit is pi_ref * exp(r / beta) / Z = "
+                            f"{[round(x, 3) for x in target.tolist()]}; after 30 iterations yours is "
+                            f"{[round(x, 3) for x in p.tolist()]} (total variation distance {distance:.2f}, at most "
+                            f"0.15 expected).",
+           hint="Pass beta to shaped_rewards, with the reference model's log-probabilities as ref_logprobs (the "
+                "policy's own would make the penalty 0).")
+
+
+@visible
+@graded("ppo_train", points=2, hint="Call eval_fn(policy) before the first iteration (recorded as iteration 0) and "
+                                    "after every iteration whose number, counted from 1, is a multiple of eval_every.")
+def test_ppo_train_evaluates_every_few_iterations(student):
+    bandit = student.construct("llmcourse.in_kernel.Bandit", batch_size=8, seed=1)
+    history = history_of(student.ppo_train(bandit.policy, bandit.reference, bandit.sample, bandit.score, 10, beta=0.1,
+                                           lr=0.02, eval_fn=bandit.evaluate, eval_every=4, minibatch_size=8), 10)
+    expect(list(history["eval_iterations"]) == [0, 4, 8],
+           f"With 10 iterations and eval_every=4, history['eval_iterations'] should be [0, 4, 8], not "
+           f"{list(history['eval_iterations'])}.")
+    expect(bandit.evaluations == 3 and len(history["eval"]) == 3,
+           f"eval_fn was called {bandit.evaluations} times and history['eval'] has {len(history['eval'])} entries; 3 "
+           f"each expected (iterations 0, 4 and 8).", hint="Store exactly what eval_fn returned, once per call.")
+    expect(all(isinstance(x, float) and 0 <= x <= 1 for x in history["eval"]),
+           "history['eval'] should hold what eval_fn returned (here the probability of the best action).")
+
+
+@graded("ppo_train", points=2, hint="history['kl'] is, per iteration, the mean over the responses of the summed "
+                                    "log pi_old - log pi_ref over each response's tokens; at the first iteration "
+                                    "the policy is the reference, so it is 0.")
+def test_ppo_train_history(student):
+    bandit, history = bandit_run(student, beta=0.0, eval_fn=None)
+    history = history_of(history, 30)
+    expect(abs(history["kl"][0]) < 1e-6, f"history['kl'][0] is {history['kl'][0]:.4g}, but at the first iteration the "
+                                         f"policy still equals the reference: every log-ratio is 0.",
+           hint="Compute the KL from the old log-probabilities (before the update) and the reference's.")
+    expect(history["kl"][-1] > 0.5, f"With beta=0 the policy moved far from the reference, but history['kl'][-1] is "
+                                    f"{history['kl'][-1]:.3f}.",
+           hint="history['kl']: the mean over responses of the SUM over each response's tokens of log pi_old - log "
+                "pi_ref (mask the prompt and padding).")
+    expect(list(history["eval"]) == [] and list(history["eval_iterations"]) == [],
+           "Without eval_fn, history['eval'] and history['eval_iterations'] should stay empty.")
+    expect(0.8 < history["score"][-1] <= 1.0, f"history['score'][-1] is {history['score'][-1]:.3f}; with the policy on "
+                                               f"action 1 (reward 1) the mean score of the batch should be close to 1.",
+           hint="history['score']: the mean of score_fn(rollout) over the batch, per iteration.")
+
+
+# -- the PPO-trained policy, judged by the grader's own models --------------------------------------------------
 
 N_JUDGE_PROMPTS = 80
 MAX_NEW_TOKENS = 40
@@ -640,11 +928,9 @@ def _judge_samples(policy, reference, tok, probe, prompts) -> dict:
             "texts": batch.texts}
 
 
-@graded("dpo_training", points=10, hint="The grader generates greedy answers with your trained weights and judges them "
-                                        "with its own reward model: more kind endings than course-lm, and still fluent "
-                                        "text (not too far from the reference).")
-def test_dpo_policy_greedy_answers_are_preferred_and_fluent(student):
-    weights = policy_weights(student)
+def expect_kind_and_fluent(weights: dict[str, torch.Tensor], drift_hint: str, opposite_hint: str, weak_hint: str):
+    """The judge's verdict on a trained course-lm: its greedy answers to held-out openings must still be text the
+    reference finds plausible, and end kindly (by the grader's reward model) far more often than course-lm's."""
     tok, reference, probe, prompts, base = judge()
     result = _judge_samples(course_lm_with(weights), reference, tok, probe, prompts)
     n = len(prompts)
@@ -655,7 +941,7 @@ def test_dpo_policy_greedy_answers_are_preferred_and_fluent(student):
            f"Your policy's answers have become unlikely text for the reference model ({result['ref_logprob_per_token']:.2f} "
            f"nats per token; course-lm's own answers: {base['ref_logprob_per_token']:.2f}; at least {floor:.2f} expected): "
            f"the policy drifted too far (reward hacking).",
-           hint="Use a smaller learning rate, fewer steps, or a larger beta, which keeps the policy close to the reference.")
+           hint=drift_hint)
     # Statistical bar: course-lm ends kindly in about 70% of these prompts. Demand a rate that a policy no better
     # than course-lm reaches with probability below 1e-4 (4 standard errors of a proportion of n answers), capped
     # at 90% so that a well-trained policy passes with room to spare.
@@ -667,8 +953,18 @@ def test_dpo_policy_greedy_answers_are_preferred_and_fluent(student):
     expect(result["kind"] >= bar,
            f"The grader's reward model prefers only {result['kind']:.0%} of your policy's greedy answers to {n} held-out "
            f"prompts (course-lm itself: {p0:.0%}; at least {bar:.0%} expected).",
-           hint="Your policy ends kindly far less often than course-lm did before training: it learned the opposite "
-                "preference. Check that the trainer's `chosen` column holds the preferred responses and `rejected` the "
-                "others: they look swapped." if worse else
-                "Check that the trainer sees `chosen` as the preferred response, and train a little longer or with a "
-                "larger learning rate (or a larger beta if the policy drifted).")
+           hint=opposite_hint if worse else weak_hint)
+
+
+@graded("ppo_train", points=3, requires_main=True,
+        hint="The grader generates greedy answers with the weights of `ppo_policy` (the beta = 0.3 run) and judges "
+             "them with its own reward model: more kind endings than course-lm, and still fluent text.")
+def test_ppo_policy_greedy_answers_are_preferred_and_fluent(student):
+    expect_kind_and_fluent(
+        policy_weights(student, "ppo_policy"),
+        drift_hint="Keep the KL penalty (beta = 0.3) and the notebook's learning rate: the policy drifted too far "
+                   "from course-lm.",
+        opposite_hint="Your policy ends kindly far less often than course-lm did before training: it was pushed "
+                      "AWAY from the reward. Check the sign of the policy loss and that the score enters "
+                      "shaped_rewards.",
+        weak_hint="Run the training cell of section 8 with your ppo_train, and keep its policy in `ppo_policy`.")

@@ -1,4 +1,4 @@
-"""Reference solutions for 05_rlhf: reward models, PPO from its pieces, and DPO.
+"""Reference solutions for 05_rlhf: reward models and PPO, from its pieces up to the loop (DPO is 05b_dpo).
 
 Conventions (the notebook states them the same way):
 - masks are boolean, True = a response token / a step that counts;
@@ -85,10 +85,92 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     return masked_mean(-torch.minimum(unclipped, clipped), mask)
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)  # implicit rewards
-    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
-    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
-    return loss, chosen_rewards.detach(), rejected_rewards.detach()
+def whiten(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(A - mean) / (std + 1e-8) over the True positions of the whole batch; 0 elsewhere."""
+    valid = advantages[mask]
+    return torch.where(mask, (advantages - valid.mean()) / (valid.std() + 1e-8), torch.zeros_like(advantages))
+
+
+def policy_outputs(policy, value_head, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Logits, log-probs of the tokens and the critic's values, all on the (B, L - 1) prediction grid."""
+    out = policy(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=True)
+    logits = out.logits[:, :-1]  # (B, L - 1, V)
+    logprobs = gather_logprobs(logits, input_ids[:, 1:])  # (B, L - 1)
+    # The critic reads the policy's features but does not train them (detach).
+    values = value_head(out.hidden_states[-1][:, :-1].detach())  # (B, L - 1)
+    return logits, logprobs, values
+
+
+def ppo_step(policy, value_head, optimizer, batch: dict, clip_eps: float = 0.2, vf_coef: float = 0.5,
+             ent_coef: float = 0.01, epochs: int = 4, minibatch_size: int = 8) -> dict:
+    mask = batch["mask"].bool()
+    advantages = whiten(batch["advantages"], mask)  # once, over the whole batch
+    n = len(mask)
+    sums = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0}
+    steps = 0
+    for _ in range(epochs):
+        order = torch.randperm(n)
+        for start in range(0, n, minibatch_size):
+            rows = order[start:start + minibatch_size]
+            m = mask[rows]
+            logits, logprobs, values = policy_outputs(policy, value_head, batch["input_ids"][rows],
+                                                      batch["attention_mask"][rows])
+            policy_loss = ppo_clip_loss(logprobs, batch["old_logprobs"][rows], advantages[rows], clip_eps, m)
+            # The critic may move at most clip_eps from the value it had when the batch was sampled.
+            old_values, returns = batch["old_values"][rows], batch["returns"][rows]
+            clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+            value_loss = masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), m)
+            logp = torch.log_softmax(logits, -1)
+            entropy = masked_mean(-(logp.exp() * logp).sum(-1), m)
+            loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for key, value in (("loss", loss), ("policy_loss", policy_loss), ("value_loss", value_loss),
+                               ("entropy", entropy)):
+                sums[key] += float(value.detach())
+            steps += 1
+    return {key: total / steps for key, total in sums.items()}
+
+
+def ppo_train(policy, reference, sample_fn, score_fn, iterations: int, beta: float = 0.1, lr: float = 1e-4,
+              value_lr: float = 1e-3, gamma: float = 1.0, lam: float = 0.95, eval_fn=None, eval_every: int = 4,
+              seed: int = 0, **ppo_kwargs) -> dict:
+    from llmcourse.rlhf_tools import ValueHead
+
+    torch.manual_seed(seed)
+    value_head = ValueHead(policy.config.hidden_size).to(next(policy.parameters()).device)
+    optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": lr},
+                                   {"params": value_head.parameters(), "lr": value_lr}])
+    reference.eval()
+    history = {key: [] for key in ("score", "kl", "loss", "policy_loss", "value_loss", "entropy", "eval_iterations",
+                                   "eval")}
+
+    def evaluate(iteration):
+        history["eval_iterations"].append(iteration)
+        history["eval"].append(eval_fn(policy))
+
+    if eval_fn is not None:
+        evaluate(0)
+    for iteration in range(1, iterations + 1):
+        rollout = sample_fn(policy)
+        score = score_fn(rollout)
+        mask = rollout.response_mask[:, 1:].bool()
+        with torch.no_grad():
+            _, old_logprobs, old_values = policy_outputs(policy, value_head, rollout.input_ids, rollout.attention_mask)
+            ref_logits = reference(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask.long()).logits
+            ref_logprobs = gather_logprobs(ref_logits[:, :-1], rollout.input_ids[:, 1:])
+            rewards = shaped_rewards(score, old_logprobs, ref_logprobs, mask, beta)
+            advantages, returns = gae(rewards, old_values, gamma=gamma, lam=lam, mask=mask)
+        batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "mask": mask,
+                 "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages, "returns": returns}
+        policy.train()
+        losses = ppo_step(policy, value_head, optimizer, batch, **ppo_kwargs)
+        policy.eval()
+        history["score"].append(float(score.float().mean()))
+        history["kl"].append(float(((old_logprobs - ref_logprobs) * mask).sum(-1).mean()))
+        for key, value in losses.items():
+            history[key].append(value)
+        if eval_fn is not None and iteration % eval_every == 0:
+            evaluate(iteration)
+    return history

@@ -1,14 +1,17 @@
 """05_rlhf: the cases its checks are tried against (see tests/specs/__init__.py for the form).
 
-The DPO training cell runs once with the notebook (about a minute on 2 cores); its cases train again and are
-marked slow, except "not trained", which only loads the model.
+ppo_step and ppo_train are checked on a bandit (llmcourse.in_kernel.Bandit), so their cases take about a
+second each. The notebook's PPO run on course-lm (section 8, which leaves `ppo_policy` for the grader's judge)
+runs once with the notebook; no case trains course-lm again.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from grader.reference.rlhf import dpo_loss, gae as _gae_right, gather_logprobs, sequence_logprob
+from grader.reference.rlhf import gae as _gae_right, gather_logprobs, ppo_clip_loss, shaped_rewards
+from grader.reference.rlhf import gae, ppo_step
+from llmcourse import rlhf_tools
 from tests.specs import Spec
 
 SPEC = Spec(
@@ -20,10 +23,9 @@ SPEC = Spec(
         "shaped_rewards": set(),
         "gae": set(),
         "ppo_clip_loss": set(),
-        "dpo_loss": set(),
-        "dpo_training": set(),
+        "ppo_step": {"gather_logprobs", "ppo_clip_loss"},
+        "ppo_train": {"gather_logprobs", "shaped_rewards", "gae", "ppo_step"},
     },
-    trained=("dpo_training",),
     student_modules=("llmcourse.rlhf_tools",),
 )
 
@@ -330,107 +332,331 @@ def case_by_case(logprobs, old_logprobs, advantages, clip_eps=0.2, mask=None):
     return per_token[mask.bool()].sum() / mask.sum()
 
 
-# -- dpo_loss ---------------------------------------------------------------------------------------------
+# -- ppo_step ---------------------------------------------------------------------------------------------
 
-@SPEC.mutant("dpo_loss", hint="The reference terms are missing")
-def no_reference_terms(pc, pr, rc, rr, beta=0.1):
-    c, r = beta * pc, beta * pr
-    return -F.logsigmoid(c - r).mean(), c, r
-
-
-@SPEC.mutant("dpo_loss", hint="beta is missing")
-def no_beta(pc, pr, rc, rr, beta=0.1):
-    c, r = pc - rc, pr - rr
-    return -F.logsigmoid(c - r).mean(), c, r
-
-
-@SPEC.mutant("dpo_loss", hint="or policy and reference are")
-def policy_and_reference_swapped(pc, pr, rc, rr, beta=0.1):
-    c, r = beta * (rc - pc), beta * (rr - pr)
-    return -F.logsigmoid(c - r).mean(), c, r
-
-
-@SPEC.mutant("dpo_loss", hint="mean over the pairs, not the sum")
-def summed_over_the_pairs(pc, pr, rc, rr, beta=0.1):
-    c, r = beta * (pc - rc), beta * (pr - rr)
-    return -F.logsigmoid(c - r).sum(), c, r
-
-
-@SPEC.alternative("dpo_loss")
-def softplus_of_the_negative_margin(pc, pr, rc, rr, beta=0.1):
-    logits = (pc - pr) - (rc - rr)
-    return F.softplus(-beta * logits).mean(), (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
-
-
-@SPEC.alternative("dpo_loss")
-def log_of_sigmoid_in_float64(pc, pr, rc, rr, beta=0.1):
-    c, r = beta * (pc - rc), beta * (pr - rr)
-    loss = -F.logsigmoid((c - r).double()).mean().to(c.dtype)
-    return loss, c, r
-
-
-# -- dpo_training: the cell's body; the parameters are what it reads from the notebook -------------------
-
-@SPEC.mutant("dpo_training", hint="Call trainer.train()", slow=False)
-def not_trained(load_model):
-    dpo_policy = load_model("course-lm").eval()
+def _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                   whiten=True, clip_values=True, value_max=True, entropy_sign=1.0, detach=True, own_ratio=False):
+    """The notebook's update with one thing changed (the mutants below)."""
+    mask = batch["mask"].bool()
+    valid = batch["advantages"][mask]
+    advantages = torch.where(mask, (batch["advantages"] - valid.mean()) / (valid.std() + 1e-8), 0.0) if whiten \
+        else batch["advantages"]
+    totals = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0}
+    updates = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(mask))
+        for start in range(0, len(mask), minibatch_size):
+            rows = order[start:start + minibatch_size]
+            m = mask[rows].float()
+            out = policy(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows].long(),
+                         output_hidden_states=True)
+            logits = out.logits[:, :-1]
+            logprobs = gather_logprobs(logits, batch["input_ids"][rows, 1:])
+            hidden = out.hidden_states[-1][:, :-1]
+            values = value_head(hidden.detach() if detach else hidden)
+            old = logprobs.detach() if own_ratio else batch["old_logprobs"][rows]
+            policy_loss = ppo_clip_loss(logprobs, old, advantages[rows], clip_eps, mask[rows])
+            old_values, returns = batch["old_values"][rows], batch["returns"][rows]
+            clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+            pick = torch.maximum if value_max else torch.minimum
+            per_token = pick((values - returns) ** 2, (clipped - returns) ** 2) if clip_values else (values - returns) ** 2
+            value_loss = (per_token * m).sum() / m.sum()
+            log_p = torch.log_softmax(logits, -1)
+            entropy = ((-(log_p.exp() * log_p).sum(-1)) * m).sum() / m.sum()
+            loss = policy_loss + vf_coef * value_loss - entropy_sign * ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for name, value in (("loss", loss), ("policy_loss", policy_loss), ("value_loss", value_loss),
+                                ("entropy", entropy)):
+                totals[name] += value.item()
+            updates += 1
+    return {name: total / updates for name, total in totals.items()}
 
 
-@SPEC.mutant("dpo_training", hint="they look swapped")
-def chosen_and_rejected_swapped(load_model, preferences, tokenizer, DPOTrainer, dpo_config):
-    torch.manual_seed(0)
-    dpo_policy = load_model("course-lm")
-    swapped = preferences["train"].shuffle(seed=0).select(range(160)).rename_columns(
-        {"chosen": "c", "rejected": "chosen"}).rename_column("c", "rejected")
-    DPOTrainer(model=dpo_policy, ref_model=load_model("course-lm").eval(), processing_class=tokenizer,
-               args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=2e-4, beta=0.3),
-               train_dataset=swapped).train()
-    dpo_policy.eval()
+@SPEC.mutant("ppo_step", hint="Whiten the advantages", uses=(_ppo_step_with,))
+def advantages_not_whitened(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                            minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          whiten=False)
 
 
-@SPEC.mutant("dpo_training", hint="Use a smaller learning rate")
-def learning_rate_far_too_large(load_model, preferences, tokenizer, DPOTrainer, dpo_config):
-    torch.manual_seed(0)
-    dpo_policy = load_model("course-lm")
-    DPOTrainer(model=dpo_policy, ref_model=load_model("course-lm").eval(), processing_class=tokenizer,
-               args=dpo_config(max_steps=20, per_device_train_batch_size=8, learning_rate=3e-2, beta=0.3),
-               train_dataset=preferences["train"].shuffle(seed=0).select(range(160))).train()
-    dpo_policy.eval()
+@SPEC.mutant("ppo_step", hint="V_clip = old_values + clamp", uses=(_ppo_step_with,))
+def value_loss_not_clipped(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                           minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          clip_values=False)
 
 
-@SPEC.alternative("dpo_training")
-def own_training_loop_with_dpo_loss(load_model, device, preferences, rlhf_tools, tokenizer):
-    torch.manual_seed(0)
-    dpo_policy = load_model("course-lm").to(device)
-    frozen = load_model("course-lm").to(device).eval()
-    optimizer = torch.optim.AdamW(dpo_policy.parameters(), lr=5e-4)
-    rows = preferences["train"].shuffle(seed=1)
-    dpo_policy.train()
-    for step in range(20):
-        batch = rlhf_tools.encode_pairs(tokenizer, rows.select(range(8 * step, 8 * step + 8)), device=device)
-        args = (batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-        pc, pr = sequence_logprob(dpo_policy, *args).chunk(2)
+@SPEC.mutant("ppo_step", hint="take the LARGER of the two squared", uses=(_ppo_step_with,))
+def smaller_of_the_two_value_losses(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01,
+                                    epochs=4, minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          value_max=False)
+
+
+@SPEC.mutant("ppo_step", hint="ent_coef * entropy", uses=(_ppo_step_with,))
+def entropy_bonus_with_the_wrong_sign(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01,
+                                      epochs=4, minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          entropy_sign=-1.0)
+
+
+@SPEC.mutant("ppo_step", hint="ent_coef * entropy", uses=(_ppo_step_with,))
+def no_entropy_bonus(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                     minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          entropy_sign=0.0)
+
+
+@SPEC.mutant("ppo_step", hint="detach", uses=(_ppo_step_with,))
+def critic_trains_the_policy(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                             minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          detach=False)
+
+
+@SPEC.mutant("ppo_step", hint="old_logprobs", uses=(_ppo_step_with,))
+def ratio_against_the_current_policy(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01,
+                                     epochs=4, minibatch_size=8):
+    return _ppo_step_with(batch, policy, value_head, optimizer, clip_eps, vf_coef, ent_coef, epochs, minibatch_size,
+                          own_ratio=True)
+
+
+@SPEC.alternative("ppo_step")
+def split_minibatches_and_categorical_entropy(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5,
+                                              ent_coef=0.01, epochs=4, minibatch_size=8):
+    mask = batch["mask"].bool()
+    a = batch["advantages"]
+    n = mask.sum()
+    mean = (a * mask).sum() / n
+    std = ((((a - mean) * mask) ** 2).sum() / (n - 1)).sqrt()
+    advantages = (a - mean) / (std + 1e-8) * mask
+    history = []
+    for _ in range(epochs):
+        for rows in torch.randperm(len(mask)).split(minibatch_size):
+            m = mask[rows]
+            out = policy(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows].long(),
+                         output_hidden_states=True)
+            logits = out.logits[:, :-1][m]  # (tokens, V): only the tokens that count
+            labels = batch["input_ids"][rows, 1:][m]
+            dist = torch.distributions.Categorical(logits=logits)
+            ratio = torch.exp(dist.log_prob(labels) - batch["old_logprobs"][rows][m])
+            adv = advantages[rows][m]
+            policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv).mean()
+            values = value_head(out.hidden_states[-1][:, :-1].detach())[m]
+            old_values, returns = batch["old_values"][rows][m], batch["returns"][rows][m]
+            clipped = old_values + (values - old_values).clamp(-clip_eps, clip_eps)
+            value_loss = torch.stack([(values - returns) ** 2, (clipped - returns) ** 2]).amax(0).mean()
+            entropy = dist.entropy().mean()
+            loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append([t.item() for t in (loss, policy_loss, value_loss, entropy)])
+    means = torch.tensor(history, dtype=torch.float64).mean(0).tolist()
+    return dict(zip(("loss", "policy_loss", "value_loss", "entropy"), means))
+
+
+@SPEC.alternative("ppo_step")
+def index_loops_in_float64(policy, value_head, optimizer, batch, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, epochs=4,
+                           minibatch_size=8):
+    mask = batch["mask"].bool()
+    flat = batch["advantages"][mask].double()
+    whitened = ((batch["advantages"].double() - flat.mean()) / (flat.std() + 1e-8)).float() * mask
+    sums = dict.fromkeys(("loss", "policy_loss", "value_loss", "entropy"), 0.0)
+    count = 0
+    size = len(mask)
+    for epoch in range(epochs):
+        perm = torch.randperm(size)
+        i = 0
+        while i < size:
+            rows = perm[i:i + minibatch_size]
+            i += minibatch_size
+            m = mask[rows].to(torch.float32)
+            out = policy(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows].long(),
+                         output_hidden_states=True)
+            logits = out.logits[:, :-1]
+            logprobs = gather_logprobs(logits, batch["input_ids"][rows][:, 1:])
+            policy_loss = ppo_clip_loss(logprobs, batch["old_logprobs"][rows], whitened[rows], clip_eps=clip_eps,
+                                        mask=mask[rows])
+            values = value_head(out.hidden_states[-1][:, :-1].detach())
+            delta = values - batch["old_values"][rows]
+            clipped = batch["old_values"][rows] + torch.where(delta.abs() > clip_eps, delta.sign() * clip_eps, delta)
+            errors = torch.maximum((values - batch["returns"][rows]) ** 2, (clipped - batch["returns"][rows]) ** 2)
+            value_loss = (errors * m).sum() / m.sum()
+            p = torch.softmax(logits, -1)
+            entropy = (-(p * torch.log_softmax(logits, -1)).sum(-1) * m).sum() / m.sum()
+            loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for k, v in zip(sums, (loss, policy_loss, value_loss, entropy)):
+                sums[k] += float(v.detach().double())
+            count += 1
+    return {k: v / count for k, v in sums.items()}
+
+
+# -- ppo_train --------------------------------------------------------------------------------------------
+
+def _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                    eval_every, seed, ppo_kwargs, use_beta=True, own_reference=False, use_score=True,
+                    first_eval=True, eval_offset=0):
+    """The notebook's loop with one thing changed (the mutants below)."""
+    torch.manual_seed(seed)
+    value_head = rlhf_tools.ValueHead(policy.config.hidden_size)
+    optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": lr},
+                                   {"params": value_head.parameters(), "lr": value_lr}])
+    history = {k: [] for k in ("score", "kl", "loss", "policy_loss", "value_loss", "entropy", "eval_iterations", "eval")}
+    if eval_fn is not None and first_eval:
+        history["eval_iterations"].append(0)
+        history["eval"].append(eval_fn(policy))
+    for iteration in range(1, iterations + 1):
+        rollout = sample_fn(policy)
+        score = score_fn(rollout)
+        mask = rollout.response_mask[:, 1:].bool()
         with torch.no_grad():
-            rc, rr = sequence_logprob(frozen, *args).chunk(2)
-        loss, _, _ = dpo_loss(pc, pr, rc, rr, beta=0.1)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    dpo_policy.eval()
+            out = policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask.long(),
+                         output_hidden_states=True)
+            old_logprobs = gather_logprobs(out.logits[:, :-1], rollout.input_ids[:, 1:])
+            old_values = value_head(out.hidden_states[-1][:, :-1])
+            ref_logits = reference(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask.long()).logits
+            ref_logprobs = old_logprobs if own_reference else gather_logprobs(ref_logits[:, :-1], rollout.input_ids[:, 1:])
+            rewards = shaped_rewards(score if use_score else torch.zeros_like(score), old_logprobs, ref_logprobs, mask,
+                                     beta if use_beta else 0.0)
+            advantages, returns = gae(rewards, old_values, gamma=gamma, lam=lam, mask=mask)
+        batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "mask": mask,
+                 "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages, "returns": returns}
+        policy.train()
+        losses = ppo_step(policy, value_head, optimizer, batch, **ppo_kwargs)
+        policy.eval()
+        history["score"].append(score.float().mean().item())
+        history["kl"].append(((old_logprobs - ref_logprobs) * mask).sum(-1).mean().item())
+        for k, v in losses.items():
+            history[k].append(v)
+        if eval_fn is not None and (iteration - eval_offset) % eval_every == 0:
+            history["eval_iterations"].append(iteration)
+            history["eval"].append(eval_fn(policy))
+    return history
 
 
-@SPEC.alternative("dpo_training", name="other DPOTrainer settings")
-def other_dpo_trainer_settings(load_model, preferences, tokenizer, DPOTrainer, dpo_config):
-    torch.manual_seed(1)
-    dpo_policy = load_model("course-lm")
-    DPOTrainer(model=dpo_policy, ref_model=load_model("course-lm").eval(), processing_class=tokenizer,
-               args=dpo_config(max_steps=25, per_device_train_batch_size=8, learning_rate=1e-3, beta=0.2),
-               train_dataset=preferences["train"].select(range(1000, 1200))).train()
+@SPEC.mutant("ppo_train", hint="Pass beta to shaped_rewards", uses=(_ppo_train_with,))
+def beta_never_used(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4, value_lr=1e-3, gamma=1.0,
+                    lam=0.95, eval_fn=None, eval_every=4, seed=0, **ppo_kwargs):
+    return _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                           eval_every, seed, ppo_kwargs, use_beta=False)
 
 
-@SPEC.junk("dpo_training", name="the policy is the untrained reference")
-def the_policy_is_the_untrained_reference(dpo_reference):
-    dpo_policy = dpo_reference
+@SPEC.mutant("ppo_train", hint="reference model's log-probabilities", uses=(_ppo_train_with,))
+def policy_as_its_own_reference(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4, value_lr=1e-3,
+                                gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0, **ppo_kwargs):
+    return _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                           eval_every, seed, ppo_kwargs, own_reference=True)
+
+
+@SPEC.mutant("ppo_train", hint="shaped_rewards(score", uses=(_ppo_train_with,))
+def score_left_out_of_the_rewards(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4, value_lr=1e-3,
+                                  gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0, **ppo_kwargs):
+    return _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                           eval_every, seed, ppo_kwargs, use_score=False)
+
+
+@SPEC.mutant("ppo_train", hint="before the first iteration", uses=(_ppo_train_with,))
+def no_evaluation_before_training(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4,
+                                  value_lr=1e-3, gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0, **ppo_kwargs):
+    return _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                           eval_every, seed, ppo_kwargs, first_eval=False)
+
+
+@SPEC.mutant("ppo_train", hint="multiple of eval_every", uses=(_ppo_train_with,))
+def evaluations_one_iteration_late(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4,
+                                   value_lr=1e-3, gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0, **ppo_kwargs):
+    return _ppo_train_with(policy, reference, sample_fn, score_fn, iterations, beta, lr, value_lr, gamma, lam, eval_fn,
+                           eval_every, seed, ppo_kwargs, eval_offset=1)
+
+
+@SPEC.alternative("ppo_train")
+def zero_based_loop_with_log_softmax(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4,
+                                     value_lr=1e-3, gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0,
+                                     **ppo_kwargs):
+    torch.manual_seed(seed)
+    device = next(policy.parameters()).device
+    critic = rlhf_tools.ValueHead(policy.config.hidden_size).to(device)
+    optimizer = torch.optim.AdamW([dict(params=list(policy.parameters()), lr=lr),
+                                   dict(params=list(critic.parameters()), lr=value_lr)])
+    reference.eval()
+    history = {}
+    for key in ("score", "kl", "loss", "policy_loss", "value_loss", "entropy", "eval_iterations", "eval"):
+        history[key] = []
+    for i in range(iterations + 1):
+        if eval_fn is not None and i % eval_every == 0:
+            history["eval_iterations"].append(i)
+            history["eval"].append(eval_fn(policy))
+        if i == iterations:
+            break
+        batch = sample_fn(policy)
+        score = score_fn(batch)
+        labels = batch.input_ids[:, 1:]
+        mask = batch.response_mask[:, 1:]
+        with torch.no_grad():
+            out = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(), output_hidden_states=True)
+            logprobs = torch.log_softmax(out.logits[:, :-1], -1).gather(-1, labels[..., None])[..., 0]
+            values = critic(out.hidden_states[-1][:, :-1])
+            ref = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long()).logits[:, :-1]
+            ref_logprobs = torch.log_softmax(ref, -1).gather(-1, labels[..., None])[..., 0]
+            advantages, returns = gae(shaped_rewards(score, logprobs, ref_logprobs, mask, beta), values, gamma, lam,
+                                      mask)
+        policy.train()
+        losses = ppo_step(policy, critic, optimizer, dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                                          mask=mask, old_logprobs=logprobs, old_values=values,
+                                                          advantages=advantages, returns=returns), **ppo_kwargs)
+        policy.eval()
+        history["score"].append(float(score.mean()))
+        history["kl"].append(float(torch.where(mask, logprobs - ref_logprobs, 0.0).sum(1).mean()))
+        for key in ("loss", "policy_loss", "value_loss", "entropy"):
+            history[key].append(losses[key])
+    return history
+
+
+@SPEC.alternative("ppo_train")
+def helper_functions_and_setdefault(policy, reference, sample_fn, score_fn, iterations, beta=0.1, lr=1e-4,
+                                    value_lr=1e-3, gamma=1.0, lam=0.95, eval_fn=None, eval_every=4, seed=0,
+                                    **ppo_kwargs):
+    def token_logprobs(model, rollout, head=None):
+        out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask.long(),
+                    output_hidden_states=head is not None)
+        lp = gather_logprobs(out.logits[:, :-1], rollout.input_ids[:, 1:])
+        return (lp, head(out.hidden_states[-1][:, :-1])) if head is not None else lp
+
+    torch.manual_seed(seed)
+    head = rlhf_tools.ValueHead(policy.config.hidden_size).to(next(policy.parameters()).device)
+    optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": lr}, {"params": head.parameters(), "lr": value_lr}])
+    history = {"eval_iterations": [], "eval": []}
+    if eval_fn:
+        history["eval_iterations"].append(0)
+        history["eval"].append(eval_fn(policy))
+    for it in range(1, iterations + 1):
+        rollout = sample_fn(policy)
+        score = score_fn(rollout)
+        mask = rollout.response_mask[:, 1:].bool()
+        with torch.no_grad():
+            old, values = token_logprobs(policy, rollout, head)
+            ref = token_logprobs(reference, rollout)
+            adv, ret = gae(shaped_rewards(score, old, ref, mask, beta), values, gamma=gamma, lam=lam, mask=mask)
+        policy.train()
+        stats = ppo_step(policy, head, optimizer, {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
+                                                   "mask": mask, "old_logprobs": old, "old_values": values,
+                                                   "advantages": adv, "returns": ret}, **ppo_kwargs)
+        policy.eval()
+        stats.update(score=score.mean().item(), kl=((old - ref) * mask).sum(-1).mean().item())
+        for key, value in stats.items():
+            history.setdefault(key, []).append(value)
+        if eval_fn and it % eval_every == 0:
+            history["eval_iterations"].append(it)
+            history["eval"].append(eval_fn(policy))
+    for key in ("score", "kl", "loss", "policy_loss", "value_loss", "entropy"):
+        history.setdefault(key, [])
+    return history
 
 
 # -- the notebook's solution and the reference agree on these inputs ------------------------------------
@@ -486,9 +712,44 @@ def ppo_inputs(gen):
     yield (logprobs * 0.3, old * 0.3, advantages), {}
     yield (logprobs * 0.3, old * 0.3, advantages), {"clip_eps": 0.1, "mask": mask}
 
+@SPEC.agreement("ppo_step")
+def ppo_step_agrees(notebook_ppo_step, reference_ppo_step):
+    """The same update of two bandits that start alike, with one minibatch per epoch (the order of the rows within
+    it does not change a mean): the same parameters afterwards, and the same losses."""
+    from grader.checks.rlhf import bandit_batch
+    from llmcourse.in_kernel import Bandit
+    from tests.test_checks import assert_same
 
-@SPEC.inputs_of("dpo_loss")
-def dpo_inputs(gen):
-    pc, pr, rc, rr = (torch.randn(5, generator=gen) * 10 - 20 for _ in range(4))
-    yield (pc, pr, rc, rr), {}
-    yield (pc.double(), pr.double(), rc.double(), rr.double()), {"beta": 0.5}
+    gen = torch.Generator().manual_seed(0)
+    for settings in ({"epochs": 2, "minibatch_size": 12}, {"clip_eps": 0.1, "ent_coef": 0.1, "epochs": 1,
+                                                           "minibatch_size": 16}):
+        actions = torch.randint(0, 4, (12,), generator=gen)
+        batch = bandit_batch(actions, torch.randn(12, generator=gen), returns=torch.randn(12, generator=gen),
+                             old_values=torch.randn(12, generator=gen) * 0.3,
+                             logprob_shift=torch.randn(12, generator=gen) * 0.3)
+        results = []
+        for fn in (notebook_ppo_step, reference_ppo_step):
+            bandit = Bandit(seed=2, lr=0.2)
+            losses = fn(bandit.policy, bandit.value_head, bandit.optimizer, batch, **settings)
+            results.append((torch.tensor([losses[k] for k in sorted(losses)]), bandit.state()))
+        assert_same(results[0][0], results[1][0], f"the losses of ppo_step({settings})")
+        assert_same(results[0][1], results[1][1], f"the bandit's parameters after ppo_step({settings})")
+
+
+@SPEC.agreement("ppo_train")
+def ppo_train_agrees(notebook_ppo_train, reference_ppo_train):
+    """The same bandit run (same seeds): the same history and the same trained policy."""
+    from llmcourse.in_kernel import Bandit
+    from tests.test_checks import assert_same
+
+    runs = []
+    for fn in (notebook_ppo_train, reference_ppo_train):
+        bandit = Bandit(batch_size=16, seed=1)
+        history = fn(bandit.policy, bandit.reference, bandit.sample, bandit.score, 6, beta=0.2, lr=0.02,
+                     eval_fn=bandit.evaluate, eval_every=2, minibatch_size=8)
+        runs.append((history, bandit.probabilities()))
+    (h0, p0), (h1, p1) = runs
+    assert set(h0) == set(h1) and h0["eval_iterations"] == h1["eval_iterations"] == [0, 2, 4, 6]
+    for key in ("score", "kl", "loss", "policy_loss", "value_loss", "entropy", "eval"):
+        assert_same(torch.tensor(h0[key]), torch.tensor(h1[key]), f"history[{key!r}]")
+    assert_same(p0, p1, "the trained policy's probabilities")

@@ -124,7 +124,7 @@ def policy_weights(student, name: str = "dpo_policy") -> dict[str, torch.Tensor]
     model = getattr(student, name)
     if not hasattr(model, "type_name") or not model.type_name.endswith("ForCausalLM"):
         fail(f"`{name}` should be the trained course-lm (a LlamaForCausalLM), not {getattr(model, 'type_name', type(model).__name__)}.",
-             hint="Keep the model object you passed to DPOTrainer (trainer.model); it is trained in place.")
+             hint="Keep the model object you trained (the one you passed to the trainer or to your optimiser); it is trained in place.")
     sd = model.state_dict(destination={})
     expected = {k: v.shape for k, v in load_model("course-lm").state_dict().items()}
     missing = [k for k in expected if k not in sd or tuple(sd[k].shape) != tuple(expected[k])]

@@ -877,9 +877,11 @@ CASES: list[Case] = [
          b_points_changed, FULL),
     Case("empty_notebook", "A valid notebook with no cells.",
          b_empty_notebook, {"add": 0, "scale": 0, "mean_rows": 0}, message=r"its check cell is missing from the notebook"),
-    Case("wrong_file_name", "The right answers, saved as 'Basics (1).ipynb'.",
-         b_wrong_name, {"add": 0, "scale": 0, "mean_rows": 0},
-         message=r"no notebook named basics\.ipynb was submitted \(found Basics \(1\)\.ipynb\)"),
+    Case("wrong_file_name", "The right answers, saved as 'Basics (1).ipynb': the assignment's one notebook under "
+         "another name is graded, with a note.",
+         b_wrong_name, FULL,
+         message=r"Basics \(1\)\.ipynb was graded as basics\.ipynb, the assignment's one notebook: name it "
+                 r"basics\.ipynb next time"),
     Case("extra_file", "basics.ipynb with the right answers, plus notes.txt, helpers.py, another notebook (which "
                        "would write a file if run) and a symlink to the course's source notebook.",
          b_extra_file, FULL, output=(r"CATALOGUE files: .*'notes\.txt'",), forbidden=(r"solutions\.ipynb",),

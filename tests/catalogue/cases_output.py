@@ -151,18 +151,20 @@ def v_no_script_runs(obs) -> list[str]:
 
 
 NOTE = r"\[the grader kept the first 2,097,152 bytes of this cell's output and dropped the rest\]"
+# The grade's notes say that a cell's output was cut, for the instructor.
+CUT = r"cell \d+: output cut \(the grader kept the first 2,097,152 bytes"
 
 OUTPUT_CASES: list[Case] = [
     Case("output_metadata_flood", "`add` is right; its cell shows one character ten times, each with 1 MB of "
                                   "output metadata.",
-         b_metadata_flood, FULL, output=(NOTE,), verify=v_flood_is_capped),
+         b_metadata_flood, FULL, message=CUT, output=(NOTE,), verify=v_flood_is_capped),
     Case("display_update_flood", "20 outputs with one display id, then updates of 1 MB each (60 MB once "
                                  "rewritten), and a later cell that clears its output and displays 1 MB with the "
                                  "same id three times.",
-         b_display_update_flood, FULL, output=(NOTE,), verify=v_flood_is_capped),
+         b_display_update_flood, FULL, message=CUT, output=(NOTE,), verify=v_flood_is_capped),
     Case("comm_flood", "100 widget comms, each sent 1 MB of state and a buffer, as ipywidgets would (100 MB that "
                        "nbclient would keep in the grader's memory).",
-         b_comm_flood, FULL, output=(r"CATALOGUE comm: sending", NOTE), verify=v_flood_is_capped),
+         b_comm_flood, FULL, message=CUT, output=(r"CATALOGUE comm: sending", NOTE), verify=v_flood_is_capped),
     Case("hidden_check_leak", "`scale` is right for the visible check and raises an exception naming its inputs "
                               "for the hidden one: students see the hint, the instructor the message.",
          b_hidden_leak, {**FULL, "scale": 1}, message=r"scale.*LEAKED-INPUT \[",

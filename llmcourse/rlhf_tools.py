@@ -199,9 +199,7 @@ def plot_training(runs: dict[str, dict], window: int = 4):
         for ax, key in zip(axes, ("score", "kl")):
             mean, spread = moving_average(history[key], window)
             steps = range(1, len(mean) + 1)
-            line, = ax.plot(steps, mean, label=f"{label} (moving average of {window})")
-            ax.fill_between(steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
-                            color=line.get_color(), alpha=0.2)
+            _line_with_band(ax, steps, mean, spread, label=f"{label} (moving average of {window})")
     axes[0].set_title("Training batches: mean reward-model score")
     axes[1].set_title("Training batches: KL to the reference")
     for ax, name in zip(axes, ("score (band: ±1 sd in the window)", "KL, nats per response (band: ±1 sd)")):
@@ -210,6 +208,13 @@ def plot_training(runs: dict[str, dict], window: int = 4):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _line_with_band(ax, steps, mean, spread, *style, label: str) -> None:
+    """A line of `mean` with a shaded band of +-`spread` around it, in the line's colour."""
+    line, = ax.plot(steps, mean, *style, label=label)
+    ax.fill_between(steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                    color=line.get_color(), alpha=0.2)
 
 
 def plot_held_out(runs: dict[str, dict]):
@@ -223,9 +228,7 @@ def plot_held_out(runs: dict[str, dict]):
         for ax, key in zip(axes, ("score", "kl")):
             mean = [e[key] for e in history["eval"]]
             se = [e[f"{key}_sd"] / len(e["kls"]) ** 0.5 for e in history["eval"]]
-            line, = ax.plot(steps, mean, "o-", label=label)
-            ax.fill_between(steps, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)],
-                            color=line.get_color(), alpha=0.2)
+            _line_with_band(ax, steps, mean, se, "o-", label=label)
     axes[0].set_title("Held-out prompts: mean reward-model score")
     axes[1].set_title("Held-out prompts: KL to the reference")
     for ax, name in zip(axes, ("score (band: ±1 standard error)", "KL, nats per response (band: ±1 s.e.)")):

@@ -35,7 +35,7 @@ demo: install
 # --dist loadscope: a test file's functions stay on one worker (they share module fixtures, e.g. a notebook run
 # once), and each class of tests/test_checks.py (one assignment's checks) goes to a worker of its own.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=30 tests
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=30 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadscope -m "not slow" tests

@@ -16,6 +16,30 @@ FIXTURE_CHECKS = "00_basics=fixture_checks.visible:fixture_checks.hidden"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# The groups of tests that take longest (a module, or a class of tests/test_checks.py), longest first, measured
+# with --durations. They are handed to the workers first: scheduled by their number of tests (xdist's default),
+# a slow module of few tests (the hub, the task queue) came last, and one worker ran on alone for minutes.
+LONGEST_FIRST = [
+    "tests/test_checks.py::Test_05_rlhf", "tests/test_distributed.py", "tests/test_checks.py::Test_05b_dpo",
+    "tests/test_checks.py::Test_03_prompting", "tests/test_catalogue.py", "tests/test_attention_grading.py",
+    "tests/test_queue_faults.py", "tests/test_checks.py::Test_01b_llama", "tests/test_gradebook_postgres.py",
+    "tests/test_checks.py::Test_07_deployment", "tests/test_grading_end_to_end.py", "tests/test_hub_roundtrip.py",
+    "tests/test_stock_nbgrader.py", "tests/test_grading_machinery.py", "tests/test_rlhf_grading.py",
+    "tests/test_submissions_untouched.py", "tests/test_worker_death.py", "tests/test_dpo_grading.py",
+]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the longest groups first (see LONGEST_FIRST); within a group, and for the others, the order is kept."""
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+
+    def group(item) -> int:
+        parts = item.nodeid.split("::")
+        return rank.get("::".join(parts[:2]), rank.get(parts[0], len(rank)))
+
+    items.sort(key=group)
+
+
 def use_fixture_checks(root: Path) -> None:
     """Make the fixture's check modules importable here and in every process the grader starts."""
     os.environ["LLMCOURSE_EXTRA_CHECKS"] = FIXTURE_CHECKS

@@ -9,6 +9,10 @@ from typing import Any
 from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
+# What a check says of an exercise that still raises NotImplementedError, as released (the words of
+# llmcourse.checking.handle): the grade table and the report tell "not written yet" apart from "wrong" by it.
+NOT_WRITTEN = "is not implemented yet (it still raises NotImplementedError)"
+
 RESULT_MIME = "application/vnd.llmcourse.checks+json"  # what students may see
 CHECK_DETAILS_MIME = "application/vnd.llmcourse.check-details+json"  # the instructor's full results
 HIDDEN_MESSAGE = "this hidden check failed; its inputs and expected values are not shown (see the hint)"

@@ -294,10 +294,9 @@ def cmd_demo(args) -> int:
 
 
 # -- output --------------------------------------------------------------------------------------------
-_NOT_WRITTEN = "is not implemented yet (it still raises NotImplementedError)"  # the student handle's words
-
-
 def format_exercise_table(result) -> str:
+    from .cells import NOT_WRITTEN as _NOT_WRITTEN
+
     rows = [("exercise", "points", "result")]
     hints = []
     for ex in result.exercises:

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .course import Course, CourseError, MachineryFailure
-from .grading import (MAX_ATTEMPTS, Submission, SubmissionResult, Workspace, autograde, check_cell_changes,
-                      find_submissions, master_notebook,
-                      prepare_gradebook, require_readable_assets, stage, submission_result)
+from .grading import (MAX_ATTEMPTS, Submission, SubmissionResult, Workspace, autograde, check_cell_notes,
+                      find_submissions, prepare_gradebook, require_readable_assets, stage, submission_result)
 
 TASK = "llmcourse.grade_submission"
 CPU_QUEUE, GPU_QUEUE = "grading-cpu", "grading-gpu"
@@ -174,10 +173,7 @@ def grade_class_distributed(course: Course, assignment: str, submissions: Path, 
     def send(student: str) -> str:
         with tempfile.TemporaryDirectory(prefix="grader-queue-") as scratch:
             names, problems, notes = stage(submissions / student / assignment, Path(scratch) / student, expected)
-            for name in names:
-                if name in expected and name not in problems:
-                    notes.extend(check_cell_changes(Path(scratch) / student / f"{name}.ipynb",
-                                                    master_notebook(course, assignment, name), name))
+            notes.extend(check_cell_notes(course, assignment, Path(scratch) / student, names, expected, problems))
             files = _read_files(Path(scratch) / student)
         staged[student] = Submission(assignment, student, expected, names, problems, notes)
         payload = {"assignment": assignment, "student": student, "files": files, "course": fingerprint,

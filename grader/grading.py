@@ -127,6 +127,14 @@ def master_notebook(course: Course, assignment: str, name: str) -> nbformat.Note
     return nbformat.read(str(course.root / "source" / assignment / f"{name}.ipynb"), as_version=4)
 
 
+def check_cell_notes(course: Course, assignment: str, folder: Path, names: list[str], expected: list[str],
+                     problems: dict[str, str]) -> list[str]:
+    """Notes on the staged notebooks in `folder` (each readable expected one) whose check cells differ from the
+    released ones."""
+    return [note for name in names if name in expected and name not in problems
+            for note in check_cell_changes(folder / f"{name}.ipynb", master_notebook(course, assignment, name), name)]
+
+
 def check_cell_changes(submitted: Path, master: nbformat.NotebookNode, name: str) -> list[str]:
     """Notes for the instructor on the check cells of a submitted notebook that differ from the released ones
     (edited, or deleted). Grading restores them from the master copy, so they cost or earn nothing; a student
@@ -370,10 +378,9 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
         try:
             staged[student] = Submission(assignment, student, expected, *stage(
                 submissions / student / assignment, staging / student / assignment, expected, limits))
-            for name in staged[student].submitted:
-                if name in expected and name not in staged[student].problems:
-                    staged[student].notes.extend(check_cell_changes(
-                        staging / student / assignment / f"{name}.ipynb", master_notebook(course, assignment, name), name))
+            submission = staged[student]
+            submission.notes.extend(check_cell_notes(course, assignment, staging / student / assignment,
+                                                     submission.submitted, expected, submission.problems))
         except Exception as exc:  # never the student's doing (their files' problems are in `problems`)
             reason = str(exc) if isinstance(exc, MachineryFailure) else f"its files could not be copied ({_first_line(exc)})"
             done(_not_graded(course, assignment, student, reason))

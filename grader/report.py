@@ -16,6 +16,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from .cells import NOT_WRITTEN as _NOT_WRITTEN
 from .course import Course, CourseError
 
 
@@ -40,7 +41,6 @@ def gradebook_scores(course: Course, assignment: str) -> dict[str, float]:
     return scores
 
 
-_NOT_WRITTEN = "is not implemented yet (it still raises NotImplementedError)"
 
 
 def exercise_state(ex: dict) -> str:

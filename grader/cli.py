@@ -2,10 +2,14 @@
 
     grader build [--check] [--force] [ASSIGNMENT ...]
     grader check NOTEBOOK [--json]
-    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--no-isolation | --broker URL [--gpu]] [--json]
+    grader grade ASSIGNMENT --submissions DIR [--jobs N] [--student NAME ...] [--regrade [--yes]]
+                 [--no-isolation | --broker URL [--gpu]] [--json]
+    grader history ASSIGNMENT
+    grader rollback ASSIGNMENT [--yes]
     grader worker --broker URL [--gpu] [--concurrency N]
     grader migrate-gradebook URL
     grader report ASSIGNMENT
+    grader export [--format csv|canvas|moodle] [--roster FILE] [--output FILE]
     grader demo [--jobs N]
 """
 from __future__ import annotations
@@ -16,7 +20,9 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -165,6 +171,16 @@ def cmd_grade(args) -> int:
         print(f"grader grade: --no-isolation: {gaps}.", file=sys.stderr)
     if getattr(args, "gpu", False) and not broker:
         raise _user_error("--gpu sends work to GPU workers, so it needs --broker too")
+    regrade = getattr(args, "regrade", False)
+    if regrade and broker:
+        raise _user_error("--regrade tries the new grades on this machine before writing them, so it cannot go "
+                          "through --broker: regrade with --jobs N here, or grade through the queue and use "
+                          "`grader rollback` if the change was wrong")
+    if getattr(args, "yes", False) and not regrade:
+        raise _user_error("--yes answers --regrade's question, so it needs --regrade too")
+    if regrade and not args.yes and not _interactive():
+        raise _user_error("--regrade asks before it writes the new grades, and there is no terminal to ask at: add "
+                          "--yes to write them without asking")
     course = _course(args)
     course.require_assignment(args.assignment)
     from .build import points_disagreements
@@ -183,17 +199,49 @@ def cmd_grade(args) -> int:
             raise _user_error(f"no submission of {args.assignment} for {', '.join(unknown)} in {submissions} (there "
                               f"are {len(students)}: {', '.join(students[:8])}{', ...' if len(students) > 8 else ''})")
         students = [s for s in students if s in chosen]
-    bar = tqdm(total=len(students), desc=f"grading {args.assignment}", unit="submission",
-               disable=args.json or None, file=sys.stderr)
-    if broker:
-        from .distributed import grade_class_distributed
+    from . import history
 
-        results = grade_class_distributed(course, args.assignment, submissions, broker, gpu=args.gpu,
-                                          progress=lambda r: bar.update(1), students=students)
-    else:
-        results = grade_class(course, args.assignment, submissions, jobs=args.jobs,
-                              progress=lambda r: bar.update(1), students=students, meanwhile=_load_report_tools)
-    bar.close()
+    before = _stored_results(course, args.assignment)
+    bar = tqdm(total=len(students), desc=f"{'trying' if regrade else 'grading'} {args.assignment}",
+               unit="submission", disable=args.json or None, file=sys.stderr)
+    trial = Path(tempfile.mkdtemp(prefix="grader-regrade-")) if regrade else None
+    try:
+        into = {"db_url": f"sqlite:///{trial / 'gradebook.db'}?timeout=120",
+                "autograded_directory": str(trial / "autograded")} if trial else None
+        if broker:
+            from .distributed import grade_class_distributed
+
+            results = grade_class_distributed(course, args.assignment, submissions, broker, gpu=args.gpu,
+                                              progress=lambda r: bar.update(1), students=students)
+        else:
+            results = grade_class(course, args.assignment, submissions, jobs=args.jobs,
+                                  progress=lambda r: bar.update(1), students=students, meanwhile=_load_report_tools,
+                                  into=into)
+        bar.close()
+        graded = {r.student: r.to_json() for r in results if not r.not_graded}
+        found = history.changes(before, graded)
+        if regrade:
+            out = sys.stderr if args.json else sys.stdout
+            print(history.format_changes(f"Regrading {args.assignment} with its checks as they are now", found),
+                  file=out)
+            failed = [r.student for r in results if r.not_graded]
+            if failed:
+                print(f"Not graded, so their grades stay as they are (the grading machinery failed; run the same "
+                      f"command again for them): {', '.join(failed)}", file=out)
+            if not graded:
+                return 3
+            if not args.yes and not _confirm(f"Write the new grades of {len(graded)} student"
+                                             f"{'s' * (len(graded) != 1)} to the gradebook?"):
+                print("Nothing was written: the gradebook, the reports and the graded notebooks are as they were.",
+                      file=out)
+                return 0
+            history.adopt(course, args.assignment, into["db_url"], trial / "autograded", list(graded))
+            results = [r for r in results if not r.not_graded]
+    finally:
+        if trial is not None:
+            shutil.rmtree(trial, ignore_errors=True)
+    run = history.new_run()
+    history.record(course, args.assignment, results, run, kind="regrade" if regrade else "grade")
     report_dir = write_class_files(course, args.assignment, results)
     from .report import build_report
 
@@ -202,8 +250,12 @@ def cmd_grade(args) -> int:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
         print(format_class_table(args.assignment, results))
+        if not regrade and any(c.before is not None and (c.delta or c.checks) for c in found):
+            print("\n" + history.format_changes("Changes since the last grading", found))
         print(f"\nGrades are in the gradebook ({_gradebook_name(course)}); "
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
+        print(f"This grading is run {run} in `grader history {args.assignment}`; `grader rollback "
+              f"{args.assignment}` puts back the grades it replaced.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
         print(f"Class report: {report}")
         note = kernel_test_cells_note(course, args.assignment)
@@ -211,6 +263,82 @@ def cmd_grade(args) -> int:
             print(f"Note: {note}")
     # Exit status 3: some submissions are not graded (the machinery failed); running again grades them.
     return 3 if any(r.not_graded for r in results) else 0
+
+
+def _stored_results(course, assignment: str) -> dict[str, dict]:
+    """grades.json's results by student (none before the first grading)."""
+    try:
+        return {r["student"]: r for r in json.loads((course.root / "reports" / assignment / "grades.json").read_text())
+                if isinstance(r, dict) and r.get("student")}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_history(args) -> int:
+    from .history import runs
+
+    course = _course(args)
+    course.require_assignment(args.assignment)
+    found = runs(course, args.assignment)
+    if not found:
+        print(f"{args.assignment} has no grading on record yet.")
+        return 0
+    live = [r.run for r in found if not r.rolled_back]
+    rows = [("run", "recorded", "kind", "checks", "students", "mean", "")]
+    for r in found:
+        status = "rolled back" if r.rolled_back else ("latest" if live and r.run == live[-1] else "")
+        rows.append((r.run, r.recorded_at, r.kind, r.checks, str(len(r.results)), f"{r.mean:.1f}", status))
+    print(f"{args.assignment}: {len(found)} grading run{'s' * (len(found) != 1)}, oldest first (checks: the version "
+          f"of the notebooks, checks and grader that graded it)\n" + _table(rows))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from .history import format_changes, plan_rollback, rollback
+    from .report import build_report
+
+    course = _course(args)
+    course.require_assignment(args.assignment)
+    if not args.yes and not _interactive():
+        raise _user_error("rollback asks before it changes any grade, and there is no terminal to ask at: add --yes "
+                          "to roll back without asking")
+    plan = plan_rollback(course, args.assignment)
+    print(format_changes(f"Rolling back run {plan.run.run} ({plan.run.kind}, {plan.run.recorded_at}, checks "
+                         f"{plan.run.checks})", plan.changes()))
+    if plan.kept:
+        print(f"Graded for the first time in that run, so there is no earlier grade to go back to (kept): "
+              f"{', '.join(plan.kept)}")
+    versions = sorted({earlier.checks for earlier, _ in plan.restored.values()})
+    if not plan.restored:
+        print("Nothing to roll back.")
+        return 0
+    if not args.yes and not _confirm("Put these grades back?"):
+        print("Nothing was changed.")
+        return 0
+    rollback(course, plan)
+    write_grades_csv(course, args.assignment)
+    report = build_report(course, args.assignment)
+    print(f"Rolled back: {len(plan.restored)} student{'s' * (len(plan.restored) != 1)} have the grades of checks "
+          f"{', '.join(versions)} again. Class report: {report}")
+    from .history import checks_version
+
+    if checks_version(course, args.assignment) not in versions:
+        print(f"The course's checks have changed since those grades (they are now "
+              f"{checks_version(course, args.assignment)}): put them back as they were before grading again, or the "
+              f"next grading uses the new ones.")
+    return 0
 
 
 def _load_report_tools() -> None:
@@ -451,7 +579,18 @@ def parser() -> argparse.ArgumentParser:
                    help="grade without root: every kernel then runs as your user, so one submission's code can read "
                         "other kernels' work folders and connection keys and signal the grader (only for "
                         "submissions you trust)")
+    g.add_argument("--regrade", action="store_true",
+                   help="grade into a scratch copy first, print each student's change (who gains, who loses, in "
+                        "which check) and ask before writing anything")
+    g.add_argument("--yes", action="store_true", help="with --regrade: write the new grades without asking")
     g.set_defaults(fn=cmd_grade)
+    h = command("history", help="list an assignment's grading runs (each can be rolled back)")
+    h.add_argument("assignment")
+    h.set_defaults(fn=cmd_history)
+    rb = command("rollback", help="put back the grades that the last grading run of an assignment replaced")
+    rb.add_argument("assignment")
+    rb.add_argument("--yes", action="store_true", help="roll back without asking")
+    rb.set_defaults(fn=cmd_rollback)
     w = command("worker", help="take grading work from a task queue (one per grading machine)")
     w.add_argument("--broker", required=True, help="the task queue's URL, e.g. redis://host:6379/0")
     w.add_argument("--gpu", action="store_true", help="take GPU work only (from `grader grade --gpu`)")

@@ -44,6 +44,8 @@ class ClassGrades:
 def class_grades(course: Course) -> ClassGrades:
     from nbgrader.api import Gradebook
 
+    from .gradebook import final_score
+
     with Gradebook(course.config().CourseDirectory.db_url) as gb:
         assignments = sorted(a.name for a in gb.assignments)
         possible = {a.name: float(a.max_score) for a in gb.assignments}
@@ -51,7 +53,7 @@ def class_grades(course: Course) -> ClassGrades:
         scores = {}
         for assignment in gb.assignments:
             for sub in assignment.submissions:
-                scores[(sub.student.id, assignment.name)] = float(sub.score)
+                scores[(sub.student.id, assignment.name)] = final_score(sub)
     return ClassGrades(assignments, possible, students, scores)
 
 

@@ -78,6 +78,12 @@ def migration_head() -> str:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
+def final_score(submission) -> float:
+    """A submission's score as `nbgrader export` gives it: its points (hand grades included) less its late
+    penalty, never below 0."""
+    return max(0.0, float(submission.score or 0) - float(submission.late_submission_penalty or 0))
+
+
 def open_gradebook(db_url: str, course_id: str | None = None):
     """nbgrader's `Gradebook` on `db_url`, its schema made here first if the database is empty."""
     from nbgrader.api import Gradebook

@@ -318,11 +318,15 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
 def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 1,
                 progress: Callable[[SubmissionResult], None] | None = None,
                 students: list[str] | None = None,
-                meanwhile: Callable[[], None] | None = None) -> list[SubmissionResult]:
+                meanwhile: Callable[[], None] | None = None,
+                into: dict[str, str] | None = None) -> list[SubmissionResult]:
     """Autograde every submission of `assignment` under `submissions`, `jobs` at a time.
 
     `meanwhile`, if given, is called once in this process while the grading processes work (the command line
     loads what its class report needs then).
+
+    `into`, if given, grades somewhere other than the course's gradebook and autograded/: its `db_url` and
+    `autograded_directory` (an absolute path). A regrade is tried there first (`grader grade --regrade`).
 
     `submissions` is only read: each is copied into a private folder of this run, which nbgrader grades.
     """
@@ -336,9 +340,11 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
     staging = Path(tempfile.mkdtemp(prefix="grader-staging-"))
     pool = _start_pool(jobs, len(students))  # its processes start (and import) while the gradebook is prepared
     try:
-        dirs = {"submitted_directory": str(staging)}
+        dirs = {"submitted_directory": str(staging), **(into or {})}
         prepare_gradebook(course, assignment, dirs)
-        register_students(course, students)
+        if into and into.get("db_url"):
+            copy_due_date(course, assignment, into["db_url"])
+        register_students(course, students, (into or {}).get("db_url"))
         return _grade_staged(course, assignment, submissions, staging, students, expected, dirs, jobs, progress,
                              pool, meanwhile)
     finally:
@@ -346,13 +352,28 @@ def grade_class(course: Course, assignment: str, submissions: Path, jobs: int = 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def register_students(course: Course, students: list[str]) -> None:
+def copy_due_date(course: Course, assignment: str, db_url: str) -> None:
+    """The course gradebook's due date of `assignment` in the gradebook at `db_url`, so that grading there gives
+    the same late penalties."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(course.config().CourseDirectory.db_url) as gb:
+        try:
+            due = gb.find_assignment(assignment).duedate
+        except MissingEntry:
+            return
+    if due is not None:
+        with Gradebook(db_url) as gb:
+            gb.update_or_create_assignment(assignment, duedate=due)
+
+
+def register_students(course: Course, students: list[str], db_url: str | None = None) -> None:
     """Students are created up front, so parallel workers never race to create the same row."""
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        with Gradebook(course.config().CourseDirectory.db_url) as gb:
+        with Gradebook(db_url or course.config().CourseDirectory.db_url) as gb:
             for student in students:
                 gb.update_or_create_student(student)
     except SQLAlchemyError as exc:
@@ -423,7 +444,8 @@ def _grade_staged(course: Course, assignment: str, submissions: Path, staging: P
                 elif failure:
                     done(_not_graded(course, assignment, student, f"{failure} (tried {MAX_ATTEMPTS} times)"))
                 else:
-                    done(submission_result(course, staged[student], outcome, course.root / "autograded"))
+                    done(submission_result(course, staged[student], outcome,
+                                           Path(dirs.get("autograded_directory") or course.root / "autograded")))
         pending, pool = retry + pending, None
     return sorted(results, key=lambda r: r.student or "")
 

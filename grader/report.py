@@ -29,13 +29,16 @@ def load_results(course: Course, assignment: str) -> list[dict]:
 
 
 def gradebook_scores(course: Course, assignment: str) -> dict[str, float]:
+    """Each student's score as the gradebook has it: hand grades included, late penalties taken off."""
     from nbgrader.api import Gradebook, MissingEntry
+
+    from .gradebook import final_score
 
     scores = {}
     with Gradebook(course.config().CourseDirectory.db_url) as gb:
         try:
             for sub in gb.find_assignment(assignment).submissions:
-                scores[sub.student.id] = float(sub.score)
+                scores[sub.student.id] = final_score(sub)
         except MissingEntry:
             pass
     return scores

@@ -197,12 +197,12 @@ def stage(submission: Path, dest: Path, expected: list[str],
         files: dict[str, bytes] = {}
         problems: dict[str, str] = {}
         _read_folder(fd, "", files, problems, expected, limits, submission, [0])
+        notes = _submission_time(fd, files)
     except CourseError as exc:
         return Staged([], {name: str(exc) for name in expected}, [])
     finally:
         os.close(fd)
     names = [n[:-len(".ipynb")] for n in files if "/" not in n and n.endswith(".ipynb")]
-    notes = []
     if len(expected) == 1 and len(names) == 1 and names[0] != expected[0] and expected[0] not in problems:
         (wanted,), (found,) = expected, names
         files = {(f"{wanted}.ipynb" if n == f"{found}.ipynb" else n): data for n, data in files.items()}
@@ -225,6 +225,41 @@ def stage(submission: Path, dest: Path, expected: list[str],
     except OSError as exc:
         raise MachineryFailure(f"the submission could not be copied for grading ({exc.strerror or exc})") from None
     return Staged(names, problems, notes)
+
+
+def _submission_time(fd: int, files: dict[str, bytes]) -> list[str]:
+    """Make sure nbgrader finds when the work was handed in (timestamp.txt, as `nbgrader collect` writes it), so that
+    a due date's late penalty applies: a submission without one gets the time its newest notebook was last written.
+    A timestamp.txt nbgrader could not read (it would refuse the whole submission) is replaced the same way, with a
+    note."""
+    from datetime import datetime, timezone
+
+    from nbgrader.utils import parse_utc
+
+    notes = []
+    given = files.get("timestamp.txt")
+    if given is not None:
+        try:
+            text = given.decode("utf-8").strip()
+            if text and len(text) < 100:
+                parse_utc(text)
+                return notes
+        except (UnicodeDecodeError, ValueError, OverflowError):
+            pass
+        notes.append("its timestamp.txt could not be read as a time, so the submission time comes from the files")
+    times = []
+    for name in files:
+        if "/" not in name and name.endswith(".ipynb"):
+            try:
+                times.append(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime)
+            except OSError:
+                pass
+    if times:
+        when = datetime.fromtimestamp(max(times), tz=timezone.utc)
+        files["timestamp.txt"] = when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode()
+    else:
+        files.pop("timestamp.txt", None)
+    return notes
 
 
 _MAX_DEPTH = 16  # folders in folders: deeper ones are left out

@@ -102,7 +102,11 @@ class Warmup:
                 self._load(name, ())
         finally:
             self._grading_modules.set()
-        for name, attributes in dict.fromkeys(checks_imports(self.check_modules)):
+        try:
+            wanted = dict.fromkeys(checks_imports(self.check_modules))
+        except Exception:  # noqa: BLE001  (Python 3.11's ast.parse can fail in a thread while another parses)
+            return
+        for name, attributes in wanted:
             self._load(name, attributes)
 
     @staticmethod

@@ -67,7 +67,7 @@ hub-env: $(VENV)/.hub-installed hub/node_modules/.package-lock.json $(HUB_ENV)/.
 
 $(VENV)/.hub-installed: $(VENV)/.installed pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[hub]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import jupyterhub, playwright" || (echo "The hub install did not complete." && exit 1)
+	$(BIN)/python -c "import jupyterhub, jupyterhub_idle_culler, playwright" || (echo "The hub install did not complete." && exit 1)
 	touch $@
 
 hub/node_modules/.package-lock.json: hub/package.json hub/package-lock.json

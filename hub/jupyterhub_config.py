@@ -62,6 +62,13 @@ c.JupyterHub.load_roles = [
 course.prepare_exchange(settings)
 c.JupyterHub.services = [course.formgrader_service(settings)]
 
+# -- stopping idle servers: an idle server still holds its container, its memory and its GPU place ----------
+culler = course.idle_culler(settings)
+if culler:
+    service, role = culler
+    c.JupyterHub.services.append(service)
+    c.JupyterHub.load_roles.append(role)
+
 # -- each user's server ------------------------------------------------------------------------------------
 c.Spawner.default_url = "/lab"
 c.Spawner.mem_limit = settings.mem_limit
@@ -72,7 +79,8 @@ c.Spawner.environment = {
     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
     "LLMCOURSE_EXCHANGE": settings.exchange,  # read by the students' nbgrader_config.py (hub/student/)
 }
-# An idle kernel still holds its GPU memory: stop kernels nobody used for an hour.
+# An idle kernel still holds its GPU memory: stop kernels nobody used for an hour. A kernel with a notebook
+# open in a browser tab is kept (cull_connected is off); the idle-culler service above stops whole servers.
 c.Spawner.args = [f"--MappingKernelManager.cull_idle_timeout={settings.kernel_idle_timeout}",
                   "--MappingKernelManager.cull_interval=300"]
 

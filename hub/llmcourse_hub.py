@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class Settings:
     gpu_memory_gb: float = 80.0                # GPU_MEMORY_GB: memory of one GPU
     per_gpu: int = 0                           # STUDENTS_PER_GPU: 0 = from GPU_MEMORY_GB and the measured peak
     kernel_idle_timeout: int = 3600            # KERNEL_IDLE_TIMEOUT: s before an idle kernel frees its GPU memory
+    server_idle_timeout: int = 3600            # SERVER_IDLE_TIMEOUT: s before an idle server stops (0: never)
+    server_max_age: int = 0                    # SERVER_MAX_AGE: s after which a server stops even if used (0: never)
     uid_base: int = 20000                      # UID_BASE: container uid = UID_BASE + hub user id (docker spawner)
 
     @classmethod
@@ -87,6 +90,8 @@ class Settings:
             gpus=_names(_env("GPUS", "")), gpu_memory_gb=float(_env("GPU_MEMORY_GB", str(d.gpu_memory_gb))),
             per_gpu=int(_env("STUDENTS_PER_GPU", "0")),
             kernel_idle_timeout=int(_env("KERNEL_IDLE_TIMEOUT", str(d.kernel_idle_timeout))),
+            server_idle_timeout=int(_env("SERVER_IDLE_TIMEOUT", str(d.server_idle_timeout))),
+            server_max_age=int(_env("SERVER_MAX_AGE", str(d.server_max_age))),
             uid_base=int(_env("UID_BASE", str(d.uid_base))),
         )
         if s.spawner not in ("docker", "local"):
@@ -228,6 +233,45 @@ def formgrader_service(settings: Settings) -> dict:
         "oauth_no_confirm": True,
         "timeout": 120,
     }
+
+
+# -- stopping idle servers ---------------------------------------------------------------------------------
+IDLE_CULLER = "idle-culler"
+# What jupyterhub-idle-culler needs to see who is idle and stop their servers; never to remove a user.
+IDLE_CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+def idle_culler_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jupyterhub_idle_culler") is not None
+
+
+def idle_culler(settings: Settings) -> tuple[dict, dict] | None:
+    """jupyterhub-idle-culler as a hub service, and its role: stops servers nobody used for a while.
+
+    Kernel culling (c.Spawner.args) frees a kernel's memory but leaves the server, its container and its
+    GPU place; this stops the whole server, which gives all three back. None when it is turned off
+    (SERVER_IDLE_TIMEOUT=0) or not installed in the hub's Python (the `hub` extra installs it).
+    """
+    if settings.server_idle_timeout <= 0:
+        return None
+    if not idle_culler_installed():
+        # Printed, not logged: JupyterHub sets up its logging after it has read this configuration.
+        print(f"llmcourse: jupyterhub-idle-culler is not installed in {sys.executable}, so idle servers are "
+              "never stopped: pip install -c constraints.txt -e '.[hub]' (or set LLMCOURSE_HUB_SERVER_IDLE_TIMEOUT=0 "
+              "to silence this)", file=sys.stderr)
+        return None
+    # Look twelve times per timeout, at most every 5 minutes: a server stops within 5 minutes of its time.
+    every = max(1, min(300, settings.server_idle_timeout // 12))
+    command = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={settings.server_idle_timeout}",
+               f"--cull-every={every}"]
+    if settings.server_max_age > 0:
+        command.append(f"--max-age={settings.server_max_age}")
+    service = {"name": IDLE_CULLER, "command": command}
+    role = {"name": "llmcourse-idle-culler", "description": "Stop the servers nobody has used for a while.",
+            "scopes": IDLE_CULLER_SCOPES, "services": [IDLE_CULLER]}
+    return service, role
 
 
 def proxy_command() -> list[str]:

@@ -26,6 +26,7 @@ LONGEST_FIRST = [
     "tests/test_checks.py::Test_07_deployment", "tests/test_grading_end_to_end.py", "tests/test_hub_roundtrip.py",
     "tests/test_stock_nbgrader.py", "tests/test_grading_machinery.py", "tests/test_rlhf_grading.py",
     "tests/test_submissions_untouched.py", "tests/test_worker_death.py", "tests/test_dpo_grading.py",
+    "tests/test_report_browser.py",
 ]
 
 

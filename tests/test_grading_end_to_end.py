@@ -15,26 +15,12 @@ import pytest
 
 from grader.cli import main
 
+from .basics_class import CORRECT, student_notebook
 from .conftest import cell_by_id, read, write_submission
 
 pytestmark = pytest.mark.slow
 
-CORRECT = {
-    "add": 'def add(a, b):\n    return a + b',
-    "scale": 'def scale(x, factor):\n    return x * factor',
-    "mean_rows": 'def mean_rows(x):\n    return x.mean(dim=-1)',
-}
 POINTS = {"00_basics/add": 4.0, "00_basics/scale": 3.0, "00_basics/mean_rows": 3.0}
-
-
-def student_notebook(course: Path, answers: dict[str, str], extra_cells: list[tuple[int, str]] = ()):
-    """The released notebook with some exercises answered (others left as released)."""
-    nb = read(course / "release" / "00_basics" / "basics.ipynb")
-    for grade_id, source in answers.items():
-        cell_by_id(nb, grade_id).source = source
-    for index, source in sorted(extra_cells, reverse=True):
-        nb.cells.insert(index, nbformat.v4.new_code_cell(source))
-    return nb
 
 
 TAMPER_SETUP = '''

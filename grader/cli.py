@@ -332,6 +332,10 @@ def cmd_rollback(args) -> int:
     report = build_report(course, args.assignment)
     print(f"Rolled back: {len(plan.restored)} student{'s' * (len(plan.restored) != 1)} have the grades of checks "
           f"{', '.join(versions)} again. Class report: {report}")
+    stale = [s for s in plan.restored if (course.root / "feedback" / s / args.assignment).exists()]
+    if stale:
+        print(f"The feedback pages of {len(stale)} of them were made before the rollback: run `nbgrader "
+              f"generate_feedback {args.assignment} --force` before releasing feedback.")
     from .history import checks_version
 
     if checks_version(course, args.assignment) not in versions:

@@ -251,8 +251,12 @@ class RunChecks(Execute):
     def grade_test_cell(self, cell: NotebookNode, index: int) -> None:
         """A test cell (nbgrader's autograder tests): a cell of check(...) calls is graded here; a cell without them
         runs in the student's kernel, as stock nbgrader runs a test cell (full points unless it raises or writes to
-        stderr; partial credit from a number it returns), with the sandbox and the limits of every cell. A cell
-        that mixes both scores 0 with a message saying so."""
+        stderr; partial credit from a number it returns), with the sandbox and the limits of every cell.
+
+        A cell that mixes both runs in order: its other statements in the kernel, its check(...) calls here. The
+        checks decide its points; if a statement run in the kernel raises or writes to stderr, the cell scores 0,
+        as that stock test cell would, and its checks say why. A check(...) call that is not a statement of its
+        own (inside a loop or a function) cannot be split off: the cell scores 0 with a message naming its line."""
         try:
             parts = test_cell_parts(cell.source)
         except MixedCellError as error:
@@ -264,22 +268,48 @@ class RunChecks(Execute):
         if all(kind == "kernel" for kind, _ in parts):
             self._run_cell(cell, index)
             return
-        # A cell that mixes both is refused: its check results do not yet reach the grade (seen in a test).
-        cell.outputs = [error_output("MixedTestCell", "this test cell mixes check(...) calls with other statements, "
-                                     "which grading does not support yet: put the other statements in a test cell "
-                                     "of their own")]
+        outputs, results, failed = [], [], ""
+        for kind, text in parts:
+            if kind == "checks":
+                results += self.check_results(text)
+                continue
+            part = NotebookNode(cell_type="code", source=text, metadata={}, outputs=[], execution_count=None)
+            self._run_cell(part, index)
+            self.nb.cells[index] = cell  # nbclient puts the cell it ran in the notebook: the test cell stays
+            outputs += part.outputs
+            error = next((o for o in part.outputs if o.output_type == "error"), None)
+            if error is not None and not failed:
+                failed = f"the cell's own statements raised {error.get('ename')}: {error.get('evalue', '')}"[:300]
+            elif not failed and any(o.output_type == "stream" and o.get("name") == "stderr" for o in part.outputs):
+                failed = "the cell's own statements wrote to stderr"
+        if failed:
+            from dataclasses import replace
+
+            why = f"{failed}, so its checks count for nothing (a test cell scores 0 when its statements fail)"
+            results = [replace(r, error=why, checks=[replace(c, passed=False, points=0.0, message=why, hint="")
+                                                     for c in r.checks]) for r in results]
+        points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
+        # The kernel's own outputs stay for the reader; a value it returned is shown, not read as partial credit
+        # (the checks decide the points), and its error is said once, by the checks.
+        shown = [NotebookNode(output_type="display_data", metadata=o.get("metadata", {}), data=o.get("data", {}))
+                 if o.output_type == "execute_result" else o for o in outputs if o.output_type != "error"]
+        cell.outputs = shown + render_results(results, points)
 
     def grade_cell(self, cell: NotebookNode) -> None:
         """A check cell never runs in the kernel: its checks run here, against the kernel's agent, and their
         verdict becomes the cell's output."""
+        points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
+        if not check_calls(cell.source):
+            cell.outputs = [error_output("NoChecks", "this check cell has no check(...) call")]
+            return
+        cell.outputs = render_results(self.check_results(cell.source), points)
+
+    def check_results(self, source: str) -> list:
+        """The results of the check(...) calls in `source`, one per exercise."""
         self._warmup.wait()  # the checks import what they need in this thread, not in two at once
         from llmcourse.checking.runner import ExerciseResult
 
-        points = float(cell.metadata.get("nbgrader", {}).get("points", 0) or 0)
-        calls = check_calls(cell.source)
-        if not calls:
-            cell.outputs = [error_output("NoChecks", "this check cell has no check(...) call")]
-            return
+        calls = check_calls(source)
         exercise_ids = list(dict.fromkeys(ex for ex, _ in calls))
         results = []
         for exercise_id in exercise_ids:
@@ -302,7 +332,7 @@ class RunChecks(Execute):
             self.results.append(result)
             self._progress[2] += 1
         self._report_progress()
-        cell.outputs = render_results(results, points)
+        return results
 
     def check_exercise(self, exercise_id: str, student, visible: list[str], hidden: list[str]):
         """One exercise's checks against `student`: a pytest session in this process (a profiler times it)."""

@@ -18,6 +18,7 @@ from nbgrader.api import Gradebook
 
 from grader.cli import main
 
+from .basics_class import CORRECT, student_notebook
 from .conftest import copy_fixture_course, forget_fixture_checks
 
 pytestmark = pytest.mark.slow
@@ -138,21 +139,37 @@ def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys)
                       for s in ANSWERS}, totals
 
 
-def test_a_test_cell_that_mixes_checks_and_statements_is_refused_with_a_reason(tmp_path, capsys):
-    """Mixing check(...) calls with other statements in one test cell is not supported: the cell scores 0 and its
-    output says why (never a silent grade)."""
+def test_a_test_cell_can_mix_checks_and_statements(tmp_path, capsys):
+    """A test cell may mix check(...) calls with other statements: the statements run in the student's kernel, in
+    order, the checks in the grader, and the checks decide the points. A statement that raises gives the cell 0
+    (as a stock test cell that raises), and says so; a value a statement returns is shown, not taken for partial
+    credit."""
     course = copy_fixture_course(tmp_path / "course")
     try:
         path = course / "source" / "00_basics" / "basics.ipynb"
         nb = nbformat.read(str(path), as_version=4)
-        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_add")
-        cell.source = "print('kernel says', add(2, 3))\n" + cell.source
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+        cells["check_add"].source = "print('kernel says', add(2, 3))\n" + cells["check_add"].source
+        cells["check_scale"].source += "\nassert type(scale(2, 3)) is int, 'scale keeps plain numbers plain'"
+        cells["check_mean_rows"].source = "float(mean_rows(torch.ones(2, 4))[0]) / 10\n" + cells["check_mean_rows"].source
         nbformat.write(nb, str(path))
         assert main(["--course", str(course), "build", "00_basics"]) == 0
+        # A student whose scale passes the checks (tensors) but not the cell's own assert (it makes a tensor of 2 * 3).
+        student = tmp_path / "student.ipynb"
+        nbformat.write(student_notebook(course, {**CORRECT, "scale": "def scale(x, factor):\n"
+                                                                     "    return torch.mul(x, factor)"}), str(student))
         capsys.readouterr()
-        main(["--course", str(course), "check", str(path), "--json"])
+        main(["--course", str(course), "check", str(student), "--json"])
         data = json.loads(capsys.readouterr().out)
         scores = {ex["id"]: ex["score"] for ex in data["exercises"]}
-        assert scores == {"00_basics/add": 0, "00_basics/scale": 3, "00_basics/mean_rows": 3}, scores
+        assert scores == {"00_basics/add": 4, "00_basics/scale": 0, "00_basics/mean_rows": 3}, scores
+        assert data["score"] == 7
+        scale = next(ex for ex in data["exercises"] if ex["id"] == "00_basics/scale")
+        assert "the cell's own statements raised AssertionError: scale keeps plain numbers plain" in scale["error"]
+        assert scale["max_score"] == 3
+        graded = nbformat.read(str(course / "solutions" / "00_basics" / "basics.ipynb"), as_version=4)
+        shown = [o.get("text", "") for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_add"
+                 for o in c.outputs]
+        assert any("kernel says" in t for t in shown), shown
     finally:
         forget_fixture_checks(course)

@@ -159,7 +159,12 @@ def test_a_stock_assignment_grades_as_stock_nbgrader_grades_it(tmp_path, capsys)
                            tmp_path / "handed_in")
         capsys.readouterr()
         assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(ours), "--json"]) == 0
-        totals = {r["student"]: (r["score"], r["max_score"]) for r in json.loads(capsys.readouterr().out)}
+        results = json.loads(capsys.readouterr().out)
+        totals = {r["student"]: (r["score"], r["max_score"]) for r in results}
+        # Stock nbgrader only logs the edited locked cell; here the instructor is told, in the grade's notes.
+        notes = {r["student"]: r["events"] for r in results}
+        assert notes["dave"] == [f"{NAME}.ipynb: check cell(s) test_small edited (grading used the released ones)"]
+        assert not notes["alice"], notes
         assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(ours)]) == 0
         assert "Note: 3 test cells of 00_plain run inside the student's kernel" in capsys.readouterr().out
         assert "3 test cells of 00_plain run inside" in (course / "reports" / ASSIGNMENT / "report.html").read_text()

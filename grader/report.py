@@ -168,6 +168,8 @@ def build_report(course: Course, assignment: str) -> Path:
         lost = [f"{name} ({'not attempted' if status.get((r['student'], name)) == 'not attempted' else 'lost ' + _pts(ex)})"
                 for ex in r["exercises"] if ex["score"] < ex["max_score"]
                 for name in [ex["id"].split("/", 1)[-1]]]
+        if r.get("error") and not any(ex.get("checks") for ex in r["exercises"]):
+            lost = ["nothing could be graded (see the submissions that need a look)"]
         student_rows.append((r["student"], f"{book.get(r['student'], r['score']):g} / {r['max_score']:g}",
                              ", ".join(lost) or "full marks", links))
     flag_rows += [(r["student"], "not graded", f"the grading machinery failed ({r['not_graded']}); grade again to "

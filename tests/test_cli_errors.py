@@ -232,3 +232,31 @@ def test_a_course_with_other_checks_than_the_graders_is_named_loudly(fixture_cou
                            f"course's own {course / 'grader' / 'checks'}, which differ")
     code, err = run(capsys, "--course", str(course), "check", "nowhere.ipynb")
     assert code == 2 and f"grader: {note}" in err
+
+
+def test_regrade_options_that_cannot_work(fixture_course, tmp_path, capsys, monkeypatch):
+    subs = tmp_path / "subs"
+    (subs / "ada" / "00_basics").mkdir(parents=True)
+    grade = ("--course", str(fixture_course), "grade", "00_basics", "--submissions", str(subs))
+    code, err = run(capsys, *grade, "--regrade", "--broker", "redis://localhost:1/0")
+    assert code == 2 and "cannot go through --broker" in err and "grader rollback" in err
+    code, err = run(capsys, *grade, "--yes")
+    assert code == 2 and "--yes answers --regrade's question" in err
+    monkeypatch.setattr("grader.cli._interactive", lambda: False)
+    code, err = run(capsys, *grade, "--regrade")
+    assert code == 2 and "add --yes" in err
+    code, err = run(capsys, "--course", str(fixture_course), "rollback", "00_basics")
+    assert code == 2 and "add --yes" in err
+
+
+def test_rollback_with_nothing_on_record(tmp_path, capsys):
+    from .conftest import copy_fixture_course, forget_fixture_checks
+
+    course = copy_fixture_course(tmp_path / "course")  # never graded
+    try:
+        code, err = run(capsys, "--course", str(course), "rollback", "00_basics", "--yes")
+        assert code == 2 and "00_basics has no grading run on record to roll back" in err
+        assert main(["--course", str(course), "history", "00_basics"]) == 0
+        assert "00_basics has no grading on record yet." in capsys.readouterr().out
+    finally:
+        forget_fixture_checks(course)

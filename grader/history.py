@@ -264,6 +264,11 @@ def adopt(course: Course, assignment: str, trial_db: str, trial_autograded: Path
     """Copy what a trial grading recorded for `students` (its gradebook, its graded notebooks) into the course."""
     from nbgrader.api import Gradebook
 
+    from .grading import prepare_gradebook, register_students
+
+    # The course's gradebook learns the assignment as it is now (a new cell, new points), as a grading would.
+    prepare_gradebook(course, assignment, {})
+    register_students(course, students)
     with Gradebook(trial_db) as src, Gradebook(course.config().CourseDirectory.db_url) as dst:
         for student in students:
             apply_state(dst, assignment, student, submission_state(src, assignment, student))

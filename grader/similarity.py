@@ -221,6 +221,7 @@ def fingerprint(student: str, cells: dict[str, str], starter: dict[str, str],
     sub = Submission(student, cells)
     chunk_of = _normalise(sub, starter, _bound_names(list(cells.values()) + list(starter.values())))
     sub.fingerprints = _winnow(sub.kgrams, chunk_of) - starter_prints
+    sub.kgrams = [k for k in sub.kgrams if k[0] not in starter_prints]  # nor is it highlighted as shared
     return sub
 
 

@@ -48,14 +48,15 @@ def softmax(x, dim=-1):
     return torch.matmul(attn, v), attn
 ''',
     "sinusoidal_positional_encoding": '''def sinusoidal_positional_encoding(n_positions, d_model):
-    table = torch.zeros(n_positions, d_model)
+    dtype = torch.float64  # precise angles
+    table = torch.zeros(n_positions, d_model, dtype=dtype)
     for pos in range(n_positions):
         for i in range(0, d_model, 2):
             rate = 1.0 / (10000 ** (i / d_model))
             table[pos, i] = math.sin(pos * rate)
             if i + 1 < d_model:
                 table[pos, i + 1] = math.cos(pos * rate)
-    return table
+    return table.float()
 ''',
     "count_parameters": '''def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -96,7 +97,8 @@ INDEPENDENT = {
 
 RENAMES = {"values": "t", "axis": "d", "peak": "biggest", "numerator": "top", "denominator": "bottom",
            "shifted": "ex", "row_peak": "max_per_row", "guarded_divide": "safe_div", "dim": "width",
-           "logits": "scores", "attn": "probabilities", "table": "pe", "pos": "p", "rate": "freq"}
+           "logits": "scores", "attn": "probabilities", "table": "pe", "pos": "p", "rate": "freq",
+           "dtype": "precision"}
 
 
 def renamed(source: str, renames: dict[str, str]) -> str:
@@ -155,13 +157,21 @@ def test_a_renamed_reordered_copy_and_a_copy_of_it_are_found(tmp_path):
     assert found[frozenset(("orig", "copier"))] == 1.0  # names and order are set aside entirely
     assert found[frozenset(("copier", "second"))] > 0.8
 
+    # Side by side, what they wrote is highlighted, and the starter code (signature, docstring) is not.
+    pair = next(p for p in similarity.compare(similarity.read_class(root, ASSIGNMENT, RELEASE))
+                if {p.a.student, p.b.student} == {"orig", "copier"})
+    marked = pair.lines["orig"]["scaled_dot_product_attention"]
+    assert marked == set(range(3, 9)), marked
+
 
 def test_starter_code_alone_is_never_paired(tmp_path):
-    """Two notebooks as released (one with the starter code's comments and layout changed), even at threshold 0."""
+    """Two notebooks as released (one with the starter code's comments, layout and a parameter's name changed),
+    even at threshold 0."""
     touched = read(RELEASE / "attention.ipynb")
     for cell in touched.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
-            cell.source = cell.source.replace("# YOUR CODE HERE", "# TODO: later").replace("(", "( ") + "\n\n"
+            cell.source = re.sub(r"\bd_model\b(?! must)", "width", cell.source.replace("# YOUR CODE HERE", "# TODO: later")
+                                 .replace("(", "( ")) + "\n\n"
     root = write_class(tmp_path, {"blank": read(RELEASE / "attention.ipynb"), "touched": touched})
     assert listed(root, threshold=0.0) == {}
     subs = similarity.read_class(root, ASSIGNMENT, RELEASE)

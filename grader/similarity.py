@@ -137,60 +137,61 @@ def _literal(text: str) -> str:
         return "S" if text[-1:] in "\"'" else text  # an f-string: its text is the student's, its names too
 
 
-def _line_key(tokens: list[tokenize.TokenInfo]) -> str:
-    """A line's code, to tell a line of the starter code; a given signature stays given with its parameters
-    renamed."""
-    code = [t for t in tokens if t.type not in _SKIP]
-    signature = bool(code) and code[0].string in ("def", "class", "async")
-    return " ".join("V" if signature and t.type == tokenize.NAME and not keyword.iskeyword(t.string) else t.string
-                    for t in code)
+def _code_tokens(source: str, names: tuple[set[str], set[str]]) -> list[tuple[str, int, bool]]:
+    """A cell's code as (normalised text, line, whether a function or class starts there): no comments, layout,
+    docstrings or trailing commas; the names the student chose are "V"."""
+    raw = _raw_tokens(source)
+    keywords = _keyword_arguments(source)
+    code = []
+    previous, after_dot = tokenize.NEWLINE, False
+    for i, tok in enumerate(raw):
+        starts_statement = previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL)
+        if tok.type not in (tokenize.NL, tokenize.COMMENT):
+            previous = tok.type
+        if tok.type in _SKIP:
+            continue
+        following = next((t for t in raw[i + 1:] if t.type not in _SKIP), None)
+        if tok.type == tokenize.STRING and starts_statement and (following is None or following.start[0] > tok.end[0]
+                                                                  or following.string == ";"):
+            continue  # a docstring, or a string standing alone: prose, not code
+        if tok.string == "," and following is not None and following.string in ")]}":
+            continue  # a trailing comma is layout
+        if tok.type == tokenize.NAME:
+            chosen = (tok.string in names[after_dot] and not keyword.iskeyword(tok.string)
+                      and tok.start not in keywords)
+            text = "V" if chosen else tok.string
+        elif tok.type in (tokenize.NUMBER, tokenize.STRING):
+            text = _literal(tok.string)
+        else:
+            text = tok.string
+        after_dot = tok.string == "."
+        code.append((text, tok.start[0], starts_statement and tok.string in ("def", "class", "@", "async")))
+    return code
+
+
+def _lines(code: list[tuple[str, int, bool]]) -> dict[int, str]:
+    lines: dict[int, list[str]] = {}
+    for text, line, _ in code:
+        lines.setdefault(line, []).append(text)
+    return {line: " ".join(texts) for line, texts in lines.items()}
 
 
 def _normalise(sub: Submission, starter: dict[str, str], names: tuple[set[str], set[str]]) -> list[int]:
-    """Fill sub.tokens and sub.kgrams, leaving out the lines of the starter cell of the same exercise; return the
-    function (a number) that each token is part of."""
+    """Fill sub.tokens and sub.kgrams, leaving out each line that is, once normalised, a line of the starter cell
+    of the same exercise; return the function (a number) that each token is part of."""
     chunk_of: list[int] = []
     chunk = 0
     for exercise, source in sub.cells.items():
         chunk += 1
-        given = {}
-        for tok in _raw_tokens(starter.get(exercise, "")):
-            given.setdefault(tok.start[0], []).append(tok)
-        given_lines = {_line_key(toks) for toks in given.values()} - {""}
-        raw = _raw_tokens(source)
-        keywords = _keyword_arguments(source)
-        by_line: dict[int, list[tokenize.TokenInfo]] = {}
-        for tok in raw:
-            by_line.setdefault(tok.start[0], []).append(tok)
-        starter_lines = {line for line, toks in by_line.items() if _line_key(toks) in given_lines}
-        previous, after_dot = tokenize.NEWLINE, False
-        for i, tok in enumerate(raw):
-            starts_statement = previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL)
-            if tok.type not in (tokenize.NL, tokenize.COMMENT):
-                previous = tok.type
-            if tok.type in _SKIP:
-                continue
-            if starts_statement and tok.string in ("def", "class", "@", "async"):
+        given = set(_lines(_code_tokens(starter.get(exercise, ""), names)).values())
+        code = _code_tokens(source, names)
+        starter_lines = {line for line, text in _lines(code).items() if text in given}
+        for text, line, starts_function in code:
+            if starts_function:
                 chunk += 1  # a function or class: k-grams stay inside it, so its place does not matter
-            following = next((t for t in raw[i + 1:] if t.type not in _SKIP), None)
-            if tok.type == tokenize.STRING and starts_statement and (following is None or following.start[0] > tok.end[0]
-                                                                      or following.string == ";"):
-                continue  # a docstring, or a string standing alone: prose, not code
-            if tok.start[0] in starter_lines:
-                continue
-            if tok.string == "," and following is not None and following.string in ")]}":
-                continue  # a trailing comma is layout
-            if tok.type == tokenize.NAME:
-                chosen = (tok.string in names[after_dot] and not keyword.iskeyword(tok.string)
-                          and tok.start not in keywords)
-                text = "V" if chosen else tok.string
-            elif tok.type in (tokenize.NUMBER, tokenize.STRING):
-                text = _literal(tok.string)
-            else:
-                text = tok.string
-            after_dot = tok.string == "."
-            sub.tokens.append((text, exercise, tok.start[0]))
-            chunk_of.append(chunk)
+            if line not in starter_lines:
+                sub.tokens.append((text, exercise, line))
+                chunk_of.append(chunk)
     texts = [t for t, _, _ in sub.tokens]
     start = 0
     for end in range(1, len(texts) + 1):
@@ -221,7 +222,6 @@ def fingerprint(student: str, cells: dict[str, str], starter: dict[str, str],
     sub = Submission(student, cells)
     chunk_of = _normalise(sub, starter, _bound_names(list(cells.values()) + list(starter.values())))
     sub.fingerprints = _winnow(sub.kgrams, chunk_of) - starter_prints
-    sub.kgrams = [k for k in sub.kgrams if k[0] not in starter_prints]  # nor is it highlighted as shared
     return sub
 
 

@@ -61,6 +61,27 @@ def softmax(x, dim=-1):
     "count_parameters": '''def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 ''',
+    # The starter's d_model is called width here: those lines are still the starter's.
+    "multi_head_attention": '''class MultiHeadAttention(nn.Module):
+    """n_heads attentions over d_model / n_heads dimensions each, then a linear layer that mixes them."""
+
+    def __init__(self, width, n_heads, bias=True):
+        super().__init__()
+        assert width % n_heads == 0, "d_model must be divisible by n_heads"
+        self.n_heads = n_heads
+        self.d_head = width // n_heads
+        self.last_weights = None  # (B, n_heads, Lq, Lk) of the latest forward, for plotting
+        self.qkv = nn.ModuleList(nn.Linear(width, width, bias=bias) for _ in range(3))
+        self.mix = nn.Linear(width, width, bias=bias)
+
+    def forward(self, x, context=None, mask=None):
+        """x (B, Lq, d_model), context (B, Lk, d_model) or None for self-attention -> (B, Lq, d_model)."""
+        source = x if context is None else context
+        heads = [proj(t).unflatten(-1, (self.n_heads, self.d_head)).transpose(1, 2)
+                 for proj, t in zip(self.qkv, (x, source, source))]
+        out, self.last_weights = scaled_dot_product_attention(*heads, mask)
+        return self.mix(out.transpose(1, 2).flatten(2))
+''',
 }
 
 # Another student's solutions of the same exercises, written without seeing the first.
@@ -98,7 +119,7 @@ INDEPENDENT = {
 RENAMES = {"values": "t", "axis": "d", "peak": "biggest", "numerator": "top", "denominator": "bottom",
            "shifted": "ex", "row_peak": "max_per_row", "guarded_divide": "safe_div", "dim": "width",
            "logits": "scores", "attn": "probabilities", "table": "pe", "pos": "p", "rate": "freq",
-           "dtype": "precision"}
+           "dtype": "precision", "qkv": "projections", "mix": "output", "heads": "parts"}
 
 
 def renamed(source: str, renames: dict[str, str]) -> str:
@@ -162,6 +183,8 @@ def test_a_renamed_reordered_copy_and_a_copy_of_it_are_found(tmp_path):
                 if {p.a.student, p.b.student} == {"orig", "copier"})
     marked = pair.lines["orig"]["scaled_dot_product_attention"]
     assert marked == set(range(3, 9)), marked
+    marked = pair.lines["orig"]["multi_head_attention"]
+    assert marked == {10, 11, 15, 16, 17, 18, 19}, marked
 
 
 def test_starter_code_alone_is_never_paired(tmp_path):

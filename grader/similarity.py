@@ -12,8 +12,9 @@ Wilkerson and Aiken, 2003): of every WINDOW consecutive hashes the smallest is k
 run of K + WINDOW - 1 shared tokens is guaranteed to leave a shared fingerprint, while a submission keeps only
 about a third of its hashes. A k-gram never spans two functions or classes (a `def` or `class` starts a new run),
 so moving helper functions around, or writing the methods of a class in another order, leaves the fingerprints as
-they were. A submission's fingerprints are a set, over all its exercises; fingerprints of the starter code are
-taken out of it.
+they were. A submission's fingerprints are a set, over all its exercises. The starter code is left out line by
+line before any of this: a line that is, once normalised, a line of the starter code (in any exercise: a student may
+move it) is not the student's.
 
 A pair's score is the Jaccard index of the two sets (fingerprints in common / fingerprints of either), over the
 whole submission: a copied notebook shares nearly everything, while a short exercise that has one obvious answer
@@ -177,13 +178,13 @@ def _lines(code: list[tuple[str, int, bool]]) -> dict[int, str]:
 
 
 def _normalise(sub: Submission, starter: dict[str, str], names: tuple[set[str], set[str]]) -> list[int]:
-    """Fill sub.tokens and sub.kgrams, leaving out each line that is, once normalised, a line of the starter cell
-    of the same exercise; return the function (a number) that each token is part of."""
+    """Fill sub.tokens and sub.kgrams, leaving out each line that is, once normalised, a line of the starter code;
+    return the function (a number) that each token is part of."""
     chunk_of: list[int] = []
     chunk = 0
+    given = {text for source in starter.values() for text in _lines(_code_tokens(source, names)).values()}
     for exercise, source in sub.cells.items():
         chunk += 1
-        given = set(_lines(_code_tokens(starter.get(exercise, ""), names)).values())
         code = _code_tokens(source, names)
         starter_lines = {line for line, text in _lines(code).items() if text in given}
         for text, line, starts_function in code:
@@ -217,24 +218,19 @@ def _winnow(kgrams: list[tuple[int, int, int]], chunk_of: list[int]) -> set[int]
     return kept
 
 
-def fingerprint(student: str, cells: dict[str, str], starter: dict[str, str],
-                starter_prints: frozenset[int] = frozenset()) -> Submission:
+def fingerprint(student: str, cells: dict[str, str], starter: dict[str, str]) -> Submission:
     sub = Submission(student, cells)
     chunk_of = _normalise(sub, starter, _bound_names(list(cells.values()) + list(starter.values())))
-    sub.fingerprints = _winnow(sub.kgrams, chunk_of) - starter_prints
+    sub.fingerprints = _winnow(sub.kgrams, chunk_of)
     return sub
 
 
 def read_class(submissions: Path, assignment: str, release: Path) -> list[Submission]:
     """Every submission of DIR/<student>/<assignment>/*.ipynb, fingerprinted, the release's starter code left out."""
     starter = solution_cells(sorted(release.glob("*.ipynb")))
-    # The starter code's own fingerprints (all its k-grams, not just the winnowed ones) are never evidence, even
-    # where a student moved it to another cell.
-    given = fingerprint("", starter, {})
-    starter_prints = frozenset(h for h, _, _ in given.kgrams)
     students = sorted(p.name for p in submissions.iterdir() if (p / assignment).is_dir()) if submissions.is_dir() else []
-    return [fingerprint(s, solution_cells(sorted((submissions / s / assignment).glob("*.ipynb"))), starter,
-                        starter_prints) for s in students]
+    return [fingerprint(s, solution_cells(sorted((submissions / s / assignment).glob("*.ipynb"))), starter)
+            for s in students]
 
 
 def _matching(sub: Submission, shared: set[int]) -> tuple[int, dict[str, set[int]]]:

@@ -188,14 +188,24 @@ def test_a_renamed_reordered_copy_and_a_copy_of_it_are_found(tmp_path):
 
 
 def test_starter_code_alone_is_never_paired(tmp_path):
-    """Two notebooks as released (one with the starter code's comments, layout and a parameter's name changed),
-    even at threshold 0."""
+    """Notebooks as released: as they are, with the starter code's comments, layout and a parameter's name changed,
+    or with all of it moved into one cell (twice): none is paired, even at threshold 0."""
     touched = read(RELEASE / "attention.ipynb")
     for cell in touched.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
             cell.source = re.sub(r"\bd_model\b(?! must)", "width", cell.source.replace("# YOUR CODE HERE", "# TODO: later")
                                  .replace("(", "( ")) + "\n\n"
-    root = write_class(tmp_path, {"blank": read(RELEASE / "attention.ipynb"), "touched": touched})
+    def moved() -> nbformat.NotebookNode:
+        """All the starter code in the first exercise's cell, the others empty."""
+        nb = read(RELEASE / "attention.ipynb")
+        cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+        cells[0].source = "\n\n".join(c.source for c in cells)
+        for cell in cells[1:]:
+            cell.source = ""
+        return nb
+
+    root = write_class(tmp_path, {"blank": read(RELEASE / "attention.ipynb"), "touched": touched,
+                                  "moved": moved(), "moved_too": moved()})
     assert listed(root, threshold=0.0) == {}
     subs = similarity.read_class(root, ASSIGNMENT, RELEASE)
     assert all(not s.fingerprints for s in subs), [(s.student, len(s.fingerprints)) for s in subs]

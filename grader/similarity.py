@@ -19,14 +19,16 @@ move it) is not the student's.
 A pair's score is the Jaccard index of the two sets (fingerprints in common / fingerprints of either), over the
 whole submission: a copied notebook shares nearly everything, while a short exercise that has one obvious answer
 (`sum(p.numel() for p in model.parameters())`) is diluted by the rest. A pair is listed when its score reaches the
-threshold and the code they share is at least MIN_SHARED tokens long (a few lines) in each: two students who both
-wrote the obvious one-liners are never listed.
+threshold and the code they share is at least MIN_SHARED tokens long (about six lines) in each: two students who
+both wrote the obvious one-liners are never listed.
 
-Why not `copydetect` (0.5.0, MOSS-style winnowing, boilerplate exclusion): it tokenises with Pygments, which turns
-every name into the same placeholder (so `torch.sin` and `torch.cos` look alike) and lets k-grams run across
-function boundaries (so reordering functions changes the fingerprints); its Detector reads files from folders and
-prints its progress, while here the code is in notebook cells in memory. The algorithm is short enough to write
-for Python tokens directly.
+Why not `copydetect` (0.5.0, MOSS-style winnowing with boilerplate exclusion)? It would install (pure Python; numpy,
+matplotlib, jinja2, pygments and tqdm, no torch), but it tokenises with Pygments, which turns every name into the
+same placeholder (so `torch.sin` and `torch.cos` look alike, and carla's swapped sine and cosine in the demo class
+would vanish), and its k-grams run across function boundaries (so reordering functions changes the fingerprints);
+its Detector reads files from folders and prints its progress with print() and tqdm, while here the code is in
+notebook cells in memory (only its lower-level CodeFingerprint takes a file object). Winnowing over Python's own
+tokens is short enough to write here.
 
 A score is evidence for a person to look at, never a verdict: nothing here changes a grade.
 """
@@ -46,7 +48,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import is_solution
 
-K = 10  # tokens per k-gram: a shared run shorter than this is never seen (a line is about 10 tokens)
+K = 10  # tokens per k-gram (a line is about 10); a function shorter than this is one fingerprint as a whole
 WINDOW = 5  # winnowing window: a shared run of K + WINDOW - 1 = 14 tokens always leaves a shared fingerprint
 THRESHOLD = 0.5  # the default score from which a pair is listed
 MIN_SHARED = 60  # tokens of shared code, in each of the two, below which a pair is never listed (about 6 lines)

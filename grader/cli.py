@@ -9,6 +9,7 @@
     grader worker --broker URL [--gpu] [--concurrency N]
     grader migrate-gradebook URL
     grader report ASSIGNMENT
+    grader similarity ASSIGNMENT --submissions DIR [--threshold SHARE]
     grader export [--format csv|canvas|moodle] [--roster FILE] [--output FILE]
     grader demo [--jobs N]
 """
@@ -240,6 +241,9 @@ def cmd_grade(args) -> int:
     finally:
         if trial is not None:
             shutil.rmtree(trial, ignore_errors=True)
+    from .similarity import remember
+
+    remember(course.root, args.assignment, submissions)  # for the report's similarity section
     run = history.new_run()
     history.record(course, args.assignment, results, run, kind="regrade" if regrade else "grade")
     report_dir = write_class_files(course, args.assignment, results)
@@ -390,6 +394,40 @@ def cmd_report(args) -> int:
     report = build_report(course, args.assignment)
     print(f"Grades (with any graded by hand since): {write_grades_csv(course, args.assignment)}")
     print(f"Class report: {report}")
+    return 0
+
+
+def cmd_similarity(args) -> int:
+    from . import similarity
+
+    course = _course(args)
+    course.require_assignment(args.assignment)
+    submissions = Path(args.submissions)
+    if not submissions.is_dir():
+        raise _user_error(f"the submissions directory {submissions} does not exist")
+    if not 0 <= args.threshold <= 1:
+        raise _user_error(f"--threshold is a share of fingerprints in common, from 0 to 1 (0.5 is half), not "
+                          f"{args.threshold:g}")
+    subs = similarity.read_class(submissions, args.assignment, course.root / "release" / args.assignment)
+    if not subs:
+        raise _user_error(f"{submissions} holds no submissions of {args.assignment}: expected "
+                          f"{submissions}/<student>/{args.assignment}/<notebook>.ipynb")
+    pairs = similarity.compare(subs, args.threshold)
+    similarity.remember(course.root, args.assignment, submissions, args.threshold)
+    print(f"{args.assignment}: {len(subs)} submissions compared; {len(pairs)} pair{'s' * (len(pairs) != 1)} from a "
+          f"score of {args.threshold:.0%} (the share of code fingerprints the two have in common). This is evidence "
+          f"for a person to look at, not a verdict: no grade changes.")
+    if pairs:
+        print(_table([("rank", "students", "score", "shared tokens")] +
+                     [(n, f"{p.a.student} and {p.b.student}", f"{100 * p.score:.1f}%", p.shared_tokens)
+                      for n, p in enumerate(pairs, 1)]))
+    if (course.root / "reports" / args.assignment / "grades.json").exists():
+        from .report import build_report
+
+        print(f"Side by side, with the matching lines highlighted: {build_report(course, args.assignment)}#similarity")
+    else:
+        print(f"Once the class is graded (`grader grade {args.assignment} --submissions {submissions}`), the class "
+              f"report shows each pair side by side.")
     return 0
 
 
@@ -607,6 +645,13 @@ def parser() -> argparse.ArgumentParser:
     r = command("report", help="write an HTML report of a graded class")
     r.add_argument("assignment")
     r.set_defaults(fn=cmd_report)
+    sim = command("similarity", help="rank the pairs of submissions whose code is alike (never changes a grade)")
+    sim.add_argument("assignment")
+    sim.add_argument("--submissions", required=True, help="DIR/<student>/<assignment>/<notebook>.ipynb")
+    sim.add_argument("--threshold", type=float, default=0.5,
+                     help="list pairs from this share of fingerprints in common (0 to 1, default 0.5); the class "
+                          "report then uses it too")
+    sim.set_defaults(fn=cmd_similarity)
     e = command("export", help="every student's grade in every assignment, from the gradebook (hand grades included)")
     e.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv",
                    help="csv (default), or the layout Canvas's or Moodle's grade import takes")

@@ -4,8 +4,9 @@ It reads the gradebook (the scores nbgrader recorded, grades given by hand inclu
 each check said), and shows the score histogram; per exercise, how many students got full marks, lost points,
 or did not attempt it; pass rates per check and the most frequent failure hints (the class's common
 misconceptions), both over attempted work only and counted in students; the submissions that timed out,
-crashed or could not be read; one row per student, linked to their graded notebook and feedback; and the time
-grading took.
+crashed or could not be read; item analysis of the checks (grader/item_analysis.py); the pairs of
+submissions whose code is alike (grader/similarity.py); one row per student, linked to their graded notebook and
+feedback; and the time grading took. A table of contents at the top links to each section.
 """
 from __future__ import annotations
 
@@ -178,21 +179,35 @@ def build_report(course: Course, assignment: str) -> Path:
     from .grading import kernel_test_cells_note
 
     note = kernel_test_cells_note(course, assignment)
+    from . import item_analysis as items, similarity as alike
+
+    item_analysis = items.section_html(results)
+    similarity = alike.section_html(course.root, assignment)
+    contents = " ".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in (
+        ("exercises", "Exercises"), ("checks", "Checks"), ("hints", "Common misconceptions"),
+        ("item-analysis", "Item analysis"), ("needs-a-look", "Submissions that need a look"),
+        ("similarity", "Similar submissions"), ("students", "Students")))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(assignment)} report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f3f3f3}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f3f3f3}}
+nav a{{margin-right:.8em}}tr.flagged td{{background:#fff1e6}}.side{{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}}
+.side pre{{background:#f7f7f7;padding:.5em;line-height:1.45;overflow-x:auto;font-size:.8em;margin:.3em 0}}mark{{background:#ffe08a}}
+.exercise{{margin:.8em 0 0;font-weight:bold;color:#555}}</style></head><body>
 <h1>{html.escape(assignment)}: class report</h1>
+<nav>On this page: {contents}</nav>
 <p>{len(results)} submissions graded{f", {len(not_graded)} not graded (see below)" if not_graded else ""}, mean score {mean:.1f} of {max_score:g}; grading took {total_seconds:.0f} s of kernel time
 (median {sorted(seconds)[len(seconds) // 2] if seconds else 0:.1f} s per submission).</p>
 {f"<p><b>Note:</b> {html.escape(note)}</p>" if note else ""}
 <img alt="score histogram" src="data:image/png;base64,{histogram}">
-<h2>Exercises</h2><img alt="pass rates" src="data:image/png;base64,{pass_rates}">
+<h2 id="exercises">Exercises</h2><img alt="pass rates" src="data:image/png;base64,{pass_rates}">
 {table(["exercise", "full marks", "points lost", "not attempted"], exercise_rows)}
 <p>Not attempted: the exercise still raises <code>NotImplementedError</code>, as released. The checks and
 hints below count attempted work only.</p>
-<h2>Checks</h2>{table(["exercise", "check", "passed", "attempts"], check_rows)}
-<h2>Most frequent hints (common misconceptions)</h2>{table(["students", "exercise", "hint"], hint_rows) if hint_rows else "<p>None: every check of attempted work passed.</p>"}
-<h2>Submissions that need a look</h2>{table(["student", "score", "what happened"], flag_rows) if flag_rows else "<p>None timed out, crashed or was unreadable.</p>"}
+<h2 id="checks">Checks</h2>{table(["exercise", "check", "passed", "attempts"], check_rows)}
+<h2 id="hints">Most frequent hints (common misconceptions)</h2>{table(["students", "exercise", "hint"], hint_rows) if hint_rows else "<p>None: every check of attempted work passed.</p>"}
+{item_analysis}
+<h2 id="needs-a-look">Submissions that need a look</h2>{table(["student", "score", "what happened"], flag_rows) if flag_rows else "<p>None timed out, crashed or was unreadable.</p>"}
+{similarity}
 <h2 id="students">Students</h2>{links_table(["student", "score", "points lost in", "graded notebook, feedback"], student_rows)}
 </body></html>"""
     out = course.root / "reports" / assignment / "report.html"

@@ -2,7 +2,8 @@
 
 A small class of the fixture course is graded (full marks, points lost, a syntax error, exercises not attempted,
 one notebook under another name, a file that is not a notebook), two students get feedback pages, and the
-report is opened from disk as an instructor opens it. Nothing may go wrong in the console; the per-student table
+report is opened from disk as an instructor opens it. `grader similarity` runs on the class plus a student who copied
+another's longer answer. Nothing may go wrong in the console; the per-student table
 shows every student with the score grades.json has, and each of its links opens a file that exists (a feedback
 page without errors of its own); the exercise states count what grades.json says.
 
@@ -42,7 +43,47 @@ SECTIONS = {
     "hints": "Most frequent hints (common misconceptions)",
     "needs-a-look": "Submissions that need a look",
     "students": "Students",
+    "item-analysis": "Item analysis of the checks",
+    "similarity": "Similar submissions",
 }
+# A longer answer of `add`, with helpers, and a copy of it: names changed, helpers in another order.
+LONG_ADD = '''def same_shape(a, b):
+    """Both shapes, checked to be equal."""
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.shape
+
+
+def elementwise(op, a, b):
+    same_shape(a, b)
+    out = torch.empty_like(a)
+    flat_a, flat_b, flat_out = a.reshape(-1), b.reshape(-1), out.view(-1)
+    for i in range(flat_a.numel()):
+        flat_out[i] = op(flat_a[i], flat_b[i])
+    return out
+
+
+def add(a, b):
+    return elementwise(lambda x, y: x + y, a, b)
+'''
+COPIED_ADD = '''def add(a, b):
+    return apply_pairwise(lambda u, v: u + v, a, b)
+
+
+def apply_pairwise(fn, a, b):
+    check_shapes(a, b)  # same shapes only
+    result = torch.empty_like(a)
+    xs, ys, rs = a.reshape(-1), b.reshape(-1), result.view(-1)
+    for j in range(xs.numel()):
+        rs[j] = fn(xs[j], ys[j])
+    return result
+
+
+def check_shapes(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.shape
+'''
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +101,13 @@ def graded_report(tmp_path_factory):
     write_submission(subs, "misnamed", student_notebook(course, CORRECT), name="basics (1)")
     write_submission(subs, "corrupt", '{"cells": [ this is not json')
     assert main(["--course", str(course), "grade", ASSIGNMENT, "--submissions", str(subs), "--jobs", "2"]) == 0
+
+    # Similarity over the class and two more notebooks (not graded: similarity needs none).
+    alike = tmp_path_factory.mktemp("similarity-submissions")
+    shutil.copytree(subs, alike, dirs_exist_ok=True)
+    write_submission(alike, "lee", student_notebook(course, {**CORRECT, "add": LONG_ADD}))
+    write_submission(alike, "lee_copy", student_notebook(course, {**CORRECT, "add": COPIED_ADD}))
+    assert main(["--course", str(course), "similarity", ASSIGNMENT, "--submissions", str(alike)]) == 0
 
     from grader.course import Course
 
@@ -200,6 +248,35 @@ def test_report_opens_cleanly_and_every_student_link_resolves(graded_report):
         assert "syntax error" in flagged["syntax"]
         assert "basics (1).ipynb was graded as basics.ipynb" in flagged["misnamed"]
         assert "ada" not in flagged and "one_wrong" not in flagged
+
+        # The table of contents leads to every section, the new ones included.
+        contents = page.locator("nav a").evaluate_all("as => as.map(a => a.getAttribute('href'))")
+        assert contents == ["#exercises", "#checks", "#hints", "#item-analysis", "#needs-a-look", "#similarity",
+                            "#students"], contents
+        for anchor in ("item-analysis", "similarity"):
+            page.locator(f"nav a[href='#{anchor}']").click()
+            assert page.evaluate("location.hash") == f"#{anchor}"
+            assert -1 < page.evaluate(f"document.getElementById('{anchor}').getBoundingClientRect().top") < 900
+
+        # Item analysis: a row per exercise and per check, as grader.item_analysis computes it from grades.json.
+        from grader.item_analysis import analyse
+
+        items = analyse(list(results.values()))
+        shown = section_rows(page, SECTIONS["item-analysis"])
+        assert [(row[0], row[1] if i.check else "", int(row[2]), row[3]) for row, i in zip(shown, items)] == \
+            [(i.exercise, i.check, i.attempts, f"{100 * i.difficulty:.0f}%") for i in items]
+        assert len(shown) == len(items) and "whole exercise (full marks)" in shown[0][1]
+        assert page.get_by_text("point-biserial correlation", exact=False).count() == 1
+
+        # Similarity: the copy first, and side by side, matching lines highlighted on both sides.
+        pairs = section_rows(page, SECTIONS["similarity"])
+        assert pairs[0][1] == "lee and lee_copy" and pairs[0][2] == "100.0%", pairs
+        assert page.get_by_text("evidence for a person, not a verdict", exact=False).count() == 1
+        side = page.locator("#pair-1 ~ div.side").first
+        assert side.locator("pre").count() == 2
+        assert all(side.locator("pre").nth(i).locator("mark").count() >= 10 for i in range(2))
+        page.locator("a[href='#pair-1']").click()
+        assert page.evaluate("location.hash") == "#pair-1"
 
         if DOC_SCREENSHOTS:
             docs.mkdir(parents=True, exist_ok=True)

@@ -245,7 +245,11 @@ def cmd_grade(args) -> int:
 
     remember(course.root, args.assignment, submissions)  # for the report's similarity section
     run = history.new_run()
-    history.record(course, args.assignment, results, run, kind="regrade" if regrade else "grade")
+    try:
+        history.record(course, args.assignment, results, run, kind="regrade" if regrade else "grade")
+    except Exception as exc:  # the grades are written; only the way back is missing
+        print(f"grader grade: the grades are written, but this run could not be added to the history, so `grader "
+              f"rollback` cannot undo it ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
     report_dir = write_class_files(course, args.assignment, results)
     from .report import build_report
 

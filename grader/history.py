@@ -4,7 +4,8 @@ Each run of `grader grade` records, for every student it graded, one row of the 
 `llmcourse_history`: the run, when, the version of the checks that graded it (a hash of the source notebooks,
 the check modules and the grading engine: `distributed.course_fingerprint`), the student's result (every check's
 verdict), and what nbgrader recorded for the submission (each cell's automatic score and points, the submission
-time, the late penalty). The run's graded notebooks are kept under reports/<assignment>/history/<run>/<student>/.
+time, the late penalty). The run's graded notebooks (only those) are kept under
+reports/<assignment>/history/<run>/<student>/.
 
 `grader grade --regrade` grades into a scratch gradebook first and prints each student's change (`changes`,
 `format_changes`); only when the instructor agrees are the grades written (`adopt`). `grader history` lists the
@@ -15,8 +16,9 @@ changes the automatic scores only.
 from __future__ import annotations
 
 import json
+import os
 import secrets
-import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,9 +156,37 @@ def record(course: Course, assignment: str, results, run: str, kind: str = "grad
 
 
 def _keep_notebooks(course: Course, assignment: str, student: str, run: str) -> None:
-    graded = course.root / "autograded" / student / assignment
-    if graded.is_dir() and not graded.is_symlink():
-        shutil.copytree(graded, history_dir(course, assignment) / run / student, symlinks=True)
+    """A copy of the student's graded notebooks (only those: whatever else the folder holds was the student's)."""
+    _copy_notebooks(course.root / "autograded" / student / assignment, history_dir(course, assignment) / run / student)
+
+
+def _copy_notebooks(source: Path, target: Path) -> int:
+    """Copy the regular files `*.ipynb` directly in `source` into `target`; how many. A link, a pipe or a folder
+    of that name is never followed nor read (a student's code may have placed it), and a folder that is not
+    there copies nothing."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    copied = 0
+    try:
+        for entry in os.scandir(fd):
+            if not entry.name.endswith(".ipynb") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                file_fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+            except OSError:
+                continue
+            with os.fdopen(file_fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    continue
+                data = f.read()
+            target.mkdir(parents=True, exist_ok=True)
+            (target / entry.name).write_bytes(data)
+            copied += 1
+    finally:
+        os.close(fd)
+    return copied
 
 
 @dataclass
@@ -277,14 +307,15 @@ def adopt(course: Course, assignment: str, trial_db: str, trial_autograded: Path
 
 
 def _replace_notebooks(course: Course, assignment: str, student: str, source: Path) -> None:
+    """The student's graded notebooks in autograded/ become those in `source` (a trial's, or a kept run's)."""
     target = course.root / "autograded" / student / assignment
-    if target.is_symlink() or target.is_file():
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
         target.unlink()
-    elif target.exists():
-        shutil.rmtree(target)
-    if source.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, target, symlinks=True)
+    elif target.is_dir():
+        for old in target.glob("*.ipynb"):
+            if old.is_symlink() or old.is_file():
+                old.unlink()
+    _copy_notebooks(source, target)
 
 
 @dataclass

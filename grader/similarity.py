@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
-import nbformat
 from nbgrader.utils import is_solution
 
 K = 10  # tokens per k-gram (a line is about 10); a function shorter than this is one fingerprint as a whole
@@ -77,10 +76,12 @@ class Pair:
 
 def solution_cells(notebooks: list[Path]) -> dict[str, str]:
     """The solution cells of a submission's notebooks, by grade_id (a notebook that cannot be read has none)."""
+    from .submissions import read_notebook
+
     cells: dict[str, str] = {}
     for path in notebooks:
-        try:
-            nb = nbformat.read(str(path), as_version=4)
+        try:  # never through a link, never a pipe (it would wait forever), at most a submission's size
+            nb = read_notebook(path)
         except Exception:  # a malformed notebook: grading reports it; there is nothing here to compare
             continue
         for n, cell in enumerate(nb.get("cells", [])):
@@ -230,7 +231,9 @@ def fingerprint(student: str, cells: dict[str, str], starter: dict[str, str]) ->
 def read_class(submissions: Path, assignment: str, release: Path) -> list[Submission]:
     """Every submission of DIR/<student>/<assignment>/*.ipynb, fingerprinted, the release's starter code left out."""
     starter = solution_cells(sorted(release.glob("*.ipynb")))
-    students = sorted(p.name for p in submissions.iterdir() if (p / assignment).is_dir()) if submissions.is_dir() else []
+    students = sorted(p.name for p in submissions.iterdir()
+                      if not p.is_symlink() and (p / assignment).is_dir() and not (p / assignment).is_symlink()
+                      ) if submissions.is_dir() else []
     return [fingerprint(s, solution_cells(sorted((submissions / s / assignment).glob("*.ipynb"))), starter)
             for s in students]
 

@@ -288,3 +288,24 @@ def test_demo_class_lists_the_planted_copies_first(tmp_path, capsys):
     assert "evidence for a person, not a verdict" in section and section.count("<mark>") > 100
     print(f"demo class + 4: {len(ranked)} pairs listed, planted {lowest_planted}%, next "
           f"{ranked[len(planted_pairs)][1]}%; grader similarity {seconds:.2f} s")
+
+
+def test_links_and_pipes_in_the_submissions_are_never_read(tmp_path):
+    """A pipe in place of a notebook would make a plain read wait forever; a link could show a file the student
+    cannot read in the report's side-by-side view. Neither is read: the copy through a link is not compared."""
+    import os
+
+    root = write_class(tmp_path, {"orig": notebook(ORIGINAL)})
+    secret = tmp_path / "elsewhere" / "attention.ipynb"
+    secret.parent.mkdir()
+    shutil.copy(root / "orig" / ASSIGNMENT / "attention.ipynb", secret)
+    (root / "linker" / ASSIGNMENT).mkdir(parents=True)
+    (root / "linker" / ASSIGNMENT / "attention.ipynb").symlink_to(secret)
+    (root / "folder_linker").mkdir()
+    (root / "folder_linker" / ASSIGNMENT).symlink_to(secret.parent)
+    (root / "piper" / ASSIGNMENT).mkdir(parents=True)
+    os.mkfifo(root / "piper" / ASSIGNMENT / "attention.ipynb")
+    subs = {s.student: s for s in similarity.read_class(root, ASSIGNMENT, RELEASE)}
+    assert set(subs) == {"orig", "linker", "piper"}
+    assert not subs["linker"].fingerprints and not subs["piper"].fingerprints
+    assert listed(root, threshold=0.0) == {}

@@ -165,3 +165,25 @@ def test_a_whole_term(tmp_path, capsys, monkeypatch):
             "ada,ada@example.org,10", "cy,cy@example.org,0", "bo,,7", "dee,,8"}
     finally:
         forget_fixture_checks(course)
+
+
+def test_history_keeps_only_the_graded_notebooks_and_follows_no_link(tmp_path):
+    """A kernel may leave links, pipes and other files in its folder: the history copies the graded notebooks
+    only, reads no pipe (it would block, or fail the whole copy) and follows no link."""
+    from grader.history import _copy_notebooks
+
+    graded = tmp_path / "autograded" / "mallory" / ASSIGNMENT
+    graded.mkdir(parents=True)
+    (graded / "basics.ipynb").write_text('{"cells": []}')
+    (graded / "data.csv").write_text("1,2")
+    secret = tmp_path / "secret.ipynb"
+    secret.write_text("root's own notebook")
+    (graded / "linked.ipynb").symlink_to(secret)
+    os.mkfifo(graded / "pipe.ipynb")
+    (graded / "folder.ipynb").mkdir()
+    kept = tmp_path / "kept"
+    assert _copy_notebooks(graded, kept) == 1
+    assert sorted(p.name for p in kept.iterdir()) == ["basics.ipynb"]
+    assert _copy_notebooks(tmp_path / "nowhere", kept) == 0
+    os.symlink(graded, tmp_path / "linked-folder")
+    assert _copy_notebooks(tmp_path / "linked-folder", tmp_path / "other") == 0

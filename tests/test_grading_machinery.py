@@ -69,8 +69,8 @@ def test_a_gradebook_locked_past_its_timeout_grades_nothing_wrong(fixture_course
     lockers = []
     register = grading.register_students
 
-    def register_then_lock(course, students):
-        register(course, students)
+    def register_then_lock(course, students, db_url=None):
+        register(course, students, db_url)
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(course.root / "gradebook.db")],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         lockers.append(locker)

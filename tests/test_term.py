@@ -124,9 +124,9 @@ def test_a_whole_term(tmp_path, capsys, monkeypatch):
         monkeypatch.setattr("grader.cli._interactive", lambda: True)
         monkeypatch.setattr("builtins.input", lambda prompt: "n")
         capsys.readouterr()
-        assert grade(course, subs, "--regrade") == 0
+        assert grade(course, subs, "--regrade", "--student", "ada", "--student", "bo") == 0  # declined
         said = capsys.readouterr().out
-        assert "3 students gain, 0 lose, 0 graded for the first time, 1 unchanged" in said, said
+        assert "1 student gains, 0 lose, 0 graded for the first time, 1 unchanged" in said, said
         assert re.search(r"ada\s+10\s+11\s+\+1\s+mean_rows: mean rows random \+1", said), said
         assert "Nothing was written" in said
         assert (course / "reports" / ASSIGNMENT / "grades.json").read_text() == before_regrade

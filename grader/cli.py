@@ -202,7 +202,8 @@ def cmd_grade(args) -> int:
         students = [s for s in students if s in chosen]
     from . import history
 
-    before = _stored_results(course, args.assignment)
+    before = history.stored_results(course, args.assignment)
+    not_graded_students: list[str] = []
     bar = tqdm(total=len(students), desc=f"{'trying' if regrade else 'grading'} {args.assignment}",
                unit="submission", disable=args.json or None, file=sys.stderr)
     trial = Path(tempfile.mkdtemp(prefix="grader-regrade-")) if regrade else None
@@ -238,6 +239,8 @@ def cmd_grade(args) -> int:
                 return 0
             history.adopt(course, args.assignment, into["db_url"], trial / "autograded", list(graded))
             results = [r for r in results if not r.not_graded]
+            if failed:  # their earlier grades stay; the exit status still says that some are not graded
+                not_graded_students = failed
     finally:
         if trial is not None:
             shutil.rmtree(trial, ignore_errors=True)
@@ -248,6 +251,7 @@ def cmd_grade(args) -> int:
     try:
         history.record(course, args.assignment, results, run, kind="regrade" if regrade else "grade")
     except Exception as exc:  # the grades are written; only the way back is missing
+        run = ""
         print(f"grader grade: the grades are written, but this run could not be added to the history, so `grader "
               f"rollback` cannot undo it ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
     report_dir = write_class_files(course, args.assignment, results)
@@ -262,24 +266,16 @@ def cmd_grade(args) -> int:
             print("\n" + history.format_changes("Changes since the last grading", found))
         print(f"\nGrades are in the gradebook ({_gradebook_name(course)}); "
               f"a copy is in {report_dir / 'grades.csv'} and {report_dir / 'grades.json'}.")
-        print(f"This grading is run {run} in `grader history {args.assignment}`; `grader rollback "
-              f"{args.assignment}` puts back the grades it replaced.")
+        if run:
+            print(f"This grading is run {run} in `grader history {args.assignment}`; `grader rollback "
+                  f"{args.assignment}` puts back the grades it replaced.")
         print(f"Graded notebooks: {course.root / 'autograded'}/<student>/{args.assignment}/")
         print(f"Class report: {report}")
         note = kernel_test_cells_note(course, args.assignment)
         if note:
             print(f"Note: {note}")
     # Exit status 3: some submissions are not graded (the machinery failed); running again grades them.
-    return 3 if any(r.not_graded for r in results) else 0
-
-
-def _stored_results(course, assignment: str) -> dict[str, dict]:
-    """grades.json's results by student (none before the first grading)."""
-    try:
-        return {r["student"]: r for r in json.loads((course.root / "reports" / assignment / "grades.json").read_text())
-                if isinstance(r, dict) and r.get("student")}
-    except (OSError, ValueError, TypeError):
-        return {}
+    return 3 if not_graded_students or any(r.not_graded for r in results) else 0
 
 
 def _interactive() -> bool:
@@ -314,7 +310,7 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from .history import format_changes, plan_rollback, rollback
+    from .history import checks_version, format_changes, plan_rollback, rollback
     from .report import build_report
 
     course = _course(args)
@@ -344,12 +340,10 @@ def cmd_rollback(args) -> int:
     if stale:
         print(f"The feedback pages of {len(stale)} of them were made before the rollback: run `nbgrader "
               f"generate_feedback {args.assignment} --force` before releasing feedback.")
-    from .history import checks_version
-
-    if checks_version(course, args.assignment) not in versions:
-        print(f"The course's checks have changed since those grades (they are now "
-              f"{checks_version(course, args.assignment)}): put them back as they were before grading again, or the "
-              f"next grading uses the new ones.")
+    now = checks_version(course, args.assignment)
+    if now not in versions:
+        print(f"The course's checks have changed since those grades (they are now {now}): put them back as they "
+              f"were before grading again, or the next grading uses the new ones.")
     return 0
 
 
@@ -539,11 +533,10 @@ def write_class_files(course, assignment: str, results) -> Path:
     # instructor's full results are in `grader grade --json` and in each graded notebook.
     fresh = [redacted_result(r.to_json()) for r in results]
     graded_now = {r["student"] for r in fresh}
+    from .history import stored_results
+
+    earlier = [r for student, r in stored_results(course, assignment).items() if student not in graded_now]
     path = out / "grades.json"
-    try:
-        earlier = [r for r in json.loads(path.read_text()) if r.get("student") not in graded_now]
-    except (OSError, ValueError, AttributeError):
-        earlier = []
     merged = sorted(earlier + fresh, key=lambda r: r.get("student") or "")
     path.write_text(json.dumps(merged, indent=2))
     write_grades_csv(course, assignment)

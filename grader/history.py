@@ -61,6 +61,15 @@ def _engine(course: Course):
     return engine
 
 
+def stored_results(course: Course, assignment: str) -> dict[str, dict]:
+    """grades.json's results by student (none before the first grading, or where it cannot be read)."""
+    try:
+        rows = json.loads((course.root / "reports" / assignment / "grades.json").read_text())
+        return {r["student"]: r for r in rows if isinstance(r, dict) and r.get("student")}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def new_run() -> str:
     """A run's name: when it started (UTC), and four hex digits that keep two runs of one second apart."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -358,16 +367,13 @@ def rollback(course: Course, plan: Rollback) -> None:
     with Gradebook(course.config().CourseDirectory.db_url) as gb:
         for student, (earlier, _) in plan.restored.items():
             apply_state(gb, assignment, student, earlier.states[student])
-    path = course.root / "reports" / assignment / "grades.json"
-    try:
-        stored = {r["student"]: r for r in json.loads(path.read_text())}
-    except (OSError, ValueError, TypeError, KeyError):
-        stored = {}
+    stored = stored_results(course, assignment)
     for student, (earlier, result) in plan.restored.items():
         stored[student] = redacted_result(result)
         kept = history_dir(course, assignment) / earlier.run / student
         if kept.is_dir():
             _replace_notebooks(course, assignment, student, kept)
+    path = course.root / "reports" / assignment / "grades.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([stored[s] for s in sorted(stored)], indent=2))
     engine = _engine(course)

@@ -5,7 +5,7 @@ The training data (assets/scripts/appdata.py), the evaluation (assets/scripts/ev
 Every prompt is course-lm's instruction format (`llmcourse.assets.format_instruction`).
 
     retrieval    ### Instruction: RAG_INSTRUCTION / ### Input: "[1] passage" lines, then "Question: ..."
-                 ### Response: "answer [n]" (n: the passage the answer came from)
+                 ### Response: " answer [n]" (n: the passage the answer came from)
     closed book  ### Instruction: CLOSED_BOOK_INSTRUCTION / ### Input: "Question: ..." / "answer"
     ReAct        ### Instruction: REACT_INSTRUCTION / ### Input: "Question: ..." / ### Response: a trace of
                  "Thought: ...", "Action: tool[argument]", "Observation: ..." lines, ending "Action: Finish[answer]"
@@ -35,9 +35,12 @@ def number_passages(passages: list[str]) -> str:
 
 
 def rag_text(question: str, passages: list[str], answer: str | None = None, cite: int | None = None) -> str:
-    """A retrieval prompt for trusted passages (training data); with `answer`, the response "answer [cite]"."""
+    """A retrieval prompt for trusted passages (training data); with `answer`, the response " answer [cite]".
+
+    The answer starts with a space, as the same word does inside a passage, so that both are the same tokens:
+    the model copies the word it read instead of spelling it anew."""
     prompt = format_instruction(RAG_INSTRUCTION, number_passages(passages) + f"\nQuestion: {question}")
-    return prompt if answer is None else prompt + f"{answer} [{cite}]"
+    return prompt if answer is None else prompt + f" {answer} [{cite}]"
 
 
 def closed_book_prompt(question: str) -> str:

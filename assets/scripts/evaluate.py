@@ -509,6 +509,18 @@ def eval_apps(models: Path, data: Path, n_questions: int = 200, n_problems: int 
         result[f"rag_{name}_exact_match"] = em
         if name == "bm25":
             result["rag_example"] = {"question": qa[0][1], "answer": qa[0][2], "response": outs[0]}
+    # Where the answering article sits among the three passages: a retriever puts it first; how much of the
+    # reading survives when it comes second or third (two other articles, drawn at random)?
+    result["rag_by_position"] = {}
+    for position in (1, 2, 3):
+        prompts, cited = [], []
+        for i, q, _ in qa:
+            shown = [passages[j] for j in rng.sample([j for j in range(len(passages)) if j != i], 2)]
+            shown.insert(position - 1, passages[i])
+            prompts.append(rag_text(q, shown))
+        em, outs = exact(prompts)
+        result["rag_by_position"][position] = {
+            "exact_match": em, "cites_it": sum(split_citation(o)[1] == position for o in outs) / len(qa)}
 
     problems = C.read_jsonl(data / "bigmath" / "test.jsonl")[:n_problems]
     result["n_problems"] = len(problems)

@@ -127,7 +127,7 @@ def checks(r: dict) -> dict[str, tuple[str, bool]]:
 
 def train_time(i: dict, build: dict, script: str) -> str:
     """How long a model trained: wall clock, and the CPU time when the build measured it."""
-    text = f"{i['seconds'] / 60:.1f} minutes wall-clock on {i['threads']} thread"
+    text = f"{i['seconds'] / 60:.1f} minutes wall-clock on {i['threads']} thread" + ("s" if i['threads'] != 1 else "")
     cpu = build.get("cpu_seconds", {}).get(script)
     return text + (f" ({cpu / 60:.1f} CPU minutes)" if cpu else "")
 
@@ -317,16 +317,26 @@ def card(assets: Path) -> str:
         add("")
         add(f"- **Architecture and size**: course-lm's ({i['parameters'] / 1e6:.2f} M parameters, "
             f"{mb(apps_dir):.1f} MB on disk), same tokenizer.")
+        phases = i.get("phases", [])
+        schedule = (" in " + " then ".join(f"{p['steps']} at learning rate {p['lr']:g}" for p in phases)
+                    + " (each phase from a fresh optimiser and the data stream's start)") if len(phases) > 1 else ""
         add(f"- **Training**: from course-lm's weights, {i['steps']} steps of {i['batch_size']} rows x {i['seq_len']} "
-            f"tokens ({i['tokens'] / 1e6:.1f} M tokens), {train_time(i, build, 'train_apps.py')}; final training loss "
-            f"{i['final_loss']}.")
+            f"tokens ({i['tokens'] / 1e6:.1f} M tokens){schedule}, {train_time(i, build, 'train_apps.py')}; final "
+            f"training loss {i['final_loss']}.")
         mix = i.get("mixture", {})
-        add(f"- **Data**: retrieval prompts on `facts` ({mix.get('rag', 0):.0%}: a question, three numbered passages, "
-            "the answer and its passage's number), closed-book questions on the same articles "
+        curriculum = i.get("curriculum")
+        passages = (f"one, then two, then three numbered passages (up to {curriculum[0]:.0%} and {curriculum[1]:.0%} "
+                    "of each phase's rows)" if curriculum else "three numbered passages")
+        weight = (f"; their answers weigh {i['answer_weight']} times as much as other tokens in the loss"
+                  if i.get("answer_weight") else "")
+        copy = (f", copying invented names or a passage word for word ({mix['copy']:.0%})" if "copy" in mix else "")
+        cot = (f", the same problems worked step by step ({mix['cot']:.0%})" if "cot" in mix else "")
+        add(f"- **Data**: retrieval prompts on `facts` ({mix.get('rag', 0):.0%}: a question, {passages}, the answer "
+            f"and its passage's number{weight}){copy}, closed-book questions on the same articles "
             f"({mix.get('closed', 0):.0%}), ReAct traces ({mix.get('react', 0):.0%}: `bigmath` problems with "
             "`calculator[...]`, `facts` questions with `lookup[...]`, comparisons with both), programs of `bigmath` "
-            f"problems ({mix.get('pal', 0):.0%}) and course-lm's own mixture ({mix.get('replay', 0):.0%}). Train "
-            "splits only.")
+            f"problems ({mix.get('pal', 0):.0%}){cot} and course-lm's own mixture ({mix.get('replay', 0):.0%}). "
+            "Train splits only.")
         add("- **Prompt formats**: `llmcourse.applications_formats` (retrieval, closed book, ReAct, PAL).")
         if "apps" in r:
             a = r["apps"]
@@ -342,6 +352,21 @@ def card(assets: Path) -> str:
                 add(f"| RAG, {name} top 3 | {pct(a[f'rag_{name}_exact_match'])} | {pct(rk['1'])} | {pct(rk['3'])} "
                     f"| {pct(rk['10'])} |")  # keys are strings: the results were read from JSON
             add("")
+            if "rag_by_position" in a:
+                by = a["rag_by_position"]
+                add("**Where the answering article sits** (the same questions, the article and two others drawn at "
+                    "random, the article first, second or third):")
+                add("")
+                add("| the article is passage | exact match | cites that passage |")
+                add("|---|---|---|")
+                for position in ("1", "2", "3"):
+                    add(f"| [{position}] | {pct(by[position]['exact_match'])} | {pct(by[position]['cites_it'])} |")
+                add("")
+                add("The model learned where a retriever puts the best passage: its reading is best, and its citation "
+                    "right, when the answering article comes first, as it does after BM25 (recall@1 is "
+                    f"{pct(a['recall_at_k_bm25']['1'])}). It was trained with the article first in most prompts "
+                    "(`SHUFFLED` in train_apps.py); 06_applications shows this as a lesson on position bias.")
+                add("")
             add(f"**Tools and programs** ({r['apps'].get('n_problems', 200)} held-out `bigmath` problems):")
             add("")
             add("| method | accuracy | model calls per problem | seconds (batched generation) |")

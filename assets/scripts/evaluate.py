@@ -513,7 +513,7 @@ def eval_apps(models: Path, data: Path, n_questions: int = 200, n_problems: int 
     # reading survives when it comes second or third (two other articles, drawn at random)?
     result["rag_by_position"] = {}
     for position in (1, 2, 3):
-        prompts, cited = [], []
+        prompts = []
         for i, q, _ in qa:
             shown = [passages[j] for j in rng.sample([j for j in range(len(passages)) if j != i], 2)]
             shown.insert(position - 1, passages[i])

@@ -229,7 +229,29 @@ def solution_notebook(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.execution_count = None
     nb.metadata.setdefault("llmcourse", {})["source_sha256"] = source_hash(source)
     nb.metadata["llmcourse"]["code_sha256"] = code_hash(source)
+    assets = assets_hash()
+    if assets:
+        nb.metadata["llmcourse"]["assets_sha256"] = assets
     return nb
+
+
+def assets_hash() -> str | None:
+    """What else the executed outputs depend on: the course's models, tokenizer and data sets, by the hashes of
+    their manifest (assets/manifest.json); None where no assets are found."""
+    from llmcourse.assets import AssetError, assets_dir
+
+    try:
+        manifest = json.loads((assets_dir() / "manifest.json").read_text())
+    except (AssetError, OSError, ValueError):
+        return None
+    files = manifest.get("sha256") if isinstance(manifest, dict) else None
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
+
+
+def _assets_changed(stamps: dict) -> bool:
+    """Whether a solution was executed with other assets than today's (a solution stamped before solutions
+    recorded them is taken as executed with today's)."""
+    return "assets_sha256" in stamps and stamps["assets_sha256"] != assets_hash()
 
 
 def source_hash(nb: nbformat.NotebookNode) -> str:
@@ -270,15 +292,22 @@ def build_solution(course: Course, source_path: Path, dest: Path, force: bool = 
     if not force and dest.exists():
         current = nbformat.read(str(dest), as_version=4)
         stamps = current.metadata.get("llmcourse", {})
-        if stamps.get("source_sha256") == source_hash(source):
-            if "code_sha256" not in stamps or any("execution" in c.get("metadata", {}) for c in current.cells):
-                # Built before solutions recorded their code's hash and left out timing: brought up to that now.
+        if _assets_changed(stamps):
+            pass  # the models or data changed since it ran: its outputs are stale, whatever its source
+        elif stamps.get("source_sha256") == source_hash(source):
+            assets = nb.metadata["llmcourse"].get("assets_sha256")
+            if ("code_sha256" not in stamps or any("execution" in c.get("metadata", {}) for c in current.cells)
+                    or stamps.get("assets_sha256") != assets):
+                # Built before solutions recorded their code's and assets' hashes and left out timing: brought
+                # up to that now.
                 stamps["code_sha256"] = code_hash(source)
+                if assets:
+                    stamps["assets_sha256"] = assets
                 for cell in current.cells:
                     cell.get("metadata", {}).pop("execution", None)
                 nbformat.write(current, str(dest))
             return "up to date", 0.0
-        if stamps.get("code_sha256") == code_hash(source):
+        elif stamps.get("code_sha256") == code_hash(source):
             ran = [c for c in current.cells if c.cell_type == "code"]
             for cell, old in zip((c for c in nb.cells if c.cell_type == "code"), ran):
                 cell.outputs, cell.execution_count = old.outputs, old.execution_count
@@ -366,8 +395,12 @@ def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
                 problems.append(BuildProblem(committed, "missing: run `grader build`"))
                 continue
             expected = solution_notebook(nbformat.read(str(source_path), as_version=4))
-            if _cells(nbformat.read(str(committed), as_version=4), False) != _cells(expected, False):
+            current = nbformat.read(str(committed), as_version=4)
+            if _cells(current, False) != _cells(expected, False):
                 problems.append(BuildProblem(committed, "is out of date with source/: run `grader build`"))
+            elif _assets_changed(current.metadata.get("llmcourse", {})):
+                problems.append(BuildProblem(committed, "was executed with other models or data sets than those in "
+                                                        "assets/ now: run `grader build`, which executes it again"))
     return problems
 
 

@@ -360,6 +360,49 @@ def test_a_prose_change_rewrites_only_the_prose_of_the_solution(tmp_path, capsys
                for o in c.outputs)
 
 
+def test_new_models_or_data_make_the_solution_stale(tmp_path, monkeypatch):
+    """A solution records the assets it ran with (the hash of assets/manifest.json): after the models or data sets
+    change, `grader build --check` says so and `grader build` executes it again, even with its source unchanged."""
+    import json
+    import shutil
+
+    from grader import build as B
+    from grader.course import Course
+    from llmcourse.assets import assets_dir
+
+    from .conftest import copy_fixture_course
+
+    assets = tmp_path / "assets"
+    (assets / "models").mkdir(parents=True)
+    manifest = json.loads((assets_dir() / "manifest.json").read_text())
+    (assets / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LLMCOURSE_ASSETS", str(assets))
+    course = copy_fixture_course(tmp_path / "course")
+    shutil.rmtree(course / "solutions", ignore_errors=True)
+    assert B.check_build(Course(course), ["00_basics"])  # no solution yet
+    B.build(Course(course), ["00_basics"], log=lambda line: None)
+    dest = course / "solutions" / "00_basics" / "basics.ipynb"
+    stamp = read(dest).metadata["llmcourse"]["assets_sha256"]
+    assert stamp == B.assets_hash() and B.check_build(Course(course), ["00_basics"]) == []
+    assert B.build_solution(Course(course), course / "source" / "00_basics" / "basics.ipynb", dest)[0] == "up to date"
+
+    manifest["sha256"]["models/course-lm/model.safetensors"] = "0" * 64  # a retrained model
+    (assets / "manifest.json").write_text(json.dumps(manifest))
+    problems = B.check_build(Course(course), ["00_basics"])
+    assert [p.path for p in problems] == [dest] and "other models or data sets" in problems[0].message
+    assert B.build_solution(Course(course), course / "source" / "00_basics" / "basics.ipynb", dest)[0] == "executed"
+    assert read(dest).metadata["llmcourse"]["assets_sha256"] not in (stamp, None)
+    assert B.check_build(Course(course), ["00_basics"]) == []
+
+    # A solution built before solutions recorded their assets is taken as built with today's, and stamped.
+    nb = read(dest)
+    del nb.metadata["llmcourse"]["assets_sha256"]
+    nbformat.write(nb, str(dest))
+    assert B.check_build(Course(course), ["00_basics"]) == []
+    assert B.build_solution(Course(course), course / "source" / "00_basics" / "basics.ipynb", dest)[0] == "up to date"
+    assert read(dest).metadata["llmcourse"]["assets_sha256"] == B.assets_hash()
+
+
 def test_grading_some_students_again_keeps_the_others_and_manual_grades_reach_grades_csv(tmp_path, capsys):
     """`grader grade --student NAME` grades that student again and leaves everyone else's grades as they were, in
     grades.json, grades.csv and the report; a grade changed by hand in the gradebook reaches grades.csv with

@@ -209,16 +209,11 @@ def _points_in_source(module_name: str) -> dict[tuple[str, bool], float] | None:
 # -- release -------------------------------------------------------------------------------------------
 def build_release(course: Course, assignment: str, out_root: Path) -> list[Path]:
     """nbgrader generate_assignment of `assignment` into out_root/assignment; registers it in the gradebook."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .gradebook import make_schema
+    from .gradebook import set_up
 
     api = course.api(release_directory=str(out_root))
-    try:  # a new gradebook's schema made here: nbgrader's own way starts a Python process (2.6 s every build)
-        make_schema(api.coursedir.db_url)
-    except SQLAlchemyError as exc:
-        raise CourseError(f"the gradebook could not be set up ({str(exc).strip().splitlines()[0]}): check that its "
-                          f"database is running and writable, then build again") from None
+    # A new gradebook's schema made here: nbgrader's own way starts a Python process (2.6 s every build).
+    set_up(api.coursedir.db_url, then="build again")
     outcome = api.generate_assignment(assignment, force=True, create=True)
     if not outcome.get("success"):
         log = (outcome.get("error") or outcome.get("log") or "").strip().splitlines()
@@ -257,10 +252,10 @@ def assets_hash() -> str | None:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
 
 
-def _assets_changed(stamps: dict) -> bool:
-    """Whether a solution was executed with other assets than today's (a solution stamped before solutions
-    recorded them is taken as executed with today's)."""
-    return "assets_sha256" in stamps and stamps["assets_sha256"] != assets_hash()
+def _assets_changed(stamps: dict, today: str | None) -> bool:
+    """Whether a solution was executed with other assets than today's (`assets_hash()`; a solution stamped before
+    solutions recorded them is taken as executed with today's)."""
+    return "assets_sha256" in stamps and stamps["assets_sha256"] != today
 
 
 def source_hash(nb: nbformat.NotebookNode) -> str:
@@ -301,10 +296,10 @@ def build_solution(course: Course, source_path: Path, dest: Path, force: bool = 
     if not force and dest.exists():
         current = nbformat.read(str(dest), as_version=4)
         stamps = current.metadata.get("llmcourse", {})
-        if _assets_changed(stamps):
+        assets = nb.metadata["llmcourse"].get("assets_sha256")
+        if _assets_changed(stamps, assets):
             pass  # the models or data changed since it ran: its outputs are stale, whatever its source
         elif stamps.get("source_sha256") == source_hash(source):
-            assets = nb.metadata["llmcourse"].get("assets_sha256")
             if ("code_sha256" not in stamps or any("execution" in c.get("metadata", {}) for c in current.cells)
                     or stamps.get("assets_sha256") != assets):
                 # Built before solutions recorded their code's and assets' hashes and left out timing: brought
@@ -407,7 +402,8 @@ def check_build(course: Course, assignments: list[str]) -> list[BuildProblem]:
             current = nbformat.read(str(committed), as_version=4)
             if _cells(current, False) != _cells(expected, False):
                 problems.append(BuildProblem(committed, "is out of date with source/: run `grader build`"))
-            elif _assets_changed(current.metadata.get("llmcourse", {})):
+            elif _assets_changed(current.metadata.get("llmcourse", {}),
+                                 expected.metadata["llmcourse"].get("assets_sha256")):
                 problems.append(BuildProblem(committed, "was executed with other models or data sets than those in "
                                                         "assets/ now: run `grader build`, which executes it again"))
     return problems

@@ -67,6 +67,18 @@ def make_schema(db_url: str) -> None:
         engine.dispose()
 
 
+def set_up(db_url: str, then: str) -> None:
+    """make_schema, with a database that cannot be set up said in one sentence (`then`: what to do next)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        make_schema(db_url)
+    except SQLAlchemyError as exc:
+        lines = str(exc).strip().splitlines()
+        raise CourseError(f"the gradebook could not be set up ({lines[0][:200] if lines else type(exc).__name__}): "
+                          f"check that its database is running and writable, then {then}") from None
+
+
 @lru_cache(maxsize=1)
 def migration_head() -> str:
     """The newest of nbgrader's gradebook migrations: what `alembic heads` prints for nbgrader's scripts."""

@@ -298,17 +298,12 @@ def prepare_gradebook(course: Course, assignment: str, dirs: dict[str, str]) -> 
     The student version it writes goes to a scratch directory: release/ is only written by `build`.
     """
     from nbgrader.coursedir import CourseDirectory
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from .gradebook import make_schema
+    from .gradebook import set_up
 
     with tempfile.TemporaryDirectory(prefix="grader-release-") as scratch:
         cfg = _course_config(course, **dirs, release_directory=scratch)
-        try:
-            make_schema(CourseDirectory(config=cfg).db_url)
-        except SQLAlchemyError as exc:
-            raise CourseError(f"the gradebook could not be set up ({_first_line(exc)}): check that its database is "
-                              f"running and writable, then grade again") from None
+        set_up(CourseDirectory(config=cfg).db_url, then="grade again")
         api = course.api(config=cfg)
         outcome = api.generate_assignment(assignment, force=True, create=True)
     if not outcome.get("success"):

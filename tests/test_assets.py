@@ -397,18 +397,18 @@ def test_committed_apps_model_reads_the_passages_it_is_given():
     facts = A.load_task("facts", "test")
     rng = random.Random(2)
     rows = rng.sample(range(len(facts)), 40)
-    questions, rag, closed = [], [], []
+    answers, rag, closed = [], [], []
     for i in rows:
         question, answer = rng.choice(facts[i]["qa"])
         others = rng.sample([j for j in range(len(facts)) if j != i], 2)
         passages = [facts[j]["passage"] for j in [i, *others]]
-        questions.append(answer)
+        answers.append(answer)
         rag.append(rag_text(question, passages))
         closed.append(closed_book_prompt(question))
 
     def exact(prompts):
         outs = ev.generate(model, tok, prompts, 16, stop_newline=True)
-        return sum(split_citation(o)[0] == a for o, a in zip(outs, questions)) / len(questions)
+        return sum(split_citation(o)[0] == a for o, a in zip(outs, answers)) / len(answers)
 
     with_passages, without = exact(rag), exact(closed)
     assert with_passages >= 0.7 and without <= 0.2, (with_passages, without)

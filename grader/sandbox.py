@@ -12,6 +12,11 @@ Each kernel gets:
   processes together, and one kill that reaches all of them when it is stopped;
 - the same Python and packages as the grader, whatever kernel the notebook names.
 
+A CPU kernel's process is a fork of the grading process's kernel forker (grader/kernel_fork.py), a clean
+Python that has imported torch, ipykernel and the course's packages once, and that goes through every step
+above (grader/sandbox_launch.py) before it starts ipykernel in-process; a GPU kernel, or any kernel when
+`fork_kernels` is off or the forker cannot serve, is a new Python, exec'd.
+
 The grader, which runs as root, never follows a link that a kernel could have placed: the connection
 file lives in a folder only root can write (the kernel gets a private copy), the sandbox's folders are
 made afresh for every start, and the kernel's socket folder (a tiny tmpfs) is taken back from the kernel
@@ -126,6 +131,11 @@ class SandboxedKernelManager(AsyncKernelManager):
     gpu_memory_fraction = Float(0.0, help="Share of its GPU's memory one kernel's torch may allocate (0: no cap). "
                                           "Size it as 1 / (kernels per GPU).").tag(config=True)
 
+    fork_kernels = Bool(True, help="Start each CPU kernel as a fork of the grading process's kernel forker, which has "
+                                   "imported torch, ipykernel and the course's packages once (grader.kernel_fork): "
+                                   "about 2 CPU seconds less per kernel. False: every kernel is a new Python, "
+                                   "exec'd.").tag(config=True)
+
     max_message_bytes = Integer(80 * 2**20, help="Largest single message the grader accepts from a kernel, in bytes: "
                                                  "ZeroMQ drops a larger one on arrival, before the grader holds it "
                                                  "(the checks' answers are at most 64 MB).").tag(config=True)
@@ -181,12 +191,40 @@ class SandboxedKernelManager(AsyncKernelManager):
         # The policy goes in a file of root's, not on the command line: the namespace's init keeps its
         # command line, which every process in the namespace may read.
         policy_file = self.conndir / "policy.json"
-        fd = os.open(policy_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._policy(), f)
+        self._forker = self._kernel_forker()
+        self._write_policy(self._forker.pid if self._forker is not None else os.getpid())
         return [sys.executable, "-m", "grader.sandbox_launch", f"@{policy_file}", "--",
                 sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
                 "--HistoryManager.hist_file=:memory:"]
+
+    def _write_policy(self, parent_pid: int) -> None:
+        """The policy, for a launcher whose parent is `parent_pid` (it dies with that process)."""
+        fd = os.open(self.conndir / "policy.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**self._policy(), "grader_pid": parent_pid}, f)
+
+    def _kernel_forker(self):
+        """This grading process's kernel forker for this kernel, or None: the kernel is exec'd (forking is off,
+        the kernel gets a GPU, or the forker cannot start: said once in the log)."""
+        if not self.fork_kernels or self._gpu() is not None:
+            return None
+        from .kernel_fork import ForkerUnavailable, KernelForker, forker_environment
+
+        try:
+            return KernelForker.for_environment(forker_environment(self._threads()))
+        except (ForkerUnavailable, OSError) as exc:
+            self._note_exec(exc)
+            return None
+
+    def _note_exec(self, exc: BaseException) -> None:
+        item = f"kernels are exec'd, not forked ({exc})"
+        if item not in _REPORTED:
+            _REPORTED.add(item)
+            self.log.warning("Sandbox: %s.", item)
+
+    def _threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1))
 
     def _uid(self) -> int | None:
         if os.geteuid() != 0:
@@ -279,8 +317,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _launch_in_sandbox(self, kernel_cmd, **kw):
         self._stage_workdir(kw.get("cwd"))
         kw["cwd"] = str(self.workdir)
-        threads = self.threads or max(1, (os.cpu_count() or 1))
-        kw["env"] = kernel_environment(str(self.workdir), threads)
+        kw["env"] = kernel_environment(str(self.workdir), self._threads())
         gpu = self._gpu()
         # One GPU per kernel, and none at all on a CPU machine (an empty list hides every device).
         kw["env"]["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
@@ -293,9 +330,31 @@ class SandboxedKernelManager(AsyncKernelManager):
             for path in (self.workdir, self.ipcdir):
                 os.chown(path, uid, uid, follow_symlinks=False)
                 os.chmod(path, 0o700, follow_symlinks=False)  # no other kernel may read the submission or the sockets
-        await super()._async_launch_kernel(kernel_cmd, **kw)
+        forker, self._forker = getattr(self, "_forker", None), None
+        if forker is not None:
+            from .kernel_fork import ForkerUnavailable
+
+            try:
+                await self._launch_forked(forker, kernel_cmd, **kw)
+            except ForkerUnavailable as exc:
+                self._note_exec(exc)
+                self._write_policy(os.getpid())  # the exec'd launcher's parent is this process
+                forker = None
+        if forker is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
         pid = self.provisioner.pid if self.provisioner is not None else None
         self._pgid = pid  # the launcher is a session leader: its pid is the group id
+
+    async def _launch_forked(self, forker, kernel_cmd: list[str], **kw) -> None:
+        """What jupyter_client's provisioner does with a Popen, with a launcher forked by `forker` instead:
+        the same command (`python -m grader.sandbox_launch` and its arguments), environment and folder."""
+        env = {**kw["env"], "JPY_PARENT_PID": str(os.getpid())}
+        process = forker.launch(kernel_cmd[3:], env, str(kw["cwd"]), kw.get("stdout"), kw.get("stderr"))
+        provisioner = self.provisioner
+        provisioner.process = process
+        provisioner.pid = provisioner.pgid = process.pid  # the launcher leads a session of its own
+        provisioner.cwd = kw["cwd"]
+        self._reconcile_connection_info(provisioner.connection_info)
 
     async def _async_pre_start_kernel(self, **kw):
         # Every start (restarts too) gets a user id no process holds, new folders and a new cgroup.

@@ -14,6 +14,9 @@ unprivileged user, resource limits, and exec. Three processes in all:
 A signal the launcher gets (interrupt, terminate) is passed to the kernel's process group; when the
 launcher dies, the namespace dies with it. Each step the OS refuses is written to the report file
 and skipped; the steps after it still apply. Nothing here imports torch or the course.
+
+The launcher is either this module run by jupyter_client, or a fork of the grading process's kernel forker
+(grader.kernel_fork), which runs the same steps and starts the kernel in-process where this execs it.
 """
 from __future__ import annotations
 
@@ -301,7 +304,9 @@ def _hide_device(path: str) -> None:
         _mount("/dev/null", path, None, MS_BIND)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], run=None) -> None:
+    """The launcher's steps. `run`, if given, is called in the kernel's process, sandboxed, with the kernel's
+    command, in place of exec (grader.kernel_fork: a kernel that starts with what its forker imported)."""
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: python -m grader.sandbox_launch POLICY_JSON -- COMMAND...\n")
         raise SystemExit(2)
@@ -341,6 +346,10 @@ def main(argv: list[str]) -> None:
             pass
     # ipykernel exits when its parent looks like init, unless told its parent is init: here it is, on purpose.
     os.environ["JPY_PARENT_PID"] = "1"
+    if run is not None:
+        if report is not None:
+            os.close(report)  # an exec would have closed it
+        run(command)
     os.execvpe(command[0], command, os.environ)
 
 

@@ -928,11 +928,35 @@ def _judge_samples(policy, reference, tok, probe, prompts) -> dict:
             "texts": batch.texts}
 
 
+_JUDGED: dict[str, dict] = {}  # sha256 of a policy's weights -> the judge's samples of it (this process's)
+
+
+def _judged(weights: dict[str, torch.Tensor]) -> dict:
+    """The judge's samples of the policy with these weights. The judge is deterministic (greedy answers, one
+    thread), so its verdict on weights it has judged is read back by their digest, not computed again: a
+    grading process meets the same trained policy again when a notebook is graded again, and the course's
+    own tests score one notebook's policy for every variant of the exercises around it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    key = digest.hexdigest()
+    if key not in _JUDGED:
+        tok, reference, probe, prompts, _ = judge()
+        if len(_JUDGED) >= 8:
+            _JUDGED.pop(next(iter(_JUDGED)))
+        _JUDGED[key] = _judge_samples(course_lm_with(weights), reference, tok, probe, prompts)
+    return _JUDGED[key]
+
+
 def expect_kind_and_fluent(weights: dict[str, torch.Tensor], drift_hint: str, opposite_hint: str, weak_hint: str):
     """The judge's verdict on a trained course-lm: its greedy answers to held-out openings must still be text the
     reference finds plausible, and end kindly (by the grader's reward model) far more often than course-lm's."""
     tok, reference, probe, prompts, base = judge()
-    result = _judge_samples(course_lm_with(weights), reference, tok, probe, prompts)
+    result = _judged(weights)
     n = len(prompts)
     # Fluency first: a policy that drifted into broken text also loses its kind endings, and the drift is then
     # what to fix (a smaller learning rate), not the preference.

@@ -56,6 +56,7 @@ import threading
 PRELOAD = ("numpy", "torch", "safetensors.torch", "zmq", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
            "ipykernel.zmqshell", "llmcourse.wire", "llmcourse.agent")
 MAX_MESSAGE = 1 << 20
+READY_BACKSTOP = 300.0  # seconds: only a forker that hangs ever reaches it (its imports take about 2 s)
 PR_SET_DUMPABLE = 4
 _TITLE_ROOM = " " * 600  # argv space reserved in the forker, so that its forks can show their own command line
 
@@ -305,9 +306,14 @@ class KernelForker:
         return forker
 
     def ready(self) -> int:
-        """Wait until the forker has imported what it preloads (an event: its first message); its pid."""
+        """Wait until the forker has imported what it preloads (an event: its first message); its pid. A forker
+        still importing after READY_BACKSTOP seconds (a package that hangs on import) is given up: kernels are
+        exec'd, and meet the kernel start-up timeout of their own."""
         with self.lock:
             while self.pid is None and not self.failed:
+                if not select.select([self.sock], [], [], READY_BACKSTOP)[0]:
+                    self._fail(f"the kernel forker was not ready after {READY_BACKSTOP:.0f} s")
+                    break
                 self._read(block=True)
         if self.failed:
             raise ForkerUnavailable(self.failed)

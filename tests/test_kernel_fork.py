@@ -194,3 +194,19 @@ def test_a_launcher_never_takes_the_exit_of_an_earlier_one_with_its_pid(tmp_path
         alive.wait()
         ours.close()
         theirs.close()
+
+
+def test_a_forker_that_hangs_while_importing_is_given_up(monkeypatch, fresh_forkers):
+    """A package that hangs on import would hang every grading process that waits for its forker: after the
+    backstop the forker is stopped and kernels are exec'd."""
+    monkeypatch.setattr(kernel_fork, "READY_BACKSTOP", 0.5)
+    real_popen = subprocess.Popen
+
+    def hanging(args, **kw):
+        return real_popen([sys.executable, "-c", "import time; time.sleep(600)"], **kw)  # holds its socket, silent
+
+    monkeypatch.setattr(kernel_fork.subprocess, "Popen", hanging)
+    with pytest.raises(ForkerUnavailable, match="not ready after"):
+        KernelForker.for_environment({"PATH": os.environ["PATH"]})
+    [forker] = fresh_forkers.values()
+    assert forker.process.wait() != 0  # stopped, not left running

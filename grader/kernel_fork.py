@@ -102,7 +102,7 @@ def serve(fd: int) -> None:
                 _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
                 continue
             if pid == 0:
-                _launcher(sock, (wake_r, wake_w), request, fds)  # returns only as the kernel ends (SystemExit)
+                _launcher(sock, request, fds)  # returns only as the kernel ends (SystemExit)
             for f in fds:
                 os.close(f)
             _send(sock, {"pid": pid})
@@ -127,7 +127,7 @@ def _send(sock: socket.socket, message: dict) -> None:
         os._exit(0)  # nobody listens any more
 
 
-def _launcher(sock: socket.socket, pipe: tuple[int, int], request: dict, fds: list[int]) -> None:
+def _launcher(sock: socket.socket, request: dict, fds: list[int]) -> None:
     """In the fork: become the kernel's launcher (grader.sandbox_launch's first process), then its init and
     its kernel. The launcher and init end with os._exit; the kernel's SystemExit goes up through the forker's
     loop (which holds nothing to clean up) and ends its interpreter as any Python program ends."""
@@ -166,10 +166,8 @@ _in_kernel = False
 
 
 def _reseed() -> None:
-    """Fresh random state, as a new process gets (every fork would otherwise share the forker's)."""
-    import random
-
-    random.seed()
+    """Fresh random state, as a new process gets. Python's `random` reseeds itself in a fork; numpy's legacy
+    global generator does not (it is not preloaded today: this holds if it ever is)."""
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         numpy_random.seed()
@@ -298,9 +296,9 @@ class KernelForker:
         key = tuple(sorted(env.items()))
         with cls._lock:
             forker = cls._instances.get(key)
-            if forker is None or forker.failed:
-                if forker is not None and forker.failed:
-                    raise ForkerUnavailable(forker.failed)
+            if forker is not None and forker.failed:
+                raise ForkerUnavailable(forker.failed)
+            if forker is None:
                 forker = cls._instances[key] = cls(env)
         forker.ready()
         return forker
@@ -383,7 +381,7 @@ class KernelForker:
             self._fail(f"the kernel forker stopped answering ({exc})")
             return None
         if not data:
-            self._fail(f"the kernel forker exited (code {self.process.poll()})")
+            self._fail("the kernel forker exited")
             return None
         message = json.loads(data)
         if "ready" in message:
@@ -398,6 +396,7 @@ class KernelForker:
             self.process.kill()
         except OSError:
             pass
+        self.process.wait()  # reaped: no zombie left for the grading process's life
 
 
 def forker_environment(threads: int) -> dict[str, str]:
@@ -406,9 +405,8 @@ def forker_environment(threads: int) -> dict[str, str]:
     from .sandbox import kernel_environment
 
     env = kernel_environment("/nonexistent", threads)
-    for name in ("HOME", "HF_HOME", "MPLCONFIGDIR"):
-        env.pop(name, None)
-    env["HOME"] = "/nonexistent"
+    for name in ("HF_HOME", "MPLCONFIGDIR"):
+        del env[name]
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["JPY_PARENT_PID"] = "1"  # ipykernel reads it when imported; every kernel's is 1 (grader.sandbox_launch)
     return env

@@ -181,6 +181,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._own_uid: int | None = None
         self._cgroup: KernelCgroup | None = None
         self._refusals: list[str] = []  # what the OS refused the grader's side of the sandbox
+        self._forker = None  # the kernel forker of the next launch (format_kernel_cmd), None: exec
         # Kernels take GPUs in turn: by user id across grading processes, by count within one.
         SandboxedKernelManager._started += 1
         uid = self._uid()
@@ -202,7 +203,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         fd = os.open(self.conndir / "policy.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({**self._policy(), "grader_pid": parent_pid}, f)
+            json.dump(self._policy(parent_pid), f)
 
     def _kernel_forker(self):
         """This grading process's kernel forker for this kernel, or None: the kernel is exec'd (forking is off,
@@ -275,7 +276,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._uid_lock = None
             self._own_uid = None
 
-    def _policy(self) -> dict:
+    def _policy(self, parent_pid: int | None = None) -> dict:
+        """What the launcher needs; it dies with process `parent_pid` (default: this one)."""
         gpu = self._gpu()
         cuda = gpu is not None
         hide = [p for p in (os.path.abspath(h) for h in self.hide_paths)
@@ -296,7 +298,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             "uid": self._uid(),
             "gid": self._uid(),
             "real_uid": os.getuid(),
-            "grader_pid": os.getpid(),
+            "grader_pid": parent_pid or os.getpid(),
             "real_gid": os.getgid(),
             "no_network": self.no_network,
             "disk_bytes": self.disk_limit,
@@ -330,7 +332,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             for path in (self.workdir, self.ipcdir):
                 os.chown(path, uid, uid, follow_symlinks=False)
                 os.chmod(path, 0o700, follow_symlinks=False)  # no other kernel may read the submission or the sockets
-        forker, self._forker = getattr(self, "_forker", None), None
+        forker, self._forker = self._forker, None
         if forker is not None:
             from .kernel_fork import ForkerUnavailable
 

@@ -171,7 +171,8 @@ def run_checks(exercise_id: str, student: Any, visible: list[str], hidden: list[
     # gc.collect() after every session costs a tenth of a second with torch loaded).
     args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:randomly", "-p", "no:xdist",
             "-p", "no:unraisableexception", "-p", "no:threadexception", "-p", "no:faulthandler",
-            "--disable-plugin-autoload", "-c", os.devnull, "--rootdir", os.path.dirname(paths[0]) if paths else ".", "-W", "ignore", *paths]
+            "--disable-plugin-autoload", "-c", os.devnull, "--rootdir", os.path.dirname(paths[0]) if paths else ".",
+            "-W", "ignore", *paths]
     sink = io.StringIO()
     # The checks' own computations (references, small models) are tiny. On a busy machine a second torch
     # thread makes them wait on each other: one course-lm generate() took 2.4 s with two threads and 0.04 s

@@ -245,7 +245,10 @@ def scale(x, factor):
 hog = []
 while True:
     try:
-        hog.append(torch.ones(2**26))  # 256 MiB at a time, every page touched
+        # 256 MiB of address space at a time, no page touched: refused by the limit within a millisecond. (Touching
+        # them took longer than the cell's 10 s on a new, busy machine, whose memory is slow the first time it is
+        # written; the memory bomb, which does touch them, allows for that.)
+        hog.append(torch.empty(2**26))
     except RuntimeError:
         # The sandbox's memory limit refused the allocation before the machine ran out. A kernel without
         # that limit would now be killed by the kernel's OOM killer; this does what the OOM killer does.

@@ -51,10 +51,11 @@ import sys
 import threading
 
 # What every kernel imports before it runs the notebook's second line (the setup cell and the grader's
-# bootstrap): imported once here. Nothing that reads a per-kernel setting at import time (transformers
-# reads HF_HOME, matplotlib its config folder): those stay for each kernel to import.
+# bootstrap): imported once here. Nothing that reads a per-kernel setting at import time (transformers reads
+# HF_HOME): those stay for each kernel to import. matplotlib reads its config folder when imported, for its font
+# cache: the forker's is the grader's own (forker_environment), and its backend is the kernel's, inline.
 PRELOAD = ("numpy", "torch", "safetensors.torch", "zmq", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
-           "ipykernel.zmqshell", "llmcourse.wire", "llmcourse.agent")
+           "ipykernel.zmqshell", "matplotlib.pyplot", "llmcourse.wire", "llmcourse.agent")
 MAX_MESSAGE = 1 << 20
 READY_BACKSTOP = 300.0  # seconds: only a forker that hangs ever reaches it (its imports take about 2 s)
 PR_SET_DUMPABLE = 4
@@ -405,11 +406,23 @@ def forker_environment(threads: int) -> dict[str, str]:
     from .sandbox import kernel_environment
 
     env = kernel_environment("/nonexistent", threads)
-    for name in ("HF_HOME", "MPLCONFIGDIR"):
-        del env[name]
+    del env["HF_HOME"]
+    env["MPLCONFIGDIR"] = _matplotlib_folder()
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["JPY_PARENT_PID"] = "1"  # ipykernel reads it when imported; every kernel's is 1 (grader.sandbox_launch)
     return env
+
+
+def _matplotlib_folder() -> str:
+    """matplotlib's config and font-cache folder for the forker: the grader's own (no kernel writes it), so that
+    the font list is built once, not in every kernel's empty folder. Where it cannot be made, matplotlib uses a
+    temporary one of its own."""
+    folder = os.path.expanduser("~/.cache/llmcourse-grader/matplotlib")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        pass
+    return folder
 
 
 if __name__ == "__main__":

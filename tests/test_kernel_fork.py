@@ -41,6 +41,7 @@ except Exception as e:
     _grader = type(e).__name__
 _report = {
     "torch_at_start": "torch" in sys.modules,
+    "pyplot_at_start": "matplotlib.pyplot" in sys.modules,
     "environ": dict(os.environ),
     "proc_environ": open("/proc/self/environ", "rb").read().decode(errors="replace"),
     "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\0")[:3],
@@ -52,6 +53,14 @@ _report = {
     "uid": os.getuid(),
 }
 _report["cmdline"] = [p.decode() for p in _report["cmdline"]]
+import hashlib, io, matplotlib, matplotlib.pyplot as plt
+_fig, _ax = plt.subplots()
+_ax.plot([1, 3, 2])
+_ax.set_title("a figure")
+_png = io.BytesIO()
+_fig.savefig(_png, format="png")
+plt.close(_fig)
+_report["plot"] = [matplotlib.get_backend(), matplotlib.rcParams["figure.dpi"], hashlib.sha256(_png.getvalue()).hexdigest()]
 from IPython.display import publish_display_data
 publish_display_data({"application/x-report": json.dumps(_report)})
 '''
@@ -114,6 +123,9 @@ def test_forked_kernels_are_seeded_afresh_and_hash_as_an_execd_one(tmp_path, fre
     assert first["random"] != second["random"]  # each fork its own random state, as each new process
     assert first["hash"] == second["hash"] == execd["hash"]  # PYTHONHASHSEED=0 in both: set orders agree
     assert execd["cmdline"] == first["cmdline"]
+    # matplotlib is preloaded too, with the kernel's inline backend: the same figure, byte for byte.
+    assert first["pyplot_at_start"] and not execd["pyplot_at_start"]
+    assert first["plot"] == execd["plot"] and first["plot"][0] == "module://matplotlib_inline.backend_inline"
     assert execd["grader"] == first["grader"]
 
 

@@ -517,9 +517,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _spawn():
-    import multiprocessing
+    """Grading processes are forks of a template that imported the grading machinery once (spawned where it
+    cannot serve): grader/process_template.py."""
+    from .process_template import grading_context
 
-    return multiprocessing.get_context("spawn")
+    return grading_context()
 
 
 # -- a self-learner's notebook ---------------------------------------------------------------------------

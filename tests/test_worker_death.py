@@ -12,6 +12,7 @@ import pytest
 import grader.grading as grading
 from grader.course import Course
 from grader.grading import grade_class
+from grader.process_template import GRADING_PROCESS_TITLE
 
 from .conftest import cell_by_id, read, write_submission
 
@@ -21,14 +22,20 @@ ANSWERS = {"add": "def add(a, b):\n    return a + b", "scale": "def scale(x, fac
            "mean_rows": "def mean_rows(x):\n    return x.mean(dim=-1)"}
 
 
+def is_grading_process(process: psutil.Process) -> bool:
+    """A grading process: forked from the template (grader.process_template), or spawned where it cannot serve."""
+    command = " ".join(process.cmdline())
+    return GRADING_PROCESS_TITLE in command or "spawn_main" in command
+
+
 def kill_first_worker_once_it_grades(stop: threading.Event, killed: list[int], every: bool = False) -> None:
     """SIGKILL the first grading worker seen running a kernel (as the OOM killer would); `every`: each one."""
     me = psutil.Process()
     while not stop.is_set():
-        for child in me.children(recursive=False):
+        for child in me.children(recursive=True):
             try:
-                if child.pid not in killed and any("ipykernel_launcher" in " ".join(k.cmdline())
-                                                   for k in child.children(recursive=True)):
+                if child.pid not in killed and is_grading_process(child) and any(
+                        "ipykernel_launcher" in " ".join(k.cmdline()) for k in child.children(recursive=True)):
                     os.kill(child.pid, signal.SIGKILL)
                     killed.append(child.pid)
                     if not every:

@@ -1,0 +1,160 @@
+"""Grading processes forked from the grading-process template against spawned ones.
+
+    python benchmarks/grading_start.py [--runs 5]
+
+One program grades classes of the fixture course's solution again and again with `grader grade`, as a queue
+worker, a hub's grading service or a test session does: a class of 1 with `--jobs 1`, and a class of 4 with
+`--jobs 2`. Each class is graded with the program's template (grader/process_template.py, the default), then
+with grading processes spawned as new Pythons; runs interleaved, so that the machine's noise hits both alike.
+For each run: wall seconds, and CPU seconds of the whole machine (/proc/stat: every process the grading
+started, kernels included, and anything else running, so run it on an otherwise idle machine). The template's
+own start (its imports, once per program) is measured apart.
+
+Results: benchmarks/results/grading_start.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CLASSES = ((1, 1), (4, 2))  # (submissions, --jobs)
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent not idle since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def grade(course: Path, submissions: Path, jobs: int, template: bool) -> dict:
+    import grader.grading as grading
+    from grader.cli import main as grader_main
+
+    original = grading._spawn
+    if not template:
+        grading._spawn = lambda: multiprocessing.get_context("spawn")
+    try:
+        cpu, started = machine_cpu(), time.perf_counter()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = grader_main(["--course", str(course), "grade", "00_basics", "--submissions", str(submissions),
+                                "--jobs", str(jobs), "--json"])
+        wall, cpu = time.perf_counter() - started, machine_cpu() - cpu
+    finally:
+        grading._spawn = original
+    assert code == 0
+    assert all(r["score"] == 10 for r in json.loads(out.getvalue())), out.getvalue()[-2000:]
+    return {"wall": wall, "cpu": cpu}
+
+
+def template_start() -> float:
+    """Wall seconds for a new template to be ready (its imports)."""
+    from grader.process_template import Template
+
+    previous, Template._instance = Template._instance, None
+    started = time.perf_counter()
+    Template.get().ready()
+    seconds = time.perf_counter() - started
+    Template._instance.process.kill()
+    Template._instance.process.wait()
+    Template._instance = previous
+    return seconds
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    from grader.cli import main as grader_main
+    from tests.conftest import cell_by_id, copy_fixture_course, read, write_submission
+    from tests.test_grading_machinery import ANSWERS
+
+    load_before = os.getloadavg()[0]
+    scratch = Path(tempfile.mkdtemp(prefix="grading-start-"))
+    runs: dict[str, list[dict]] = {}
+    try:
+        course = copy_fixture_course(scratch / "course")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert grader_main(["--course", str(course), "build"]) == 0
+        classes = {}
+        for size, jobs in CLASSES:
+            submissions = scratch / f"class-{size}"
+            for i in range(size):
+                nb = read(course / "release" / "00_basics" / "basics.ipynb")
+                for grade_id, source in ANSWERS.items():
+                    cell_by_id(nb, grade_id).source = source
+                write_submission(submissions, f"s{i:02d}", nb)
+            classes[size, jobs] = submissions
+        for (size, jobs), submissions in classes.items():  # untimed: starts the template, warms the disk cache
+            grade(course, submissions, jobs, template=True)
+            grade(course, submissions, jobs, template=False)
+        for _ in range(args.runs):
+            for (size, jobs), submissions in classes.items():
+                for template in (True, False):
+                    key = f"{size} submission{'s' if size > 1 else ''}, --jobs {jobs}, " + \
+                          ("template" if template else "spawned")
+                    runs.setdefault(key, []).append(grade(course, submissions, jobs, template))
+        starts = [template_start() for _ in range(3)]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    result = {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.strip(),
+        "load_before": load_before, "load_after": os.getloadavg()[0], "runs": runs, "template_start": starts,
+    }
+    out = REPO / "benchmarks" / "results"
+    (out / "grading_start.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [
+        "# Grading processes: forked from the template, or spawned",
+        "",
+        f"{result['when']}, {result['machine']}, commit {result['commit']}; 1-minute load average "
+        f"{load_before:.2f} before, {result['load_after']:.2f} after. Produced by `benchmarks/grading_start.py`.",
+        "",
+        f"One program grades each class {args.runs} times with each setting, interleaved; median (min–max). CPU: "
+        "the whole machine's, kernels included.",
+        "",
+        "| class | grading processes | wall s | CPU s |",
+        "|---|---|---|---|",
+    ]
+    for key, rows in runs.items():
+        what, how = key.rsplit(", ", 1)
+        lines.append(f"| {what} | {how} | {summary([r['wall'] for r in rows])} | {summary([r['cpu'] for r in rows])} |")
+    lines.append("")
+    for size, jobs in CLASSES:
+        prefix = f"{size} submission{'s' if size > 1 else ''}, --jobs {jobs}, "
+        forked, spawned = runs[prefix + "template"], runs[prefix + "spawned"]
+        lines.append(f"- {prefix.rstrip(', ')}: template over spawned, wall **"
+                     f"{statistics.median(r['wall'] for r in forked) / statistics.median(r['wall'] for r in spawned):.2f}×**"
+                     f", CPU **{statistics.median(r['cpu'] for r in forked) / statistics.median(r['cpu'] for r in spawned):.2f}×**.")
+    lines += ["", f"The template's own start, once per program: {summary(starts)} s wall (3 starts).", ""]
+    (out / "grading_start.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

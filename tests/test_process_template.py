@@ -1,0 +1,100 @@
+"""Grading processes forked from the grading-process template (grader/process_template.py).
+
+A forked grading process must be what a spawned one is: the caller's environment and sys.path as they are when
+it starts, multiprocessing's own start-up, exit codes and deaths seen by the pool. The template ends with its
+caller, and pools spawn when it cannot serve. (Every class graded in the other tests runs on it too.)
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import select
+import signal
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from grader.process_template import Template, grading_context
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def fresh_template(monkeypatch):
+    """This test's own template: started after what the test sets up, stopped after it."""
+    monkeypatch.setattr(Template, "_instance", None)
+    yield
+    template = Template._instance
+    if template is not None and template.process.poll() is None:
+        template.process.kill()
+        template.process.wait()
+
+
+def what_a_grading_process_sees() -> dict:
+    return {"variable": os.environ.get("LLMCOURSE_TEMPLATE_TEST"), "parent": os.getppid(), "path": list(sys.path),
+            "preloaded": "nbgrader.converters" in sys.modules, "pid": os.getpid()}
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_grading_process_is_a_fork_of_the_template_with_the_callers_environment_now(
+        monkeypatch, tmp_path, fresh_template):
+    template = Template.get()
+    pid = template.ready()
+    # Set after the template started: a grading process sees the caller as it is when the process starts.
+    monkeypatch.setenv("LLMCOURSE_TEMPLATE_TEST", "set later")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+        seen = pool.submit(what_a_grading_process_sees).result()
+    assert seen["parent"] == pid and seen["pid"] != pid
+    assert seen["preloaded"], "the grading process did not start from the template's imports"
+    assert seen["variable"] == "set later"
+    assert seen["path"][0] == str(tmp_path)
+
+
+def test_exit_codes_and_deaths_reach_the_caller(fresh_template):
+    context = grading_context()
+    assert context.get_start_method() == "spawn" and context.Process is not multiprocessing.get_context("spawn").Process
+    process = context.Process(target=sys.exit, args=(3,))
+    process.start()
+    process.join()
+    assert process.exitcode == 3
+    # A grading process killed mid-task (for memory, say) breaks its pool, as a spawned one's death does.
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(die).result()
+
+
+def test_a_template_that_cannot_start_leaves_grading_processes_spawned(monkeypatch, fresh_template, caplog):
+    with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger="grader"):
+        patched.setattr(sys, "executable", "/bin/false")  # the template's Python; spawn keeps its own
+        context = grading_context()
+    assert context.Process is multiprocessing.get_context("spawn").Process
+    assert "spawned, not forked" in caplog.text
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        seen = pool.submit(what_a_grading_process_sees).result()
+    assert seen["parent"] == os.getpid()
+
+
+def test_the_template_ends_with_its_caller(tmp_path):
+    caller = subprocess.run(
+        [sys.executable, "-c", "from grader.process_template import Template\nprint(Template.get().ready())"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert caller.returncode == 0, caller.stderr
+    pid = int(caller.stdout.strip())
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    try:
+        # An event, not a deadline: the pidfd is readable when the process has ended. The backstop only ends a
+        # test whose template never ends.
+        assert select.select([pidfd], [], [], 120)[0], f"the template {pid} outlived its caller"
+    finally:
+        os.close(pidfd)

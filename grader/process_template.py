@@ -259,8 +259,14 @@ class Template:
 
 @functools.lru_cache(maxsize=1)
 def _popen_class():
-    from multiprocessing import forkserver, popen_forkserver, spawn, util
+    from multiprocessing import forkserver, popen_forkserver, resource_tracker, spawn, util
     from multiprocessing.context import reduction, set_spawning_popen
+
+    # What the template and its children use of multiprocessing's insides (as of Python 3.11): reading them here
+    # raises AttributeError on a Python that lacks one, and grading processes are spawned there.
+    _ = (spawn._main, spawn.get_preparation_data, forkserver.read_signed, forkserver.write_signed,
+         forkserver._forkserver._inherited_fds, resource_tracker._resource_tracker._fd,
+         popen_forkserver.Popen.duplicate_for_child, popen_forkserver.Popen.DupFd)
 
     class TemplatePopen(popen_forkserver.Popen):
         """multiprocessing's fork-server Popen, with the template as the server."""

@@ -98,3 +98,20 @@ def test_the_template_ends_with_its_caller(tmp_path):
         assert select.select([pidfd], [], [], 120)[0], f"the template {pid} outlived its caller"
     finally:
         os.close(pidfd)
+
+
+def test_a_python_without_what_the_template_uses_spawns(monkeypatch, fresh_template, caplog):
+    from multiprocessing import spawn
+
+    from grader import process_template
+
+    process_template._popen_class.cache_clear()
+    try:
+        with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger="grader"):
+            patched.delattr(spawn, "_main")  # as on a Python whose multiprocessing moved it
+            context = grading_context()
+    finally:
+        process_template._popen_class.cache_clear()
+    assert context.Process is multiprocessing.get_context("spawn").Process
+    assert "spawned, not forked" in caplog.text and "_main" in caplog.text
+    assert Template._instance is None  # no template started for nothing

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kernel_start import header, provenance, summary  # noqa: E402  (this folder is on sys.path: the script's own)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CLASSES = ((1, 1), (4, 2))  # (submissions, --jobs)
 
@@ -79,10 +77,6 @@ def template_start() -> float:
     return seconds
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -120,21 +114,11 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    result = {
-        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                 text=True).stdout.strip(),
-        "load_before": load_before, "load_after": os.getloadavg()[0], "runs": runs, "template_start": starts,
-    }
+    result = {**provenance(load_before), "runs": runs, "template_start": starts}
     out = REPO / "benchmarks" / "results"
     (out / "grading_start.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        "# Grading processes: forked from the template, or spawned",
-        "",
-        f"{result['when']}, {result['machine']}, commit {result['commit']}; 1-minute load average "
-        f"{load_before:.2f} before, {result['load_after']:.2f} after. Produced by `benchmarks/grading_start.py`.",
-        "",
+        *header("Grading processes: forked from the template, or spawned", result, "grading_start.py"),
         f"One program grades each class {args.runs} times with each setting, interleaved; median (min–max). CPU: "
         "the whole machine's, kernels included.",
         "",

@@ -93,6 +93,25 @@ def grade_class(course: Path, submissions: Path, fork: bool) -> float:
     return seconds
 
 
+def provenance(load_before: float) -> dict:
+    """When, where and at which commit a benchmark ran, and the machine's load around it."""
+    return {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.strip(),
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+    }
+
+
+def header(title: str, result: dict, script: str) -> list[str]:
+    """A results page's first lines: its title and the run's provenance."""
+    return [f"# {title}", "",
+            f"{result['when']}, {result['machine']}, commit {result['commit']}; 1-minute load average "
+            f"{result['load_before']:.2f} before, {result['load_after']:.2f} after. Produced by `benchmarks/{script}`.",
+            ""]
+
+
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
@@ -140,11 +159,7 @@ def main() -> None:
         return statistics.median(r[key] for r in rows)
 
     result = {
-        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                 text=True).stdout.strip(),
-        "load_before": load_before, "load_after": os.getloadavg()[0],
+        **provenance(load_before),
         "runs": args.runs, "class_size": args.class_size, "class_runs": args.class_runs,
         "kernel": {("forked" if f else "execd"): rows for f, rows in kernels.items()},
         "forker_start": forker,
@@ -153,11 +168,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results"
     (out / "kernel_start.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        "# Grading kernels: forked from the kernel forker, or exec'd",
-        "",
-        f"{result['when']}, {result['machine']}, commit {result['commit']}; 1-minute load average "
-        f"{load_before:.2f} before, {result['load_after']:.2f} after. Produced by `benchmarks/kernel_start.py`.",
-        "",
+        *header("Grading kernels: forked from the kernel forker, or exec'd", result, "kernel_start.py"),
         f"## One kernel, to the end of the setup cell ({args.runs} runs each, interleaved; median (min–max))",
         "",
         "| kernel | wall s | the kernel's own CPU s |",

@@ -68,11 +68,27 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     for name in PRELOAD:
         importlib.import_module(name)
+
+    def forked(pid: int, request: dict, fds: list[int]) -> None:
+        for f in fds:
+            os.close(f)
+
+    fork_server(sock, 3, child=lambda request, fds: _launcher(sock, request, fds), forked=forked,
+                reap=lambda: _reap(sock))
+
+
+def fork_server(sock: socket.socket, max_fds: int, child, forked, reap, handlers: dict | None = None) -> None:
+    """The loop of a process that forks on request (this forker, and grader.process_template's template): say
+    ready, then for each request on `sock` (JSON, and up to `max_fds` descriptors) fork; the child runs
+    child(request, fds) and never returns, the server runs forked(pid, request, fds) (which closes the
+    descriptors it does not keep) and answers the pid. reap() runs on every SIGCHLD. `handlers` are signal
+    handlers of the server's, undone in each child. The process ends when the socket closes: its caller is gone."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
+    handlers = {signal.SIGCHLD: lambda *_: None, **(handlers or {})}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
     _send(sock, {"ready": os.getpid()})
     while True:
         try:
@@ -86,31 +102,37 @@ def serve(fd: int) -> None:
                         break
                 except BlockingIOError:
                     break
-            _reap(sock)
-        if sock in readable:
-            try:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
-            except OSError:
-                data, fds = b"", []
-            if not data:  # the grading process is gone: so is every launcher (they die with this process)
-                os._exit(0)
-            try:
-                request = json.loads(data)
-                pid = os.fork()
-            except Exception as exc:
-                for f in fds:
-                    os.close(f)
-                _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
-                continue
-            if pid == 0:
-                _launcher(sock, request, fds)  # returns only as the kernel ends (SystemExit)
+            reap()
+        if sock not in readable:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, max_fds)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the caller is gone (a grading process's launchers die with its forker)
+            os._exit(0)
+        try:
+            request = json.loads(data)
+            pid = os.fork()
+        except Exception as exc:
             for f in fds:
                 os.close(f)
-            _send(sock, {"pid": pid})
-            _reap(sock)
+            _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            child(request, fds)  # never returns
+        forked(pid, request, fds)
+        _send(sock, {"pid": pid})
+        reap()
 
 
-def _reap(sock: socket.socket) -> None:
+def reaped():
+    """(pid, exit code) of each child that has ended, reaped now; none when none has."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -118,7 +140,12 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        yield pid, os.waitstatus_to_exitcode(status)
+
+
+def _reap(sock: socket.socket) -> None:
+    for pid, code in reaped():
+        _send(sock, {"exited": pid, "code": code})
 
 
 def _send(sock: socket.socket, message: dict) -> None:
@@ -134,8 +161,6 @@ def _launcher(sock: socket.socket, request: dict, fds: list[int]) -> None:
     loop (which holds nothing to clean up) and ends its interpreter as any Python program ends."""
     try:
         os.setsid()  # first: the grading process signals the launcher's group, whose id is this pid
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.close(sock.detach())
         stdin, stdout, stderr = fds
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):

@@ -52,64 +52,38 @@ def serve(fd: int) -> None:
 
     from multiprocessing import forkserver
 
+    from .kernel_fork import fork_server
+
     sock = socket.socket(fileno=fd)
     for name in PRELOAD:
         importlib.import_module(name)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    handlers = {signal.SIGCHLD: signal.signal(signal.SIGCHLD, lambda *_: None),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
-    signal.set_wakeup_fd(wake_w)
     status_of: dict[int, int] = {}  # child pid -> the write end of its status pipe
-    sock.send(json.dumps({"ready": os.getpid()}).encode())
-    while True:
-        try:
-            readable, _, _ = select.select([sock, wake_r], [], [])
-        except InterruptedError:
-            continue
-        if wake_r in readable:
-            _drain(wake_r)
-            _reap(status_of)
-        if sock not in readable:
-            continue
-        try:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-        except OSError:
-            data, fds = b"", []
-        if not data:  # the caller is gone; its grading processes end as their pipes to it close
-            os._exit(0)
+
+    def child(request: dict, fds: list[int]) -> None:
         child_r, child_w, tracker_fd, *inherited = fds
+        code = 1
         try:
-            env = json.loads(data)["env"]
-            pid = os.fork()
-        except Exception as exc:
-            for f in fds:
+            for f in (sock.detach(), child_w, *status_of.values()):
                 os.close(f)
-            _answer(sock, {"error": f"{type(exc).__name__}: {exc}"})
-            continue
-        if pid == 0:
-            code = 1
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum, handler in handlers.items():
-                    signal.signal(signum, handler)
-                for f in (sock.detach(), wake_r, wake_w, child_w, *status_of.values()):
-                    os.close(f)
-                os.environ.clear()
-                os.environ.update(env)
-                code = _grading_process(child_r, tracker_fd, inherited)
-            except BaseException:
-                sys.excepthook(*sys.exc_info())
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+            os.environ.clear()
+            os.environ.update(request["env"])
+            code = _grading_process(child_r, tracker_fd, inherited)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+    def forked(pid: int, request: dict, fds: list[int]) -> None:
+        child_r, child_w, tracker_fd, *inherited = fds
         forkserver.write_signed(child_w, pid)
         status_of[pid] = child_w
         for f in (child_r, tracker_fd, *inherited):
             os.close(f)
-        _answer(sock, {"pid": pid})
-        _reap(status_of)
+
+    # SIGINT ignored, as multiprocessing's fork server does: a ^C reaches the grading program, not its template.
+    fork_server(sock, MAX_FDS, child=child, forked=forked, reap=lambda: _reap(status_of),
+                handlers={signal.SIGINT: signal.SIG_IGN})
 
 
 def _grading_process(child_r: int, tracker_fd: int, inherited: list[int]) -> int:
@@ -127,36 +101,16 @@ def _grading_process(child_r: int, tracker_fd: int, inherited: list[int]) -> int
 def _reap(status_of: dict[int, int]) -> None:
     from multiprocessing import forkserver
 
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    from .kernel_fork import reaped
+
+    for pid, code in reaped():
         child_w = status_of.pop(pid, None)
         if child_w is not None:
             try:
-                forkserver.write_signed(child_w, os.waitstatus_to_exitcode(status))
+                forkserver.write_signed(child_w, code)
             except OSError:  # the caller stopped listening for it
                 pass
             os.close(child_w)
-
-
-def _drain(fd: int) -> None:
-    while True:
-        try:
-            if not os.read(fd, 512):
-                return
-        except BlockingIOError:
-            return
-
-
-def _answer(sock: socket.socket, message: dict) -> None:
-    try:
-        sock.send(json.dumps(message).encode())
-    except OSError:
-        os._exit(0)  # nobody listens any more
 
 
 # -- the caller's side ------------------------------------------------------------------------------------

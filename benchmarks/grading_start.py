@@ -46,9 +46,9 @@ def grade(course: Path, submissions: Path, jobs: int, template: bool) -> dict:
     import grader.grading as grading
     from grader.cli import main as grader_main
 
-    original = grading._spawn
+    original = grading.grading_context
     if not template:
-        grading._spawn = lambda: multiprocessing.get_context("spawn")
+        grading.grading_context = lambda: multiprocessing.get_context("spawn")
     try:
         cpu, started = machine_cpu(), time.perf_counter()
         out = io.StringIO()
@@ -57,7 +57,7 @@ def grade(course: Path, submissions: Path, jobs: int, template: bool) -> dict:
                                 "--jobs", str(jobs), "--json"])
         wall, cpu = time.perf_counter() - started, machine_cpu() - cpu
     finally:
-        grading._spawn = original
+        grading.grading_context = original
     assert code == 0
     assert all(r["score"] == 10 for r in json.loads(out.getvalue())), out.getvalue()[-2000:]
     return {"wall": wall, "cpu": cpu}

@@ -23,6 +23,7 @@ import nbformat
 from nbgrader.utils import determine_grade, is_grade
 
 from .course import Course, CourseError, MachineryFailure
+from .process_template import grading_context
 from .cells import cell_results, check_calls, is_check_cell
 from .submissions import SubmissionLimits, read_notebook, stage, without_duplicate_cells  # noqa: F401  (stage: distributed)
 
@@ -452,7 +453,7 @@ def _start_pool(jobs: int, submissions: int) -> ProcessPoolExecutor:
     They are started at once (a process starts on the first task that finds no idle one), so that their
     imports overlap with whatever the caller does next."""
     workers = max(1, min(jobs, submissions))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_spawn(), initializer=_worker_start)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=grading_context(), initializer=_worker_start)
     for _ in range(workers):
         pool.submit(_ready)
     return pool
@@ -514,14 +515,6 @@ def _not_graded(course: Course, assignment: str, student: str, reason: str) -> S
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else type(exc).__name__
-
-
-def _spawn():
-    """Grading processes are forks of a template that imported the grading machinery once (spawned where it
-    cannot serve): grader/process_template.py."""
-    from .process_template import grading_context
-
-    return grading_context()
 
 
 # -- a self-learner's notebook ---------------------------------------------------------------------------

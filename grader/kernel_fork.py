@@ -1,8 +1,8 @@
 """Grading kernels forked from a warm process, so that no kernel imports torch again.
 
 An exec'd kernel spends about two CPU seconds before it runs a line of the notebook: its Python starts, then
-imports torch, numpy, ipykernel and the course's wire format (the notebook's first cell and the grader's
-bootstrap need them all). A class of 40 submissions spends 80 CPU seconds on that alone.
+imports torch, numpy, ipykernel, matplotlib and the course's wire format (the notebook's first cell and the
+grader's bootstrap need them all). A class of 40 submissions spends 80 CPU seconds on that alone.
 
 A grading process now starts one *kernel forker*: a fresh Python (never a fork of the grader: it holds no
 hidden check, no reference solution, no gradebook credential, and its environment is the kernel's clean

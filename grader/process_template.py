@@ -140,11 +140,13 @@ class Template:
 
     @classmethod
     def get(cls) -> "Template":
-        """This process's template, started if it is not yet, or again if it ended (killed, say). A fork of a
+        """This process's template, started if it is not yet, or again if it ended after it had served (killed,
+        say). One that never became ready is not started again: every pool of this process spawns. A fork of a
         process that has one (a queue worker's pool) starts its own: the socket is its starter's."""
         with cls._instance_lock:
             current = cls._instance
-            if current is None or current.owner != os.getpid() or current.process.poll() is not None:
+            if (current is None or current.owner != os.getpid()
+                    or (current.pid is not None and current.process.poll() is not None)):
                 cls._instance = cls()
             return cls._instance
 

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
+from grader import process_template
 from grader.process_template import Template, grading_context
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,14 +73,35 @@ def test_exit_codes_and_deaths_reach_the_caller(fresh_template):
 
 
 def test_a_template_that_cannot_start_leaves_grading_processes_spawned(monkeypatch, fresh_template, caplog):
+    real_popen = subprocess.Popen
+
+    def broken(args, **kw):  # the template's Python fails at once
+        return real_popen([sys.executable, "-c", "raise SystemExit(3)"], **{**kw, "pass_fds": ()})
+
     with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger="grader"):
-        patched.setattr(sys, "executable", "/bin/false")  # the template's Python; spawn keeps its own
+        patched.setattr(process_template.subprocess, "Popen", broken)
         context = grading_context()
     assert context.Process is multiprocessing.get_context("spawn").Process
     assert "spawned, not forked" in caplog.text
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         seen = pool.submit(what_a_grading_process_sees).result()
     assert seen["parent"] == os.getpid()
+    # One that never became ready is not started again for every pool: the next pools spawn at once.
+    failed = Template._instance
+    assert grading_context().Process is multiprocessing.get_context("spawn").Process
+    assert Template._instance is failed
+
+
+def test_a_template_killed_after_it_served_is_started_again(fresh_template):
+    first = Template.get()
+    first.ready()
+    first.process.kill()
+    first.process.wait()
+    context = grading_context()
+    second = Template._instance
+    assert second is not first and second.pid not in (None, first.pid)
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        assert pool.submit(what_a_grading_process_sees).result()["parent"] == second.pid
 
 
 def test_the_template_ends_with_its_caller(tmp_path):
@@ -102,8 +124,6 @@ def test_the_template_ends_with_its_caller(tmp_path):
 
 def test_a_python_without_what_the_template_uses_spawns(monkeypatch, fresh_template, caplog):
     from multiprocessing import spawn
-
-    from grader import process_template
 
     process_template._popen_class.cache_clear()
     try:

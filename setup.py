@@ -14,4 +14,6 @@ if os.environ.get("LLMCOURSE_WHEEL") == "student":
 else:
     packages = find_packages(include=["llmcourse", "llmcourse.*", "grader", "grader.*"])
 
-setup(packages=packages)
+# The full install's grader carries its stored judge of 05_rlhf (grader/checks/rlhf.py: JUDGE_FILE).
+setup(packages=packages, package_data={} if os.environ.get("LLMCOURSE_WHEEL") == "student" else
+      {"grader.checks": ["rlhf_judge.pt"]})

@@ -7,7 +7,8 @@ Three models train in two processes side by side, one thread each: course-lm in 
 and then the scaling-law sweep of 07_deployment (20 small models, assets/data/scaling/runs.json) in the other.
 (Tiny models gain little from a second thread, and a busy machine makes threads wait on each other; two
 single-threaded processes use two cores fully.) Then course-lm-apps is fine-tuned
-from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md.
+from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md. Last, the grader's judge of 05_rlhf,
+fitted from course-lm and the preference data, is stored again (grader/checks/rlhf_judge.pt).
 """
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def wait(proc: subprocess.Popen, what: str) -> None:
         raise SystemExit(f"{what} failed (exit status {proc.returncode}); see the messages above or its log.")
 
 
+def store_judge() -> None:
+    """The grader's judge of 05_rlhf is fitted from course-lm and the preference data: store it again."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if subprocess.run([sys.executable, "-m", "grader.checks.rlhf"], env=env, cwd=ASSETS.parent).returncode != 0:
+        raise SystemExit("storing the judge of 05_rlhf (python -m grader.checks.rlhf) failed; see the messages above.")
+
+
 SCRIPT_OF = {"course-lm": "train_lm.py", "course-mlm": "train_mlm.py", "course-t5": "train_t5.py",
              "course-lm-apps": "train_apps.py"}
 # course-lm-apps is fine-tuned from course-lm once both cores are free: two threads (the same number on every
@@ -78,6 +86,7 @@ def retrain(names: list[str]) -> None:
     info["retrained"]["evaluate.py"] = time.strftime("%Y-%m-%d %H:%M")
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     wait(run(["make_cards.py"]), "make_cards.py")
+    store_judge()
 
 
 def main() -> None:
@@ -135,6 +144,7 @@ def main() -> None:
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }, indent=2) + "\n")
     wait(run(["make_cards.py"]), "make_cards.py")
+    store_judge()
     print(f"all assets rebuilt in {timings['total'] / 60:.1f} minutes; see assets/MODELS.md", flush=True)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -860,17 +861,35 @@ N_JUDGE_PROMPTS = 80
 MAX_NEW_TOKENS = 40
 
 
+JUDGE_FILE = Path(__file__).with_name("rlhf_judge.pt")
+
+
 @lru_cache(maxsize=1)
 def judge():
     """The grader's judge: course-lm as the reference, and its own reward model.
 
     The reward model is a linear probe on the reference's mean hidden state over the response, fitted to
-    the training pairs here (a few seconds; 100% on held-out pairs). Students never see it.
+    the training pairs (100% on held-out pairs); the baseline is course-lm's own greedy answers, judged. Both are
+    deterministic functions of course-lm, the preference data and the code below, so they are fitted once and
+    stored in JUDGE_FILE with a digest of those inputs (`python -m grader.checks.rlhf` stores them again). Where
+    the stored judge is missing or was made from other inputs (retrained models, a hub model in place of
+    course-lm), it is fitted here: about 10 CPU seconds per grading process. Students never see it.
     """
-    from llmcourse.assets import load_model, load_task, load_tokenizer
+    from llmcourse.assets import load_model, load_tokenizer
 
     tok = load_tokenizer("course-lm")
     reference = load_model("course-lm").eval()
+    stored = stored_judge()
+    if stored is not None:
+        return tok, reference, stored["probe"], stored["prompts"], stored["baseline"]
+    probe, prompts, baseline = fit_judge(tok, reference)
+    return tok, reference, probe, prompts, baseline
+
+
+def fit_judge(tok, reference) -> tuple[torch.Tensor, list[str], dict]:
+    """The judge's probe, its prompts and course-lm's own judged answers (the baseline), fitted now."""
+    from llmcourse.assets import load_task
+
     data = load_task("preferences")
     train = data["train"].select(range(400))
     chosen = _features(reference, tok, train["prompt"], train["chosen"])
@@ -885,8 +904,53 @@ def judge():
         optimizer.step()
     prompts = list(dict.fromkeys(data["test"]["prompt"]))[:N_JUDGE_PROMPTS]
     probe = w.detach()
-    baseline = _judge_samples(reference, reference, tok, probe, prompts)
-    return tok, reference, probe, prompts, baseline
+    return probe, prompts, _judge_samples(reference, reference, tok, probe, prompts)
+
+
+def judge_inputs() -> str | None:
+    """A digest of what the judge is fitted from: course-lm's files and the preference data (by their hashes in
+    assets/manifest.json, which loading them verifies), the code that fits and samples it, and torch's version.
+    None when a hub model stands in for course-lm (LLMCOURSE_HUB): its judge is always fitted afresh."""
+    import hashlib
+    import inspect
+    import json
+
+    from llmcourse import rlhf_tools
+    from llmcourse.assets import assets_dir, hub_model_for
+
+    if hub_model_for("course-lm"):
+        return None
+    manifest = json.loads((assets_dir() / "manifest.json").read_text())["sha256"]
+    digest = hashlib.sha256(f"torch {torch.__version__}; prompts {N_JUDGE_PROMPTS}; tokens {MAX_NEW_TOKENS};".encode())
+    for name in sorted(n for n in manifest if n.startswith(("models/course-lm/", "data/preferences/"))):
+        digest.update(f"{name} {manifest[name]};".encode())
+    for function in (fit_judge, _features, _judge_samples, rlhf_tools.rollout, rlhf_tools.pad_batch):
+        digest.update(inspect.getsource(function).encode())
+    return digest.hexdigest()
+
+
+def stored_judge() -> dict | None:
+    """The judge in JUDGE_FILE ({"probe", "prompts", "baseline"}) when it was fitted from today's inputs; else None."""
+    inputs = judge_inputs()
+    if inputs is None or not JUDGE_FILE.is_file():
+        return None
+    try:
+        stored = torch.load(JUDGE_FILE, weights_only=True)
+    except Exception:  # damaged: fitted afresh
+        return None
+    return stored if isinstance(stored, dict) and stored.get("inputs") == inputs else None
+
+
+def store_judge() -> Path:
+    """Fit the judge and store it in JUDGE_FILE with the digest of its inputs."""
+    from llmcourse.assets import load_model, load_tokenizer
+
+    inputs = judge_inputs()
+    if inputs is None:
+        raise SystemExit("LLMCOURSE_HUB names a hub model for course-lm: the judge of a hub model is not stored.")
+    probe, prompts, baseline = fit_judge(load_tokenizer("course-lm"), load_model("course-lm").eval())
+    torch.save({"inputs": inputs, "probe": probe, "prompts": prompts, "baseline": baseline}, JUDGE_FILE)
+    return JUDGE_FILE
 
 
 def _features(model, tok, prompts, responses) -> torch.Tensor:
@@ -992,3 +1056,7 @@ def test_ppo_policy_greedy_answers_are_preferred_and_fluent(student):
                       "AWAY from the reward. Check the sign of the policy loss and that the score enters "
                       "shaped_rewards.",
         weak_hint="Run the training cell of section 8 with your ppo_train, and keep its policy in `ppo_policy`.")
+
+
+if __name__ == "__main__":  # python -m grader.checks.rlhf: store the judge again (after the models or data change)
+    print(f"stored the judge in {store_judge()}")

@@ -14,11 +14,15 @@ already imported (benchmarks/kernel_start.py measures both ways side by side).
 
     grading process --socketpair--> kernel forker (root, warm) -> launcher -> init of the namespace -> kernel
 
-The forker serves the grading process that started it, over a socket pair: a request carries the launcher's
-arguments, environment and working folder, and its standard input, output and error as file descriptors;
-the reply is the launcher's pid, and a notice follows when it exits. The forker exits when the socket
-closes, that is when the grading process exits or dies; each launcher dies with the forker (as it died with
-the grading process before), and with it its namespace and kernel.
+The forker serves one grading process, over a socket pair: a request carries the launcher's arguments,
+environment and working folder, and its standard input, output and error as file descriptors; the reply is
+the launcher's pid, and a notice follows when it exits. The forker exits when the socket closes, that is when
+the grading process exits or dies; each launcher dies with the forker (as it died with the grading process
+before), and with it its namespace and kernel. A grading process forked from its program's template
+(grader.process_template) gets its forker ready-made: the program's *forker parent* (ForkerParent), itself
+started as a forker is, forks one for each such process, so that the imports are paid once per program, not
+once per grading process. Any other grading process, or one whose kernels get other settings (a thread
+count of their own), starts its own forker. `ps` shows whom a forker serves: `grader.kernel_fork N --for PID`.
 
 What a forked kernel inherits that an exec'd one would not, and what is done about it:
 - memory: the packages above, imported by root from the installed files the kernel reads anyway, and the
@@ -65,13 +69,51 @@ _TITLE_ROOM = " " * 600  # argv space reserved in the forker, so that its forks 
 # -- the forker's side ------------------------------------------------------------------------------------
 def serve(fd: int) -> None:
     """The forker's loop: preload, say ready, then fork a launcher for each request until the socket closes."""
-    sock = socket.socket(fileno=fd)
-    for name in PRELOAD:
-        importlib.import_module(name)
+    _preload()
+    _serve_launches(socket.socket(fileno=fd))
+
+
+def serve_parent(fd: int) -> None:
+    """The forker parent's loop: preload, then fork a kernel forker for each request, which serves the socket the
+    request carries (its grading process's end is that process's). The parent ends when its program does."""
+    control = socket.socket(fileno=fd)
+    _preload()
+
+    def child(request: dict, fds: list[int]) -> None:
+        # Never returns: the forker exits when its socket closes. A kernel forked from it ends by SystemExit
+        # through these frames, as through an exec'd forker's (nothing here to clean up).
+        os.close(control.detach())
+        theirs, *others = fds
+        for f in others:
+            os.close(f)
+        _retitle([sys.executable, "-m", "grader.kernel_fork", str(theirs)])
+        _serve_launches(socket.socket(fileno=theirs))
 
     def forked(pid: int, request: dict, fds: list[int]) -> None:
         for f in fds:
             os.close(f)
+
+    def reap() -> None:
+        for _ in reaped():  # a forker ends when its grading process does; nobody waits for its exit code
+            pass
+
+    fork_server(control, 1, child=child, forked=forked, reap=reap)
+
+
+def _preload() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
+def _serve_launches(sock: socket.socket) -> None:
+    titled = []
+
+    def forked(pid: int, request: dict, fds: list[int]) -> None:
+        for f in fds:
+            os.close(f)
+        if not titled and isinstance(request.get("client"), int):  # ps shows whom a forker serves
+            titled.append(_retitle([sys.executable, "-m", "grader.kernel_fork", str(sock.fileno()),
+                                    "--for", str(request["client"])]))
 
     fork_server(sock, 3, child=lambda request, fds: _launcher(sock, request, fds), forked=forked,
                 reap=lambda: _reap(sock))
@@ -301,15 +343,18 @@ class KernelForker:
     _instances: dict[tuple, "KernelForker"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, env: dict[str, str]):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "grader.kernel_fork", str(theirs.fileno()), _TITLE_ROOM],
-                pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        self.sock = ours
+    def __init__(self, env: dict[str, str], sock: socket.socket | None = None):
+        self.process: subprocess.Popen | None = None  # None: forked by the program's forker parent, not ours
+        if sock is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "grader.kernel_fork", str(theirs.fileno()), _TITLE_ROOM],
+                    pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
+            finally:
+                theirs.close()
+            sock = ours
+        self.sock = sock
         self.lock = threading.Lock()
         self.exits: dict[int, int] = {}
         self.pid: int | None = None  # the forker's pid once it said it is ready
@@ -323,11 +368,25 @@ class KernelForker:
         with cls._lock:
             forker = cls._instances.get(key)
             if forker is not None and forker.failed:
-                raise ForkerUnavailable(forker.failed)
+                if forker.process is not None or forker.pid is not None:
+                    raise ForkerUnavailable(forker.failed)
+                forker = None  # the forker parent could not fork one for us: start our own
             if forker is None:
                 forker = cls._instances[key] = cls(env)
-        forker.ready()
+        try:
+            forker.ready()
+        except ForkerUnavailable:
+            if forker.process is not None or forker.pid is not None:
+                raise
+            return cls.for_environment(env)  # as above: now our own
         return forker
+
+    @classmethod
+    def adopt(cls, fd: int, env: dict[str, str]) -> None:
+        """Take socket `fd` (a grading process's end, from its template) as this process's forker for kernels of
+        environment `env`: the program's forker parent forks the forker that serves it (ForkerParent)."""
+        with cls._lock:
+            cls._instances[tuple(sorted(env.items()))] = cls(env, socket.socket(fileno=fd))
 
     def ready(self) -> int:
         """Wait until the forker has imported what it preloads (an event: its first message); its pid. A forker
@@ -352,7 +411,7 @@ class KernelForker:
             with self.lock:
                 if self.failed:
                     raise ForkerUnavailable(self.failed)
-                request = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
+                request = json.dumps({"argv": argv, "env": env, "cwd": cwd, "client": os.getpid()}).encode()
                 try:
                     socket.send_fds(self.sock, [request], [read_end, out, err])
                 except OSError as exc:
@@ -418,11 +477,111 @@ class KernelForker:
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
+        if self.process is None:  # the forker parent's child: closing its socket ends it
+            self.sock.close()
+            return
         try:
             self.process.kill()
         except OSError:
             pass
         self.process.wait()  # reaped: no zombie left for the grading process's life
+
+
+class ForkerParent:
+    """A grading program's forker parent: a clean Python, started as a forker is, that imports what a forker
+    preloads once, then forks a kernel forker for each grading process that the program's template forks
+    (grader.process_template). A grading process would otherwise start its own forker, about 1.8 CPU seconds
+    each, and a program starts many grading processes.
+
+        program --socketpair--> forker parent -> kernel forker (one per grading process) -> launcher -> kernel
+        grading process <---- its own socket pair ----> kernel forker
+
+    A forked forker is what a started one is (the same clean Python, environment and imports, and nothing
+    else: the parent holds no grading process's socket), serves only the grading process that holds the other
+    end of its socket, and exits when that process does; its launchers die with it. The parent ends with its
+    program. A request waits in the parent's socket while it imports. Where the parent cannot start or serve,
+    each grading process starts its own forker, as it did before.
+    """
+
+    _instances: dict[tuple, "ForkerParent"] = {}
+    _lock = threading.Lock()
+    MAX_PARENTS = 4  # one per environment; a program whose environment keeps changing stops the oldest
+
+    def __init__(self, env: dict[str, str]):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "grader.kernel_fork", "--parent", str(theirs.fileno()), _TITLE_ROOM],
+                pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.owner = os.getpid()
+        self.served = False  # it said it is ready
+        self.failed = ""
+
+    @classmethod
+    def connect(cls, env: dict[str, str]) -> socket.socket | None:
+        """One end of a socket pair whose other end a new kernel forker for environment `env` will serve; None
+        where this program's forker parent cannot serve (then the grading process starts its own forker). A
+        parent that ends after it had been ready is started again; one that never became ready is not."""
+        key = tuple(sorted(env.items()))
+        with cls._lock:
+            parent = cls._instances.get(key)
+            if parent is not None and (parent.owner != os.getpid() or (parent.failed and parent.served)):
+                parent = None  # a fork of the program that started it (a queue worker's child), or it died
+            if parent is None:
+                while len(cls._instances) >= cls.MAX_PARENTS:
+                    cls._instances.pop(next(iter(cls._instances))).stop()
+                try:
+                    parent = cls._instances[key] = cls(env)
+                except OSError:
+                    return None
+            return parent._connect()
+
+    def _connect(self) -> socket.socket | None:
+        self._drain()
+        if self.failed:
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(self.sock, [b"{}"], [theirs.fileno()], socket.MSG_DONTWAIT)
+        except OSError as exc:  # gone, or so far behind that its socket is full
+            self._fail(f"the kernel forker parent did not take a request ({exc})")
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        return ours
+
+    def _drain(self) -> None:
+        """Read what the parent said (its readiness, the forks' pids: nothing to act on) without waiting."""
+        while not self.failed:
+            try:
+                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                data = b""
+                reason = f"the kernel forker parent stopped answering ({exc})"
+            else:
+                reason = "the kernel forker parent exited"
+            if not data:
+                self._fail(reason)
+                return
+            self.served = self.served or "ready" in json.loads(data)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = reason
+        self.stop()
+
+    def stop(self) -> None:
+        self.sock.close()  # the parent exits when its socket closes; its forkers go on serving their processes
+        try:
+            self.process.kill()
+        except OSError:
+            pass
+        self.process.wait()
 
 
 def forker_environment(threads: int) -> dict[str, str]:
@@ -451,4 +610,7 @@ def _matplotlib_folder() -> str:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    if sys.argv[1] == "--parent":
+        serve_parent(int(sys.argv[2]))
+    else:
+        serve(int(sys.argv[1]))

@@ -14,6 +14,9 @@ modules) itself. The template is a fresh Python (never a fork of its caller), ho
 caller only over a socket pair that nothing else holds; it ends when its caller does. Where it cannot start or
 serve, pools spawn as before.
 
+Each grading process also gets its kernel forker ready-made: with the request, the caller passes one end of a
+socket pair whose other end a forker forked by the program's forker parent serves (grader.kernel_fork).
+
 The wire is multiprocessing's forkserver's (the template is a private fork server): a request passes the
 child's two pipe ends and the descriptors it inherits; the template answers on the status pipe with the child's
 pid, then its exit code.
@@ -67,6 +70,11 @@ def serve(fd: int) -> None:
                 os.close(f)
             os.environ.clear()
             os.environ.update(request["env"])
+            if request.get("kernel_forker") is not None:  # its kernel forker's socket comes first
+                from .kernel_fork import KernelForker
+
+                forker_fd, *inherited = inherited
+                KernelForker.adopt(forker_fd, request["kernel_forker"])
             code = _grading_process(child_r, tracker_fd, inherited)
         except BaseException:
             sys.excepthook(*sys.exc_info())
@@ -75,11 +83,12 @@ def serve(fd: int) -> None:
             os._exit(code)
 
     def forked(pid: int, request: dict, fds: list[int]) -> None:
-        child_r, child_w, tracker_fd, *inherited = fds
+        child_w = fds[1]
         forkserver.write_signed(child_w, pid)
         status_of[pid] = child_w
-        for f in (child_r, tracker_fd, *inherited):
-            os.close(f)
+        for f in fds:
+            if f != child_w:
+                os.close(f)
 
     # SIGINT ignored, as multiprocessing's fork server does: a ^C reaches the grading program, not its template.
     fork_server(sock, MAX_FDS, child=child, forked=forked, reap=lambda: _reap(status_of),
@@ -174,13 +183,17 @@ class Template:
         self.ready()
         parent_r, child_w = os.pipe()
         child_r, parent_w = os.pipe()
+        forker = None
         try:
+            forker_env, forker = _kernel_forker()
             with self.lock:
                 if self.failed:
                     raise TemplateUnavailable(self.failed)
                 try:
-                    socket.send_fds(self.sock, [json.dumps({"env": dict(os.environ)}).encode()],
-                                    [child_r, child_w, resource_tracker.getfd(), *fds])
+                    request = {"env": dict(os.environ), "kernel_forker": forker_env if forker else None}
+                    socket.send_fds(self.sock, [json.dumps(request).encode()],
+                                    [child_r, child_w, resource_tracker.getfd(),
+                                     *([forker.fileno()] if forker else []), *fds])
                     answer = self._receive()
                 except OSError as exc:
                     answer = {"error": f"{type(exc).__name__}: {exc}"}
@@ -194,6 +207,8 @@ class Template:
         finally:
             os.close(child_r)
             os.close(child_w)
+            if forker is not None:
+                forker.close()  # the grading process holds its own copy
         return parent_r, parent_w
 
     def _receive(self) -> dict:
@@ -211,6 +226,20 @@ class Template:
         except OSError:
             pass
         self.process.wait()
+
+
+def _kernel_forker():
+    """(environment, socket) of a kernel forker for the next grading process: forked by this program's forker
+    parent (grader.kernel_fork.ForkerParent) for the environment its kernels get when the grading settings
+    leave the thread count alone; (None, None) where the parent cannot serve (the process starts its own)."""
+    from .kernel_fork import ForkerParent, forker_environment
+
+    try:
+        env = forker_environment(max(1, os.cpu_count() or 1))  # SandboxedKernelManager._threads() when threads = 0
+        return env, ForkerParent.connect(env)
+    except OSError as exc:
+        log.warning("Grading processes start kernel forkers of their own (%s)", exc)
+        return None, None
 
 
 @functools.lru_cache(maxsize=1)

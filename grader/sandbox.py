@@ -13,7 +13,8 @@ Each kernel gets:
 - the same Python and packages as the grader, whatever kernel the notebook names.
 
 A CPU kernel's process is a fork of the grading process's kernel forker (grader/kernel_fork.py), a clean
-Python that has imported torch, ipykernel and the course's packages once, and that goes through every step
+Python that has imported torch, ipykernel and the course's packages once (forked in turn from its program's
+forker parent, where the grading process came from the program's template), and that goes through every step
 above (grader/sandbox_launch.py) before it starts ipykernel in-process; a GPU kernel, or any kernel when
 `fork_kernels` is off or the forker cannot serve, is a new Python, exec'd.
 

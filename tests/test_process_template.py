@@ -135,3 +135,73 @@ def test_a_python_without_what_the_template_uses_spawns(monkeypatch, fresh_templ
     assert context.Process is multiprocessing.get_context("spawn").Process
     assert "spawned, not forked" in caplog.text and "_main" in caplog.text
     assert Template._instance is None  # no template started for nothing
+
+
+# -- kernel forkers: forked by the program's forker parent -------------------------------------------------
+@pytest.fixture
+def fresh_forker_parents(monkeypatch):
+    """This test's own forker parents, stopped after it."""
+    from grader.kernel_fork import ForkerParent
+
+    monkeypatch.setattr(ForkerParent, "_instances", {})
+    yield ForkerParent._instances
+    for parent in list(ForkerParent._instances.values()):
+        parent.stop()
+
+
+def kernel_forker_of_this_process(threads: int = 0) -> dict:
+    """Start (or take) this grading process's kernel forker, as its first kernel would; what it is."""
+    import psutil
+
+    from grader.kernel_fork import KernelForker, forker_environment
+
+    forker = KernelForker.for_environment(forker_environment(threads or max(1, os.cpu_count() or 1)))
+    process = psutil.Process(forker.pid)
+    return {"pid": forker.pid, "parent": process.ppid(), "own": forker.process is not None,
+            "command": process.cmdline(), "grading_process": os.getpid()}
+
+
+def test_grading_processes_get_kernel_forkers_forked_by_one_parent(fresh_template, fresh_forker_parents):
+    import psutil
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+        first = pool.submit(kernel_forker_of_this_process).result()
+    with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+        second = pool.submit(kernel_forker_of_this_process).result()
+        assert psutil.pid_exists(second["pid"])
+        (parent,) = fresh_forker_parents.values()
+        assert first["parent"] == second["parent"] == parent.process.pid  # started once, by this program
+        assert not first["own"] and not second["own"]
+        assert first["pid"] != second["pid"] and first["grading_process"] != second["grading_process"]
+        assert second["command"][1:3] == ["-m", "grader.kernel_fork"] and "--parent" not in second["command"]
+        forker = psutil.Process(second["pid"])
+    # Each forker serves one grading process and ends with it (an event: its socket closes).
+    forker.wait(timeout=60)  # raises if it outlives its grading process by a minute
+    assert not forker.is_running()
+    assert parent.process.poll() is None
+
+
+def test_a_grading_process_whose_kernels_get_other_settings_starts_its_own_forker(fresh_template, fresh_forker_parents):
+    other = 1 if (os.cpu_count() or 1) > 1 else 2  # a thread count other than the default's
+    with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+        seen = pool.submit(kernel_forker_of_this_process, other).result()
+    assert seen["own"] and seen["parent"] == seen["grading_process"]
+
+
+def test_a_forker_parent_that_dies_at_once_leaves_each_grading_process_its_own_forker(
+        monkeypatch, fresh_template, fresh_forker_parents):
+    from grader import kernel_fork
+
+    real_popen = subprocess.Popen
+
+    def exits_at_once(args, **kw):
+        if "--parent" in args:
+            args = [sys.executable, "-c", "pass"]
+        return real_popen(args, **kw)
+
+    monkeypatch.setattr(kernel_fork.subprocess, "Popen", exits_at_once)
+    for _ in range(2):  # its request is refused, or taken and never served: either way, the process's own forker
+        with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+            seen = pool.submit(kernel_forker_of_this_process).result()
+        assert seen["own"] and seen["parent"] == seen["grading_process"]
+    assert len(fresh_forker_parents) == 1, "a parent that never became ready was started again"

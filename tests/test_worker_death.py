@@ -28,16 +28,31 @@ def is_grading_process(process: psutil.Process) -> bool:
     return GRADING_PROCESS_TITLE in command or "spawn_main" in command
 
 
+def grading_process_of(kernel: psutil.Process) -> int | None:
+    """The grading process a kernel belongs to: the one its kernel forker serves (`--for PID` in the forker's
+    command line: the program's forker parent forked it), or the forker's parent (it started its own forker),
+    or, for an exec'd kernel, the ancestor that is a grading process."""
+    for ancestor in kernel.parents():
+        command = ancestor.cmdline()
+        if command[1:3] == ["-m", "grader.kernel_fork"]:
+            return int(command[command.index("--for") + 1]) if "--for" in command else ancestor.ppid()
+        if is_grading_process(ancestor):
+            return ancestor.pid
+    return None
+
+
 def kill_first_worker_once_it_grades(stop: threading.Event, killed: list[int], every: bool = False) -> None:
     """SIGKILL the first grading worker seen running a kernel (as the OOM killer would); `every`: each one."""
     me = psutil.Process()
     while not stop.is_set():
         for child in me.children(recursive=True):
             try:
-                if child.pid not in killed and is_grading_process(child) and any(
-                        "ipykernel_launcher" in " ".join(k.cmdline()) for k in child.children(recursive=True)):
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
+                if "ipykernel_launcher" not in " ".join(child.cmdline()):
+                    continue
+                worker = grading_process_of(child)
+                if worker is not None and worker not in killed and is_grading_process(psutil.Process(worker)):
+                    os.kill(worker, signal.SIGKILL)
+                    killed.append(worker)
                     if not every:
                         return
             except psutil.Error:

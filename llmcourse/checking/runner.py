@@ -80,6 +80,20 @@ class _Collector:
         config.addinivalue_line("markers", "graded(exercise, points, hint): a course check")
         config.addinivalue_line("markers", "visible: a check that ships to students (see llmcourse.checking.visible)")
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makeitem(self, collector, name, obj):
+        """A check of another exercise, or of another assignment's module, becomes no item at all: an assignment
+        has up to 150 checks, and making each an item costs more than running this exercise's few. What is
+        kept is sorted exactly in pytest_collection_modifyitems."""
+        marks = getattr(obj, "pytestmark", None) if callable(obj) else None
+        graded = next((m for m in marks if getattr(m, "name", None) == "graded"), None) if isinstance(marks, list) else None
+        if graded is None:
+            return None  # not a course check: pytest decides, as always
+        if (graded.kwargs.get("exercise") != self.exercise
+                or getattr(getattr(collector, "obj", None), "ASSIGNMENT", None) != self.assignment):
+            return []
+        return None
+
     def pytest_collection_modifyitems(self, session, config, items):
         keep = []
         for item in items:

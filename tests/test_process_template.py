@@ -138,6 +138,7 @@ def test_a_python_without_what_the_template_uses_spawns(monkeypatch, fresh_templ
 
 
 # -- kernel forkers: forked by the program's forker parent -------------------------------------------------
+# These use this program's template as it is (a forker parent is started by the caller, not by the template).
 @pytest.fixture
 def fresh_forker_parents(monkeypatch):
     """This test's own forker parents, stopped after it."""
@@ -161,7 +162,7 @@ def kernel_forker_of_this_process(threads: int = 0) -> dict:
             "command": process.cmdline(), "grading_process": os.getpid()}
 
 
-def test_grading_processes_get_kernel_forkers_forked_by_one_parent(fresh_template, fresh_forker_parents):
+def test_grading_processes_get_kernel_forkers_forked_by_one_parent(fresh_forker_parents):
     import psutil
 
     with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
@@ -181,7 +182,7 @@ def test_grading_processes_get_kernel_forkers_forked_by_one_parent(fresh_templat
     assert parent.process.poll() is None
 
 
-def test_a_grading_process_whose_kernels_get_other_settings_starts_its_own_forker(fresh_template, fresh_forker_parents):
+def test_a_grading_process_whose_kernels_get_other_settings_starts_its_own_forker(fresh_forker_parents):
     other = 1 if (os.cpu_count() or 1) > 1 else 2  # a thread count other than the default's
     with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
         seen = pool.submit(kernel_forker_of_this_process, other).result()
@@ -189,7 +190,7 @@ def test_a_grading_process_whose_kernels_get_other_settings_starts_its_own_forke
 
 
 def test_a_forker_parent_that_dies_at_once_leaves_each_grading_process_its_own_forker(
-        monkeypatch, fresh_template, fresh_forker_parents):
+        monkeypatch, fresh_forker_parents):
     from grader import kernel_fork
 
     real_popen = subprocess.Popen

@@ -223,6 +223,25 @@ def test_damaged_weights_are_reported_not_used(copied):
         A.load_model("course-lm")
 
 
+def test_each_load_is_a_model_of_its_own_and_later_damage_is_still_reported(copied):
+    """A second load is a copy of the first (same files, same model); changing the files is noticed."""
+    import torch
+
+    first, second = A.load_model("course-lm"), A.load_model("course-lm")
+    assert first is not second and not second.training
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert second.lm_head.weight is second.model.embed_tokens.weight  # tied as from_pretrained ties them
+    with torch.no_grad():
+        first.lm_head.weight.zero_()  # what a student's training does to its own copy
+    assert float(A.load_model("course-lm").lm_head.weight.abs().sum()) > 0
+    weights = copied / "models" / "course-lm" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size: noticed by its modification time
+    weights.write_bytes(bytes(data))
+    with pytest.raises(A.AssetError, match="damaged.*make assets"):
+        A.load_model("course-lm")
+
+
 def test_damage_is_reported_even_without_a_manifest(copied):
     (copied / "manifest.json").unlink()
     (copied / "models" / "course-mlm" / "config.json").write_text("{ not json")

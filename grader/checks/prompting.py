@@ -1217,10 +1217,12 @@ _FLIP_CASES = [("kind+colour", False, 1, "kind as colour", 8, 7),
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def _checker_shares(case: tuple, shown: str, n_shots: int, seed: int) -> dict[str, float]:
     """On the draws of `case` (with these n_shots and seed), the examples' labels shown as `shown` says
     ("flipped", "original" or "inverse"): the share of the checker's course-lm answers that equal each query's
-    original, flipped and inversely flipped label."""
+    original, flipped and inversely flipped label. The checker's greedy answers are the same every time: each
+    is computed once per process, for every submission whose mistake it diagnoses (do not change the dict)."""
     model, tok = course_lm()
     family, scrambled, _, permutation_name, n_queries, _ = case
     rows, permutation = _flip_case(family, scrambled, permutation_name)

@@ -573,6 +573,9 @@ class ForkerParent:
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
+        import logging
+
+        logging.getLogger("grader").warning("Grading processes start kernel forkers of their own (%s)", reason)
         self.stop()
 
     def stop(self) -> None:

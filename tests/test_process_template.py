@@ -6,6 +6,7 @@ caller, and pools spawn when it cannot serve. (Every class graded in the other t
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -104,22 +105,30 @@ def test_a_template_killed_after_it_served_is_started_again(fresh_template):
         assert pool.submit(what_a_grading_process_sees).result()["parent"] == second.pid
 
 
-def test_the_template_ends_with_its_caller(tmp_path):
+def test_the_template_and_the_forker_parent_end_with_their_caller(tmp_path):
     caller = subprocess.run(
-        [sys.executable, "-c", "from grader.process_template import Template\nprint(Template.get().ready())"],
+        [sys.executable, "-c", "import os\n"
+                               "from grader.process_template import Template, _kernel_forker\n"
+                               "from grader.kernel_fork import ForkerParent\n"
+                               "print(Template.get().ready())\n"
+                               "env, sock = _kernel_forker()\n"
+                               "print(ForkerParent._instances[tuple(sorted(env.items()))].process.pid)\n"
+                               "print(sock.recv(1 << 16).decode())  # its forker says it is ready\n"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert caller.returncode == 0, caller.stderr
-    pid = int(caller.stdout.strip())
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already gone
-    try:
-        # An event, not a deadline: the pidfd is readable when the process has ended. The backstop only ends a
-        # test whose template never ends.
-        assert select.select([pidfd], [], [], 120)[0], f"the template {pid} outlived its caller"
-    finally:
-        os.close(pidfd)
+    template, parent, forker_ready = caller.stdout.split("\n")[:3]
+    forker = json.loads(forker_ready)["ready"]
+    for what, pid in (("template", int(template)), ("forker parent", int(parent)), ("kernel forker", forker)):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # already gone
+        try:
+            # An event, not a deadline: the pidfd is readable when the process has ended. The backstop only ends a
+            # test whose process never ends.
+            assert select.select([pidfd], [], [], 120)[0], f"the {what} {pid} outlived its caller"
+        finally:
+            os.close(pidfd)
 
 
 def test_a_python_without_what_the_template_uses_spawns(monkeypatch, fresh_template, caplog):
@@ -190,7 +199,7 @@ def test_a_grading_process_whose_kernels_get_other_settings_starts_its_own_forke
 
 
 def test_a_forker_parent_that_dies_at_once_leaves_each_grading_process_its_own_forker(
-        monkeypatch, fresh_forker_parents):
+        monkeypatch, fresh_forker_parents, caplog):
     from grader import kernel_fork
 
     real_popen = subprocess.Popen
@@ -201,8 +210,10 @@ def test_a_forker_parent_that_dies_at_once_leaves_each_grading_process_its_own_f
         return real_popen(args, **kw)
 
     monkeypatch.setattr(kernel_fork.subprocess, "Popen", exits_at_once)
-    for _ in range(2):  # its request is refused, or taken and never served: either way, the process's own forker
-        with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
-            seen = pool.submit(kernel_forker_of_this_process).result()
-        assert seen["own"] and seen["parent"] == seen["grading_process"]
+    with caplog.at_level(logging.WARNING, logger="grader"):
+        for _ in range(2):  # its request is refused, or taken and never served: either way, the process's own forker
+            with ProcessPoolExecutor(max_workers=1, mp_context=grading_context()) as pool:
+                seen = pool.submit(kernel_forker_of_this_process).result()
+            assert seen["own"] and seen["parent"] == seen["grading_process"]
     assert len(fresh_forker_parents) == 1, "a parent that never became ready was started again"
+    assert "kernel forkers of their own" in caplog.text

@@ -17,15 +17,20 @@ STALE = "the stored judge is missing or was fitted from other models, data or co
 
 
 def test_the_stored_judge_is_what_a_fit_gives_now():
+    """Equal up to what another CPU's arithmetic may change (the file is fitted on one machine and read on all):
+    the last bits of the probe, and a greedy answer where two tokens are within rounding of each other. A judge
+    fitted from other data or code differs far more (a probe of another fit points elsewhere)."""
     stored = rlhf.stored_judge()
     assert stored is not None, STALE
     probe, prompts, baseline = rlhf.fit_judge(load_tokenizer("course-lm"), load_model("course-lm").eval())
-    torch.testing.assert_close(stored["probe"], probe, rtol=1e-5, atol=1e-6)
     assert stored["prompts"] == prompts and len(prompts) == rlhf.N_JUDGE_PROMPTS
-    assert stored["baseline"]["texts"] == baseline["texts"]
-    torch.testing.assert_close(stored["baseline"]["scores"], baseline["scores"], rtol=1e-5, atol=1e-5)
-    assert stored["baseline"]["kind"] == baseline["kind"]
-    assert abs(stored["baseline"]["ref_logprob_per_token"] - baseline["ref_logprob_per_token"]) < 1e-6
+    torch.testing.assert_close(stored["probe"], probe, rtol=1e-3, atol=1e-4)
+    same = [a == b for a, b in zip(stored["baseline"]["texts"], baseline["texts"])]
+    assert sum(same) >= 0.95 * len(prompts), f"{len(prompts) - sum(same)} of the baseline's answers differ"
+    kept = torch.tensor(same)
+    torch.testing.assert_close(stored["baseline"]["scores"][kept], baseline["scores"][kept], rtol=1e-3, atol=1e-3)
+    assert abs(stored["baseline"]["kind"] - baseline["kind"]) <= 0.05
+    assert abs(stored["baseline"]["ref_logprob_per_token"] - baseline["ref_logprob_per_token"]) < 0.01
 
 
 def test_a_judge_from_other_inputs_or_damaged_is_not_used(tmp_path, monkeypatch):

@@ -346,14 +346,7 @@ class KernelForker:
     def __init__(self, env: dict[str, str], sock: socket.socket | None = None):
         self.process: subprocess.Popen | None = None  # None: forked by the program's forker parent, not ours
         if sock is None:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "grader.kernel_fork", str(theirs.fileno()), _TITLE_ROOM],
-                    pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
-            finally:
-                theirs.close()
-            sock = ours
+            self.process, sock = start_server("grader.kernel_fork", [], _TITLE_ROOM, env)
         self.sock = sock
         self.lock = threading.Lock()
         self.exits: dict[int, int] = {}
@@ -508,14 +501,7 @@ class ForkerParent:
     MAX_PARENTS = 4  # one per environment; a program whose environment keeps changing stops the oldest
 
     def __init__(self, env: dict[str, str]):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "grader.kernel_fork", "--parent", str(theirs.fileno()), _TITLE_ROOM],
-                pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        self.sock = ours
+        self.process, self.sock = start_server("grader.kernel_fork", ["--parent"], _TITLE_ROOM, env)
         self.owner = os.getpid()
         self.served = False  # it said it is ready
         self.failed = ""
@@ -529,7 +515,8 @@ class ForkerParent:
         with cls._lock:
             parent = cls._instances.get(key)
             if parent is not None and (parent.owner != os.getpid() or (parent.failed and parent.served)):
-                parent = None  # a fork of the program that started it (a queue worker's child), or it died
+                parent.stop()  # a fork of the program that started it (a queue worker's child), or it died
+                parent = None
             if parent is None:
                 while len(cls._instances) >= cls.MAX_PARENTS:
                     cls._instances.pop(next(iter(cls._instances))).stop()
@@ -579,12 +566,32 @@ class ForkerParent:
         self.stop()
 
     def stop(self) -> None:
-        self.sock.close()  # the parent exits when its socket closes; its forkers go on serving their processes
+        """Close this process's end; the parent exits when its program's end closes (its forkers go on serving
+        their processes). A fork of the program only closes its inherited copy: the parent is its starter's."""
+        self.sock.close()
+        if self.owner != os.getpid():
+            return
         try:
             self.process.kill()
         except OSError:
             pass
         self.process.wait()
+
+
+def start_server(module: str, args: list[str], title_room: str, env: dict[str, str] | None = None):
+    """(process, our socket): `python -m MODULE ARGS FD TITLE_ROOM`, a fork server of ours (this forker, its parent,
+    grader.process_template's template) that talks to us over a socket pair and nothing else; it starts in "/", reads
+    nothing on its standard input, and ends when our socket closes."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", module, *args, str(theirs.fileno()), title_room],
+                                   pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
 
 
 def forker_environment(threads: int) -> dict[str, str]:

@@ -32,7 +32,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 
@@ -134,14 +133,9 @@ class Template:
     _instance_lock = threading.Lock()
 
     def __init__(self):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "grader.process_template", str(theirs.fileno()), _TITLE_ROOM],
-                pass_fds=[theirs.fileno()], cwd="/", stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        self.sock = ours
+        from .kernel_fork import start_server
+
+        self.process, self.sock = start_server("grader.process_template", [], _TITLE_ROOM)
         self.lock = threading.Lock()
         self.owner = os.getpid()
         self.pid: int | None = None
@@ -233,9 +227,10 @@ def _kernel_forker():
     parent (grader.kernel_fork.ForkerParent) for the environment its kernels get when the grading settings
     leave the thread count alone; (None, None) where the parent cannot serve (the process starts its own)."""
     from .kernel_fork import ForkerParent, forker_environment
+    from .sandbox import kernel_threads
 
     try:
-        env = forker_environment(max(1, os.cpu_count() or 1))  # SandboxedKernelManager._threads() when threads = 0
+        env = forker_environment(kernel_threads())
         return env, ForkerParent.connect(env)
     except OSError as exc:
         log.warning("Grading processes start kernel forkers of their own (%s)", exc)

@@ -103,6 +103,11 @@ def kernel_environment(workdir: str, threads: int) -> dict[str, str]:
     }
 
 
+def kernel_threads(setting: int = 0) -> int:
+    """The BLAS threads of a kernel for `SandboxedKernelManager.threads` = `setting` (0: one per core)."""
+    return setting or max(1, os.cpu_count() or 1)
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     memory_limit = Integer(6 * 2**30, help="Memory of the kernel and all its processes together, tmpfs pages included "
                                            "(a cgroup), and the address-space limit of each process (CPU only), in "
@@ -226,7 +231,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.log.warning("Sandbox: %s.", item)
 
     def _threads(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1))
+        return kernel_threads(self.threads)
 
     def _uid(self) -> int | None:
         if os.geteuid() != 0:

@@ -281,7 +281,7 @@ def load_model(name: str = "course-lm", auto_class: str | None = None, **kwargs:
 
 
 # A course model as from_pretrained returned it, by its folder, class and files (name, size, times, inode): the same
-# files give the same model, so a second load is a copy of the first (8 ms against 37 for course-lm, which the
+# files give the same model, so a second load is a copy of the first (about 6 ms against 37 for course-lm, which the
 # checks load for nearly every check). from_pretrained draws no random numbers, so nothing else changes.
 _LOADED: dict[tuple, Any] = {}
 

@@ -99,3 +99,28 @@ def test_a_test_cell_is_split_into_checks_for_the_grader_and_code_for_the_kernel
     assert test_cell_parts("assert f(1 ==") == [("kernel", "assert f(1 ==")]  # the kernel reports the SyntaxError
     with pytest.raises(MixedCellError, match="line 2: check\\(...\\) must be a statement of its own"):
         test_cell_parts('x = 1\nfor e in ["a/f"]:\n    check(e)\n')
+
+
+def test_the_runner_keeps_exactly_the_exercises_checks_wherever_they_are_written(tmp_path, monkeypatch):
+    """Checks of other exercises are left out before pytest makes items of them; a check written as a method of a
+    class is found as one written as a function."""
+    (tmp_path / "runner_probe_checks.py").write_text(
+        "from llmcourse.checking import graded\n"
+        "ASSIGNMENT = 'zz_probe'\n\n"
+        "@graded('twice', points=1, hint='h')\n"
+        "def test_twice_of_two(student):\n"
+        "    assert student.twice(2) == 4\n\n"
+        "class TestMore:\n"
+        "    @graded('twice', points=2, hint='h')\n"
+        "    def test_twice_of_zero(self, student):\n"
+        "        assert student.twice(0) == 0\n\n"
+        "@graded('half', points=5, hint='h')\n"
+        "def test_half(student):\n"
+        "    assert student.half(2) == 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from llmcourse.checking import local_student, run_checks
+
+    result = run_checks("zz_probe/twice", local_student({"twice": lambda x: 2 * x}), visible=["runner_probe_checks"])
+    assert not result.error, result.error
+    assert sorted(c.name for c in result.checks) == ["twice of two", "twice of zero"]
+    assert result.score == result.max_score == 3

@@ -80,7 +80,7 @@ def test_a_template_that_cannot_start_leaves_grading_processes_spawned(monkeypat
         return real_popen([sys.executable, "-c", "raise SystemExit(3)"], **{**kw, "pass_fds": ()})
 
     with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger="grader"):
-        patched.setattr(process_template.subprocess, "Popen", broken)
+        patched.setattr(subprocess, "Popen", broken)  # the template starts through grader.kernel_fork.start_server
         context = grading_context()
     assert context.Process is multiprocessing.get_context("spawn").Process
     assert "spawned, not forked" in caplog.text
@@ -164,8 +164,9 @@ def kernel_forker_of_this_process(threads: int = 0) -> dict:
     import psutil
 
     from grader.kernel_fork import KernelForker, forker_environment
+    from grader.sandbox import kernel_threads
 
-    forker = KernelForker.for_environment(forker_environment(threads or max(1, os.cpu_count() or 1)))
+    forker = KernelForker.for_environment(forker_environment(kernel_threads(threads)))
     process = psutil.Process(forker.pid)
     return {"pid": forker.pid, "parent": process.ppid(), "own": forker.process is not None,
             "command": process.cmdline(), "grading_process": os.getpid()}

@@ -7,8 +7,9 @@ Three models train in two processes side by side, one thread each: course-lm in 
 and then the scaling-law sweep of 07_deployment (20 small models, assets/data/scaling/runs.json) in the other.
 (Tiny models gain little from a second thread, and a busy machine makes threads wait on each other; two
 single-threaded processes use two cores fully.) Then course-lm-apps is fine-tuned
-from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md. Last, the grader's judge of 05_rlhf,
-fitted from course-lm and the preference data, is stored again (grader/checks/rlhf_judge.pt).
+from course-lm with two threads. Step timings go to assets/build_info.json and into assets/MODELS.md. Last,
+the grader's judge of 05_rlhf, fitted from course-lm and the preference data, is stored again
+(grader/checks/rlhf_judge.pt).
 """
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ class _Collector:
         if graded is None:
             return None  # not a course check: pytest decides, as always
         if (graded.kwargs.get("exercise") != self.exercise
-                or getattr(getattr(collector, "obj", None), "ASSIGNMENT", None) != self.assignment):
+                or getattr(getattr(collector, "module", None), "ASSIGNMENT", None) != self.assignment):
             return []
         return None
 
